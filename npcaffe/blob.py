@@ -1,0 +1,131 @@
+"""Blob: Caffe's N-d float32 array pair (data, diff).
+
+`data` and `diff` are numpy views onto flat storage, so `blob.data[...] = x`
+writes into the blob, as in pycaffe.  Storage grows on reshape but never
+shrinks (Caffe's capacity rule), so reshaping back and forth does not
+allocate.  Parameters shared between layers share one storage object.
+"""
+import numpy as np
+
+from .errors import NetError
+
+
+class _Storage:
+    __slots__ = ("array",)
+
+    def __init__(self, size=0):
+        self.array = np.zeros(size, dtype=np.float32)
+
+    def ensure(self, size):
+        if self.array.size < size:
+            self.array = np.zeros(size, dtype=np.float32)
+
+
+class Blob:
+    def __init__(self, *shape, name=""):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        self.name = name
+        self._data = _Storage()
+        self._diff = _Storage()
+        self._shape = ()
+        self._count = 1
+        self.reshape(shape)
+
+    # -- shape ---------------------------------------------------------------
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list, np.ndarray)):
+            shape = tuple(shape[0])
+        shape = tuple(int(d) for d in shape)
+        for d in shape:
+            if d < 0:
+                raise NetError(f"blob '{self.name}': negative dimension in shape {shape}")
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if count > np.iinfo(np.int32).max:
+            raise NetError(f"blob '{self.name}': shape {shape} has {count} elements, more than Caffe's INT_MAX")
+        self._shape = shape
+        self._count = count
+        self._data.ensure(count)
+        self._diff.ensure(count)
+
+    def reshape_like(self, other):
+        self.reshape(other.shape)
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def count(self):
+        return self._count
+
+    def count_range(self, start, end=None):
+        dims = self._shape[start:end]
+        return int(np.prod(dims, dtype=np.int64)) if dims else 1
+
+    @property
+    def num_axes(self):
+        return len(self._shape)
+
+    def canonical_axis(self, axis):
+        n = len(self._shape)
+        if not -n <= axis < max(n, 1):
+            raise NetError(f"blob '{self.name}': axis {axis} out of range for {n}-D blob of shape {self._shape}")
+        return axis + n if axis < 0 else axis
+
+    def _legacy(self, i):
+        # Caffe's num/channels/height/width: missing leading axes read as 1.
+        n = len(self._shape)
+        if n > 4:
+            raise NetError(f"blob '{self.name}': legacy accessor used on {n}-D shape {self._shape}")
+        k = i - (4 - n)
+        return self._shape[k] if k >= 0 else 1
+
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
+
+    # -- contents ------------------------------------------------------------
+    @property
+    def data(self):
+        return self._data.array[: self._count].reshape(self._shape)
+
+    @data.setter
+    def data(self, value):
+        self.data[...] = value
+
+    @property
+    def diff(self):
+        return self._diff.array[: self._count].reshape(self._shape)
+
+    @diff.setter
+    def diff(self, value):
+        self.diff[...] = value
+
+    @property
+    def flat_data(self):
+        return self._data.array[: self._count]
+
+    @property
+    def flat_diff(self):
+        return self._diff.array[: self._count]
+
+    def share_data(self, other):
+        """Use other's data storage (shared parameters, Split tops)."""
+        self._check_same_count(other)
+        self._data = other._data
+
+    def share_diff(self, other):
+        self._check_same_count(other)
+        self._diff = other._diff
+
+    def shares_data_with(self, other):
+        return self._data is other._data
+
+    def _check_same_count(self, other):
+        if other.count != self.count:
+            raise NetError(f"cannot share blob '{other.name}' {other.shape} with '{self.name}' {self.shape}: counts differ")
+
+    def __repr__(self):
+        return f"Blob({self.name!r}, shape={self._shape})"

@@ -1,0 +1,166 @@
+"""The Layer contract and the one registry of layer types.
+
+Every layer follows Caffe's setup order (layer.hpp): check the number of
+bottom/top blobs, `layer_setup` (read parameters, create `blobs`), `reshape`
+(size the tops), then loss weights.  `forward` reshapes again and returns the
+layer's weighted loss; `backward` writes bottom diffs and *accumulates* into
+parameter diffs (the solver clears them), which is what makes shared
+parameters and iter_size work as in Caffe.
+"""
+import numpy as np
+
+from .errors import NetError
+from .proto import caffe_pb2
+
+TRAIN = caffe_pb2.TRAIN
+TEST = caffe_pb2.TEST
+
+_REGISTRY = {}
+
+
+def register(*type_names):
+    """Class decorator: make a layer class constructible by its Caffe type string(s)."""
+    def wrap(cls):
+        for name in type_names:
+            if name in _REGISTRY and _REGISTRY[name] is not cls:
+                raise RuntimeError(f"layer type '{name}' registered twice")
+            _REGISTRY[name] = cls
+        if cls.__dict__.get("type") is None:
+            cls.type = type_names[0]
+        return cls
+    return wrap
+
+
+def layer_type_list():
+    """Sorted list of registered layer type strings (pycaffe's caffe.layer_type_list)."""
+    _load_families()
+    return sorted(_REGISTRY)
+
+
+def create_layer(param, phase=None):
+    """Construct the layer for a LayerParameter (Caffe's LayerRegistry::CreateLayer)."""
+    _load_families()
+    cls = _REGISTRY.get(param.type)
+    if cls is None:
+        raise NetError(
+            f"layer '{param.name}': unknown layer type '{param.type}'. "
+            f"Known types: {', '.join(sorted(_REGISTRY))}")
+    return cls(param, phase)
+
+
+def _load_families():
+    # Importing the family modules runs their @register decorators.
+    from . import layerlib  # noqa: F401
+
+
+class Layer:
+    """Base of all layers.
+
+    Subclasses set the blob-count constraints below and override
+    `layer_setup`, `reshape`, `forward_cpu` and, if they have one,
+    `backward_cpu`.  `self.blobs` holds the learnable parameters.
+    """
+    type = None
+    exact_num_bottom = -1
+    min_bottom = -1
+    max_bottom = -1
+    exact_num_top = -1
+    min_top = -1
+    max_top = -1
+    equal_num_bottom_top = False
+    auto_top_blobs = False
+
+    def __init__(self, param, phase=None):
+        self.layer_param = param
+        self.name = param.name
+        # Net sets param.phase; a bare LayerParameter defaults to TRAIN, as in Caffe.
+        self.phase = param.phase if phase is None else phase
+        self.blobs = []
+        self.param_propagate_down = []
+        self.loss_weights = []
+        self.iter = 0  # the DNS fork's current_iter_, set by the solver before each step
+
+    # -- the setup contract ----------------------------------------------------
+    def setup(self, bottom, top):
+        self.check_blob_counts(bottom, top)
+        self.layer_setup(bottom, top)
+        self.reshape(bottom, top)
+        self.set_loss_weights(top)
+
+    def check_blob_counts(self, bottom, top):
+        def fail(what, n, want):
+            raise NetError(f"layer '{self.name}' of type {self.type} takes {want} {what} blob(s), got {n}")
+        nb, nt = len(bottom), len(top)
+        if self.exact_num_bottom >= 0 and nb != self.exact_num_bottom:
+            fail("bottom", nb, f"exactly {self.exact_num_bottom}")
+        if self.min_bottom >= 0 and nb < self.min_bottom:
+            fail("bottom", nb, f"at least {self.min_bottom}")
+        if self.max_bottom >= 0 and nb > self.max_bottom:
+            fail("bottom", nb, f"at most {self.max_bottom}")
+        if self.exact_num_top >= 0 and nt != self.exact_num_top:
+            fail("top", nt, f"exactly {self.exact_num_top}")
+        if self.min_top >= 0 and nt < self.min_top:
+            fail("top", nt, f"at least {self.min_top}")
+        if self.max_top >= 0 and nt > self.max_top:
+            fail("top", nt, f"at most {self.max_top}")
+        if self.equal_num_bottom_top and nb != nt:
+            raise NetError(f"layer '{self.name}' of type {self.type} needs as many tops as bottoms, got {nb} bottoms and {nt} tops")
+
+    def layer_setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError
+
+    def set_loss_weights(self, top):
+        weights = list(self.layer_param.loss_weight)
+        self.loss_weights = [0.0] * len(top)
+        if not weights:
+            return
+        if len(weights) != len(top):
+            raise NetError(
+                f"layer '{self.name}': loss_weight must be unspecified or given once per top blob "
+                f"({len(top)} tops, {len(weights)} loss_weight values)")
+        for i, w in enumerate(weights):
+            if w == 0:
+                continue
+            self.loss_weights[i] = float(np.float32(w))
+            # As in Caffe, the loss weight lives in the top's diff: backward reads it there.
+            top[i].diff[...] = np.float32(w)
+
+    def loss(self, top_index):
+        return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
+
+    # -- forward / backward ----------------------------------------------------
+    def forward(self, bottom, top):
+        self.reshape(bottom, top)
+        self.forward_cpu(bottom, top)
+        loss = np.float32(0)
+        for i, t in enumerate(top):
+            if self.loss(i):
+                loss += np.float32(np.dot(t.flat_data, t.flat_diff))
+        return loss
+
+    def forward_cpu(self, bottom, top):
+        raise NotImplementedError
+
+    def backward(self, top, propagate_down, bottom):
+        self.backward_cpu(top, propagate_down, bottom)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if any(propagate_down):
+            raise NetError(f"layer '{self.name}' of type {self.type} has no backward pass")
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    def set_param_propagate_down(self, index, value):
+        while len(self.param_propagate_down) <= index:
+            self.param_propagate_down.append(True)
+        self.param_propagate_down[index] = bool(value)
+
+    def param_needs_backward(self, index):
+        return index >= len(self.param_propagate_down) or self.param_propagate_down[index]
+
+    def __repr__(self):
+        return f"<{type(self).__name__} '{self.name}' ({self.type})>"

@@ -1,0 +1,2 @@
+"""Layer implementations, one module per family; importing them registers their types."""
+from . import common, data, loss, neuron, vision  # noqa: F401
