@@ -6,3 +6,21 @@ scripts.
 from .layer import TRAIN, TEST, layer_type_list  # noqa: F401
 from .blob import Blob  # noqa: F401
 from .errors import NpcaffeError  # noqa: F401
+from .net import Net  # noqa: F401
+
+
+def set_mode_cpu():
+    """npcaffe computes on the CPU only; kept for pycaffe scripts."""
+
+
+def set_mode_gpu():
+    raise NpcaffeError("npcaffe has no GPU mode; use npcaffe.set_mode_cpu()")
+
+
+def set_device(device_id):
+    """Accepted for pycaffe compatibility; there is only the CPU."""
+
+
+def set_random_seed(seed):
+    from . import rng
+    rng.set_random_seed(seed)

@@ -1,0 +1,54 @@
+"""Log lines in glog's format, so Caffe's log parsers read npcaffe's logs unchanged.
+
+    I1122 01:02:03.456789  4242 solver.py:228] Iteration 100, loss = 0.2
+
+(severity, month-day, time with microseconds, thread id, source file:line).
+"""
+import datetime
+import os
+import sys
+import threading
+
+_stream = None
+_quiet = False
+
+
+def set_stream(stream):
+    global _stream
+    _stream = stream
+
+
+def set_quiet(quiet=True):
+    """Silence INFO lines (warnings and errors still print)."""
+    global _quiet
+    _quiet = quiet
+
+
+def _emit(severity, message, depth):
+    if _quiet and severity == "I":
+        return
+    frame = sys._getframe(depth)
+    source = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+    now = datetime.datetime.now()
+    tid = threading.get_native_id() % 100000
+    line = f"{severity}{now:%m%d %H:%M:%S}.{now.microsecond:06d} {tid:>5d} {source}] {message}\n"
+    stream = _stream or sys.stderr
+    stream.write(line)
+    stream.flush()
+
+
+def info(message):
+    _emit("I", message, 2)
+
+
+def warning(message):
+    _emit("W", message, 2)
+
+
+def error(message):
+    _emit("E", message, 2)
+
+
+def fmt(x):
+    """A float as C++ ostream prints it by default (6 significant digits)."""
+    return f"{float(x):.6g}"

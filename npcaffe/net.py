@@ -1,0 +1,486 @@
+"""Net: the layer graph built once from a NetParameter, as Caffe's net.cpp.
+
+Also the pycaffe-compatible face of it (`npcaffe.Net(model, weights, phase)`,
+`net.blobs`, `net.params`, `net.forward(**inputs)`, ...).
+"""
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from .blob import Blob
+from .errors import NetError, WeightsError
+from .fileio.caffemodel import blob_diff_to_array, blob_shape, blob_to_array, read_caffemodel, write_caffemodel
+from .fileio.prototxt import read_net
+from .graph import filter_net, insert_splits
+from .layer import TEST, TRAIN, create_layer
+from .proto import caffe_pb2
+
+
+def _phase_value(phase):
+    if phase in (TRAIN, TEST):
+        return phase
+    if isinstance(phase, str) and phase.upper() in ("TRAIN", "TEST"):
+        return caffe_pb2.Phase.Value(phase.upper())
+    raise NetError(f"phase must be npcaffe.TRAIN or npcaffe.TEST, got {phase!r}")
+
+
+class Net:
+    """A Caffe net for one phase.
+
+    Constructors, as pycaffe:
+        Net(model, phase)                  Net(model, phase, weights=W)
+        Net(model, weights, phase)         Net(net_parameter, phase, level=0, stages=())
+    `model` is a .prototxt path or a NetParameter.
+    """
+
+    def __init__(self, model, *args, weights=None, phase=None, level=0, stages=(), verbose=False):
+        args = list(args)
+        if args and isinstance(args[0], (str, os.PathLike)):
+            weights = args.pop(0)
+        if args:
+            phase = args.pop(0)
+        if args:
+            raise TypeError("Net(model, [weights,] phase, weights=None, level=0, stages=())")
+        if phase is None:
+            raise TypeError("Net needs a phase: npcaffe.TRAIN or npcaffe.TEST")
+        self.phase = _phase_value(phase)
+        if isinstance(model, caffe_pb2.NetParameter):
+            param = caffe_pb2.NetParameter()
+            param.CopyFrom(model)
+            from .fileio.upgrade import upgrade_net
+            upgrade_net(param, f"net '{param.name}'")
+            self.source = f"<NetParameter '{param.name}'>"
+        else:
+            param = read_net(model)
+            self.source = os.fspath(model)
+        param.state.phase = self.phase
+        param.state.level = level
+        del param.state.stage[:]
+        param.state.stage.extend(stages)
+        self.verbose = verbose
+        self._init(param)
+        if weights is not None:
+            self.copy_from(weights)
+
+    # -- construction (Net::Init) ----------------------------------------------
+    def _init(self, in_param):
+        param = insert_splits(filter_net(in_param))
+        self.name = param.name
+        self.param = param
+        self.layers = []
+        self._layer_names = []
+        self._blobs = []            # all blobs, in creation order
+        self._blob_names = []
+        self._blob_index = {}
+        self.blob_need_backward = []
+        self.bottom_vecs, self.top_vecs = [], []
+        self.bottom_id_vecs, self.top_id_vecs = [], []
+        self.bottom_need_backward = []
+        self.layer_need_backward = []
+        self._blob_loss_weights = []
+        self._input_indices = []
+        # parameter bookkeeping (Net::AppendParam)
+        self.params_list = []        # every param blob, layer by layer
+        self.param_layer_indices = []
+        self.param_owners = []
+        self.param_display_names = []
+        self.learnable_params = []   # owners only
+        self.learnable_param_ids = []
+        self.params_lr = []
+        self.params_weight_decay = []
+        self.has_params_lr = []
+        self.has_params_decay = []
+        self.mask_learnable_ids = set()
+        self._param_names_index = {}
+        available = set()
+
+        for layer_id, layer_param in enumerate(param.layer):
+            if not layer_param.HasField("phase"):
+                layer_param.phase = self.phase
+            if len(layer_param.propagate_down) and len(layer_param.propagate_down) != len(layer_param.bottom):
+                raise NetError(f"layer '{layer_param.name}': propagate_down must be given for every bottom "
+                               f"({len(layer_param.bottom)} bottoms, {len(layer_param.propagate_down)} values)")
+            layer = create_layer(layer_param)
+            self.layers.append(layer)
+            self._layer_names.append(layer_param.name)
+            self.bottom_vecs.append([])
+            self.top_vecs.append([])
+            self.bottom_id_vecs.append([])
+            self.top_id_vecs.append([])
+            self.bottom_need_backward.append([])
+            need_backward = False
+            for bottom_id, name in enumerate(layer_param.bottom):
+                blob_id = self._append_bottom(layer_id, bottom_id, available)
+                need_backward |= self.blob_need_backward[blob_id]
+            for top_id in range(len(layer_param.top)):
+                self._append_top(layer_id, top_id, available)
+                if layer_param.type == "Input":
+                    self._input_indices.append(self.top_id_vecs[layer_id][-1])
+            if layer.auto_top_blobs:
+                needed = max(layer.min_top, layer.exact_num_top)
+                for top_id in range(len(layer_param.top), needed):
+                    self._append_top(layer_id, top_id, None)
+            try:
+                layer.setup(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+            except NetError as e:
+                raise NetError(f"{self.source}: {e}") from None
+            for top_id, blob_id in enumerate(self.top_id_vecs[layer_id]):
+                while len(self._blob_loss_weights) <= blob_id:
+                    self._blob_loss_weights.append(0.0)
+                self._blob_loss_weights[blob_id] = layer.loss(top_id)
+            if len(layer_param.param) > len(layer.blobs):
+                raise NetError(f"layer '{layer_param.name}': {len(layer_param.param)} param specs given "
+                               f"but the layer has only {len(layer.blobs)} parameter blobs")
+            for param_id in range(len(layer.blobs)):
+                spec = layer_param.param[param_id] if param_id < len(layer_param.param) else caffe_pb2.ParamSpec()
+                need = spec.lr_mult != 0
+                need_backward |= need
+                layer.set_param_propagate_down(param_id, need)
+            for param_id in range(len(layer.blobs)):
+                self._append_param(layer_id, param_id)
+            self.layer_need_backward.append(need_backward)
+            if need_backward:
+                for blob_id in self.top_id_vecs[layer_id]:
+                    self.blob_need_backward[blob_id] = True
+
+        self._prune_backward()
+        if param.force_backward:
+            for layer_id, layer in enumerate(self.layers):
+                self.layer_need_backward[layer_id] = True
+                for bottom_id, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
+                    flag = self.bottom_need_backward[layer_id][bottom_id] or layer.allow_force_backward(bottom_id)
+                    self.bottom_need_backward[layer_id][bottom_id] = flag
+                    self.blob_need_backward[blob_id] = self.blob_need_backward[blob_id] or flag
+                for param_id in range(len(layer.blobs)):
+                    layer.set_param_propagate_down(param_id, True)
+        # Caffe keeps remaining blobs in a std::set: outputs come out sorted by name.
+        self._output_indices = [self._blob_index[name] for name in sorted(available)]
+        self._share_weights()
+
+    def _append_bottom(self, layer_id, bottom_id, available):
+        layer_param = self.param.layer[layer_id]
+        name = layer_param.bottom[bottom_id]
+        if name not in available:
+            raise NetError(f"{self.source}: layer '{layer_param.name}': unknown bottom blob '{name}' "
+                           f"(bottom index {bottom_id}); no earlier layer produces it in phase "
+                           f"{caffe_pb2.Phase.Name(self.phase)}")
+        blob_id = self._blob_index[name]
+        self.bottom_vecs[layer_id].append(self._blobs[blob_id])
+        self.bottom_id_vecs[layer_id].append(blob_id)
+        available.discard(name)
+        need = self.blob_need_backward[blob_id]
+        if len(layer_param.propagate_down):
+            need = layer_param.propagate_down[bottom_id]
+        self.bottom_need_backward[layer_id].append(need)
+        return blob_id
+
+    def _append_top(self, layer_id, top_id, available):
+        layer_param = self.param.layer[layer_id]
+        name = layer_param.top[top_id] if top_id < len(layer_param.top) else "(automatic)"
+        if available is not None and top_id < len(layer_param.bottom) and name == layer_param.bottom[top_id]:
+            blob_id = self._blob_index[name]  # in-place
+        elif available is not None and name in self._blob_index:
+            raise NetError(f"{self.source}: layer '{layer_param.name}': top blob '{name}' is produced by "
+                           "multiple sources (in-place layers must name the same blob as bottom and top at the same index)")
+        else:
+            blob_id = len(self._blobs)
+            self._blobs.append(Blob(name=name))
+            self._blob_names.append(name)
+            self.blob_need_backward.append(False)
+            if available is not None:
+                self._blob_index[name] = blob_id
+        self.top_vecs[layer_id].append(self._blobs[blob_id])
+        self.top_id_vecs[layer_id].append(blob_id)
+        if available is not None:
+            available.add(name)
+
+    def _append_param(self, layer_id, param_id):
+        layer_param = self.param.layer[layer_id]
+        layer = self.layers[layer_id]
+        spec = layer_param.param[param_id] if param_id < len(layer_param.param) else caffe_pb2.ParamSpec()
+        name = spec.name
+        self.param_display_names.append(name if name else str(param_id))
+        net_param_id = len(self.params_list)
+        blob = layer.blobs[param_id]
+        self.params_list.append(blob)
+        self.param_layer_indices.append((layer_id, param_id))
+        is_mask = param_id in getattr(layer, "mask_param_indices", ())
+        if not name or name not in self._param_names_index:
+            self.param_owners.append(-1)
+            if name:
+                self._param_names_index[name] = net_param_id
+            learnable_id = len(self.learnable_params)
+            self.learnable_params.append(blob)
+            self.learnable_param_ids.append(learnable_id)
+            self.has_params_lr.append(spec.HasField("lr_mult"))
+            self.has_params_decay.append(spec.HasField("decay_mult"))
+            self.params_lr.append(spec.lr_mult)
+            self.params_weight_decay.append(spec.decay_mult)
+        else:
+            owner_id = self._param_names_index[name]
+            self.param_owners.append(owner_id)
+            owner_layer, owner_param = self.param_layer_indices[owner_id]
+            owner_blob = self.layers[owner_layer].blobs[owner_param]
+            if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+                if blob.count != owner_blob.count:
+                    raise NetError(f"layer '{layer_param.name}': shared parameter '{name}' has {blob.count} elements "
+                                   f"{blob.shape}, its owner in layer '{self._layer_names[owner_layer]}' has "
+                                   f"{owner_blob.count} {owner_blob.shape}")
+            elif blob.shape != owner_blob.shape:
+                raise NetError(f"layer '{layer_param.name}': shared parameter '{name}' has shape {blob.shape}, its owner "
+                               f"in layer '{self._layer_names[owner_layer]}' has {owner_blob.shape} "
+                               "(use share_mode: PERMISSIVE to compare counts only)")
+            learnable_id = self.learnable_param_ids[owner_id]
+            self.learnable_param_ids.append(learnable_id)
+            for has, values, field, label in ((self.has_params_lr, self.params_lr, "lr_mult", "lr_mult"),
+                                              (self.has_params_decay, self.params_weight_decay, "decay_mult", "decay_mult")):
+                if spec.HasField(field):
+                    value = getattr(spec, field)
+                    if has[learnable_id]:
+                        if value != values[learnable_id]:
+                            raise NetError(f"layer '{layer_param.name}': shared param '{name}' has mismatched {label} "
+                                           f"({value} here, {values[learnable_id]} at its owner)")
+                    else:
+                        has[learnable_id] = True
+                        values[learnable_id] = value
+        if is_mask:
+            self.mask_learnable_ids.add(self.learnable_param_ids[-1])
+
+    def _prune_backward(self):
+        under_loss, skip_backprop = set(), set()
+        for layer_id in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[layer_id]
+            contributes = False
+            skip = True
+            for top_id, blob_id in enumerate(self.top_id_vecs[layer_id]):
+                name = self._blob_names[blob_id]
+                if layer.loss(top_id) or name in under_loss:
+                    contributes = True
+                if name not in skip_backprop:
+                    skip = False
+                if contributes and not skip:
+                    break
+            if self.layer_need_backward[layer_id] and skip:
+                self.layer_need_backward[layer_id] = False
+                self.bottom_need_backward[layer_id] = [False] * len(self.bottom_vecs[layer_id])
+            if not contributes:
+                self.layer_need_backward[layer_id] = False
+            for bottom_id, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
+                name = self._blob_names[blob_id]
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self.bottom_need_backward[layer_id][bottom_id] = False
+                if not self.bottom_need_backward[layer_id][bottom_id]:
+                    skip_backprop.add(name)
+
+    def _share_weights(self):
+        for i, owner in enumerate(self.param_owners):
+            if owner >= 0:
+                self.params_list[i].share_data(self.params_list[owner])
+                self.params_list[i].share_diff(self.params_list[owner])
+
+    # -- running -----------------------------------------------------------------
+    def set_iter(self, iteration):
+        """Tell every layer the solver's iteration (the DNS fork's set_current_iter_num)."""
+        for layer in self.layers:
+            layer.iter = iteration
+
+    def forward_from_to(self, start=0, end=None):
+        end = len(self.layers) - 1 if end is None else end
+        loss = np.float32(0)
+        for i in range(start, end + 1):
+            loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+        return loss
+
+    def backward_from_to(self, start=None, end=0):
+        start = len(self.layers) - 1 if start is None else start
+        for i in range(start, end - 1, -1):
+            if self.layer_need_backward[i]:
+                self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+
+    def forward_backward(self):
+        loss = self.forward_from_to()
+        self.backward_from_to()
+        return loss
+
+    def clear_param_diffs(self):
+        for blob in self.learnable_params:
+            blob.flat_diff[:] = 0
+
+    def update(self):
+        """data -= diff for every owned parameter except DNS masks (the fork's Net::Update)."""
+        for learnable_id, blob in enumerate(self.learnable_params):
+            if learnable_id in self.mask_learnable_ids:
+                continue
+            np.subtract(blob.flat_data, blob.flat_diff, out=blob.flat_data)
+
+    def reshape(self):
+        for i, layer in enumerate(self.layers):
+            layer.reshape(self.bottom_vecs[i], self.top_vecs[i])
+
+    # -- weights -----------------------------------------------------------------
+    def copy_from(self, source):
+        """Copy weights by layer name from a .caffemodel path or NetParameter (CopyTrainedLayersFrom).
+
+        DNS fork rule: a CConvolution/CInnerProduct layer may receive fewer
+        blobs than it has (weight, bias only); its masks then keep their
+        filler values.
+        """
+        if isinstance(source, caffe_pb2.NetParameter):
+            net_param, where = source, f"<NetParameter '{source.name}'>"
+        else:
+            where = os.fspath(source)
+            net_param = read_caffemodel(where)
+        index = {name: i for i, name in enumerate(self._layer_names)}
+        for source_layer in net_param.layer:
+            target_id = index.get(source_layer.name)
+            if target_id is None:
+                continue
+            layer = self.layers[target_id]
+            targets = layer.blobs
+            n = len(source_layer.blobs)
+            partial_ok = getattr(layer, "accepts_fewer_blobs", False) and n < len(targets)
+            if n != len(targets) and not partial_ok:
+                raise WeightsError(f"{where}: layer '{source_layer.name}' has {n} blobs in the file but "
+                                   f"{len(targets)} in the net ({layer.type}); incompatible number of blobs")
+            for j in range(n):
+                proto = source_layer.blobs[j]
+                if not _shape_equals(targets[j].shape, proto):
+                    raise WeightsError(
+                        f"{where}: cannot copy param {j} of layer '{source_layer.name}': shape mismatch. "
+                        f"Source shape {blob_shape(proto)}; target shape {targets[j].shape}. To learn this "
+                        "layer's parameters from scratch rather than copying from a saved net, rename the layer.")
+                targets[j].data[...] = blob_to_array(proto, f"{where}: layer '{source_layer.name}' blob {j}").reshape(targets[j].shape)
+                diff = blob_diff_to_array(proto)
+                if diff is not None:
+                    targets[j].diff[...] = diff.reshape(targets[j].shape)
+
+    def share_with(self, other):
+        """Share weights with another net by layer name (ShareTrainedLayersWith)."""
+        index = {name: i for i, name in enumerate(self._layer_names)}
+        for source_layer, name in zip(other.layers, other._layer_names):
+            target_id = index.get(name)
+            if target_id is None:
+                continue
+            targets = self.layers[target_id].blobs
+            if len(targets) != len(source_layer.blobs):
+                raise WeightsError(f"layer '{name}': {len(source_layer.blobs)} blobs in the source net, "
+                                   f"{len(targets)} here; incompatible number of blobs")
+            for j, (target, src) in enumerate(zip(targets, source_layer.blobs)):
+                if target.shape != src.shape:
+                    raise WeightsError(f"layer '{name}' param {j}: shape {src.shape} in the source net, {target.shape} here")
+                target.share_data(src)
+
+    def to_proto(self, write_diff=False):
+        """NetParameter of this net with its weights (Net::ToProto)."""
+        out = caffe_pb2.NetParameter()
+        out.name = self.name
+        for layer_param, layer in zip(self.param.layer, self.layers):
+            lp = out.layer.add()
+            lp.CopyFrom(layer_param)
+            del lp.blobs[:]
+            for blob in layer.blobs:
+                bp = lp.blobs.add()
+                bp.shape.dim.extend(blob.shape)
+                bp.data.extend(blob.flat_data.tolist())
+                if write_diff:
+                    bp.diff.extend(blob.flat_diff.tolist())
+        return out
+
+    def save(self, path, write_diff=False):
+        write_caffemodel(self.to_proto(write_diff), path)
+
+    # -- pycaffe face --------------------------------------------------------------
+    @property
+    def blobs(self):
+        return OrderedDict((name, self._blobs[i]) for name, i in self._blob_index.items())
+
+    @property
+    def params(self):
+        return OrderedDict((name, layer.blobs) for name, layer in zip(self._layer_names, self.layers) if layer.blobs)
+
+    @property
+    def layer_dict(self):
+        return OrderedDict(zip(self._layer_names, self.layers))
+
+    @property
+    def blob_loss_weights(self):
+        return OrderedDict((name, self._blob_loss_weights[i]) for name, i in self._blob_index.items())
+
+    @property
+    def inputs(self):
+        return [self._blob_names[i] for i in self._input_indices]
+
+    @property
+    def outputs(self):
+        return [self._blob_names[i] for i in self._output_indices]
+
+    @property
+    def top_names(self):
+        return OrderedDict((n, [self._blob_names[i] for i in ids]) for n, ids in zip(self._layer_names, self.top_id_vecs))
+
+    @property
+    def bottom_names(self):
+        return OrderedDict((n, [self._blob_names[i] for i in ids]) for n, ids in zip(self._layer_names, self.bottom_id_vecs))
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """Run forward; returns {output name: data} (pycaffe's Net.forward)."""
+        blobs = list(blobs or [])
+        start_ind = self._layer_names.index(start) if start is not None else 0
+        if end is not None:
+            end_ind = self._layer_names.index(end)
+            outputs = set(self.top_names[end] + blobs)
+        else:
+            end_ind = len(self.layers) - 1
+            outputs = set(self.outputs + blobs)
+        if kwargs:
+            if set(kwargs) != set(self.inputs):
+                raise NetError(f"input blob arguments {sorted(kwargs)} do not match the net inputs {self.inputs}")
+            for name, value in kwargs.items():
+                value = np.asarray(value)
+                blob = self.blobs[name]
+                if value.shape[0] != blob.shape[0]:
+                    raise NetError(f"input '{name}' has batch size {value.shape[0]}, the net expects {blob.shape[0]} "
+                                   f"(call net.blobs['{name}'].reshape(...) and net.reshape() first)")
+                blob.data[...] = value
+        self.forward_from_to(start_ind, end_ind)
+        return {name: self.blobs[name].data for name in outputs}
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """Run backward; returns {input name: diff} (pycaffe's Net.backward)."""
+        diffs = list(diffs or [])
+        start_ind = self._layer_names.index(start) if start is not None else len(self.layers) - 1
+        if end is not None:
+            end_ind = self._layer_names.index(end)
+            outputs = set(self.bottom_names[end] + diffs)
+        else:
+            end_ind = 0
+            outputs = set(self.inputs + diffs)
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise NetError(f"top diff arguments {sorted(kwargs)} do not match the net outputs {self.outputs}")
+            for name, value in kwargs.items():
+                self.blobs[name].diff[...] = value
+        self.backward_from_to(start_ind, end_ind)
+        return {name: self.blobs[name].diff for name in outputs}
+
+    def _forward(self, start, end):
+        return self.forward_from_to(start, end)
+
+    def _backward(self, start, end):
+        self.backward_from_to(start, end)
+
+    def __repr__(self):
+        return f"<npcaffe.Net '{self.name}' {caffe_pb2.Phase.Name(self.phase)}: {len(self.layers)} layers>"
+
+
+def _shape_equals(shape, proto):
+    """Blob::ShapeEquals: legacy 4-D protos match blobs of <= 4 axes padded with leading 1s."""
+    if proto.HasField("num") or proto.HasField("channels") or proto.HasField("height") or proto.HasField("width"):
+        if len(shape) > 4:
+            return False
+        padded = (1,) * (4 - len(shape)) + tuple(shape)
+        return padded == (proto.num, proto.channels, proto.height, proto.width)
+    return tuple(shape) == tuple(proto.shape.dim)
