@@ -106,6 +106,14 @@ def cmd_convert_mnist(args):
     return 0
 
 
+def cmd_prepare_mnist(args):
+    """MNIST train/test LMDBs under --out, from --mnist DIR, $NPCAFFE_MNIST_DIR or a verified download."""
+    from .data.mnist import prepare_mnist_lmdbs
+    train, test = prepare_mnist_lmdbs(args.out, args.mnist)
+    print(f"train: {train}\ntest:  {test}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="npcaffe", description="Caffe rebuilt in NumPy + Numba.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +138,10 @@ def build_parser():
     p.add_argument("labels")
     p.add_argument("out")
     p.set_defaults(func=cmd_convert_mnist)
+    p = sub.add_parser("prepare-mnist", help="MNIST LMDBs for the nets in prototxt/ (data/mnist/ by default)")
+    p.add_argument("--mnist", help="directory with the four MNIST .gz IDX files (else $NPCAFFE_MNIST_DIR or download)")
+    p.add_argument("--out", default="data/mnist", help="output directory (default: data/mnist)")
+    p.set_defaults(func=cmd_prepare_mnist)
     return parser
 
 

@@ -466,6 +466,12 @@ class Net:
         self.backward_from_to(start_ind, end_ind)
         return {name: self.blobs[name].diff for name in outputs}
 
+    def set_input_arrays(self, data, labels):
+        """Feed the first layer, a MemoryData layer (pycaffe's Net.set_input_arrays)."""
+        if not self.layers or self.layers[0].type != "MemoryData":
+            raise NetError("set_input_arrays needs a MemoryData layer as the net's first layer")
+        self.layers[0].set_input_arrays(data, labels)
+
     def _forward(self, start, end):
         return self.forward_from_to(start, end)
 

@@ -1,1 +1,217 @@
-"""data layers."""
+"""Data layers: Data (LMDB), MemoryData, DummyData, Input.
+
+They have no bottoms and no backward pass.  Data and MemoryData load their
+batch in forward and reshape their tops to it, as Caffe's
+BasePrefetchingDataLayer::Forward_cpu does; reshape() between forwards
+leaves the tops alone (BaseDataLayer::Reshape is empty).
+"""
+import numpy as np
+
+from ..data.datum import datum_pixels, key_text, parse_datum
+from ..data.db import open_db
+from ..data.transformer import DataTransformer
+from ..errors import DataError, NetError
+from ..filler import fill
+from ..layer import Layer, register
+from ..proto import caffe_pb2
+from ..rng import get_rng
+
+
+class _DataLayer(Layer):
+    exact_num_bottom = 0
+
+    @property
+    def where(self):
+        return f"layer '{self.name}' ({self.type})"
+
+    def reshape(self, bottom, top):
+        pass
+
+
+@register("Data")
+class Data(_DataLayer):
+    """Batches of Datum records read in key order from an LMDB (data_layer.cpp).
+
+    Tops: data (N, C, H, W), or (N, C, crop, crop) with crop_size; optional
+    label (N,) as float.  N = data_param.batch_size.  The records pass
+    through the DataTransformer (scale, mean_file / mean_value, crop_size,
+    mirror, force_color / force_gray; see npcaffe.data.transformer).
+
+    As in Caffe: the source path is relative to the working directory; the
+    reader wraps to the first key after the last, so the batch after the
+    end continues from the start; each batch takes its shape from its first
+    record (records of another shape in the same batch are an error).
+    rand_skip skips rng.integers(rand_skip) records once at setup, as the
+    caffe.proto comment describes (Caffe 1.0's Data layer and the DNS fork
+    ignore the field; it only matters when set).
+    """
+    min_top = 1
+    max_top = 2
+
+    def layer_setup(self, bottom, top):
+        dp = self.layer_param.data_param
+        self.batch_size = int(dp.batch_size)
+        if self.batch_size <= 0:
+            raise NetError(f"{self.where}: data_param.batch_size must be positive, got {self.batch_size}")
+        self.output_labels = len(top) > 1
+        self.transformer = DataTransformer(self.layer_param.transform_param, self.phase, where=self.where)
+        self.reader = open_db(dp.source, dp.backend, where=f"{self.where} source '{dp.source}'")
+        if dp.rand_skip:
+            for _ in range(int(get_rng().integers(dp.rand_skip))):
+                self.reader.next()
+        pixels = self._pixels(parse_datum(self.reader.value(), self.reader.key(), self.where), self.reader.key())
+        shape = self.transformer.infer_shape(pixels)
+        top[0].reshape((self.batch_size,) + shape)
+        if self.output_labels:
+            top[1].reshape((self.batch_size,))
+
+    def _pixels(self, datum, key):
+        t = self.transformer
+        return datum_pixels(datum, key, self.where, t.force_color, t.force_gray)
+
+    def forward_cpu(self, bottom, top):
+        reader = self.reader
+        examples, labels = [], np.empty(self.batch_size, dtype=np.float32)
+        for i in range(self.batch_size):
+            key = reader.key()
+            datum = parse_datum(reader.value(), key, self.where)
+            pixels = self._pixels(datum, key)
+            if examples and pixels.shape != examples[0].shape:
+                raise DataError(f"{self.where}: record {key_text(key)} of '{reader.path}' has shape {pixels.shape}, "
+                                f"but this batch started with shape {examples[0].shape}")
+            examples.append(pixels)
+            labels[i] = datum.label
+            reader.next()
+        top[0].reshape((self.batch_size,) + self.transformer.infer_shape(examples[0]))
+        self.transformer.transform_batch(examples, top[0].data)
+        if self.output_labels:
+            top[1].reshape((self.batch_size,))
+            top[1].data[...] = labels
+
+
+@register("MemoryData")
+class MemoryData(_DataLayer):
+    """Batches from arrays held in memory (memory_data_layer.cpp).
+
+    Tops: data (batch_size, channels, height, width) and label.  Give the
+    arrays with set_input_arrays(data, labels) (pycaffe's
+    Net.set_input_arrays); each forward takes the next batch_size rows and
+    wraps around.  No transformation is applied to the arrays (Caffe's
+    Reset does none either).  Quirk mirrored: the label top is (N,) after
+    setup but (N, 1, 1, 1) after a forward.
+    """
+    exact_num_top = 2
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.memory_data_param
+        self.batch_size, self.channels, self.height, self.width = (
+            int(p.batch_size), int(p.channels), int(p.height), int(p.width))
+        if min(self.batch_size, self.channels, self.height, self.width) <= 0:
+            raise NetError(f"{self.where}: batch_size, channels, height and width must be specified "
+                            f"and positive in memory_data_param, got {self.batch_size}, {self.channels}, "
+                            f"{self.height}, {self.width}")
+        top[0].reshape(self.batch_size, self.channels, self.height, self.width)
+        top[1].reshape(self.batch_size)
+        self._data = self._labels = None
+        self.pos = 0
+
+    def set_input_arrays(self, data, labels):
+        """Use data (N, channels, height, width) and labels (N,) or (N, 1, 1, 1),
+        both float32 and C-contiguous, N a multiple of batch_size.  The arrays
+        are referenced, not copied, as in pycaffe."""
+        sample = (self.channels, self.height, self.width)
+        for name, arr, tail in (("data", data, sample), ("labels", labels, (1, 1, 1))):
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or not arr.flags.c_contiguous:
+                raise DataError(f"{self.where}: set_input_arrays {name} must be a C-contiguous float32 "
+                                f"numpy array (use np.ascontiguousarray(x, dtype=np.float32))")
+            if arr.shape[1:] != tail and not (name == "labels" and arr.ndim == 1):
+                raise DataError(f"{self.where}: set_input_arrays {name} has shape {arr.shape}, "
+                                f"expected (N, {', '.join(map(str, tail))})")
+        if data.shape[0] != labels.shape[0]:
+            raise DataError(f"{self.where}: set_input_arrays data has {data.shape[0]} rows but labels "
+                            f"{labels.shape[0]}; they must have the same first dimension")
+        if data.shape[0] == 0 or data.shape[0] % self.batch_size:
+            raise DataError(f"{self.where}: set_input_arrays got {data.shape[0]} rows; the first "
+                            f"dimension must be a positive multiple of batch_size {self.batch_size}")
+        self._data, self._labels = data, labels.reshape(-1)
+        self.pos = 0
+
+    def forward_cpu(self, bottom, top):
+        if self._data is None:
+            raise DataError(f"{self.where}: no data; call set_input_arrays(data, labels) before forward")
+        n = self.batch_size
+        top[0].reshape(n, self.channels, self.height, self.width)
+        top[1].reshape(n, 1, 1, 1)
+        top[0].data[...] = self._data[self.pos: self.pos + n]
+        top[1].data[...] = self._labels[self.pos: self.pos + n].reshape(n, 1, 1, 1)
+        self.pos = (self.pos + n) % self._data.shape[0]
+
+
+@register("DummyData")
+class DummyData(_DataLayer):
+    """Tops of given shapes filled by fillers (dummy_data_layer.cpp).
+
+    dummy_data_param: `shape` (once, or once per top) or the legacy
+    num/channels/height/width (each once or once per top); data_filler:
+    none (constant 0), one for all tops, or one per top.  As in Caffe,
+    tops with a constant filler are filled once at setup and never again,
+    the others are refilled at every forward (and first filled by the
+    first forward, not at setup).
+    """
+    min_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.dummy_data_param
+        n = len(top)
+        if len(p.data_filler) not in (0, 1, n):
+            raise NetError(f"{self.where}: give 0, 1 or {n} (one per top) data_filler; got {len(p.data_filler)}")
+        legacy = {f: list(getattr(p, f)) for f in ("num", "channels", "height", "width")}
+        if any(legacy.values()):
+            if len(p.shape):
+                raise NetError(f"{self.where}: both shape and legacy num/channels/height/width were specified")
+            for field, values in legacy.items():
+                if len(values) not in (1, n):
+                    raise NetError(f"{self.where}: specify '{field}' once or once per top ({n}); "
+                                   f"specified {len(values)}")
+            shapes = [tuple(int(v[0] if len(v) == 1 else v[i]) for v in legacy.values()) for i in range(n)]
+        else:
+            if len(p.shape) not in (1, n):
+                raise NetError(f"{self.where}: specify 'shape' once or once per top ({n}); specified {len(p.shape)}")
+            shapes = [tuple(p.shape[0 if len(p.shape) == 1 else i].dim) for i in range(n)]
+        if len(p.data_filler) == 0:
+            self.fillers = [caffe_pb2.FillerParameter(type="constant", value=0)] * n
+        elif len(p.data_filler) == 1:
+            self.fillers = [p.data_filler[0]] * n
+        else:
+            self.fillers = list(p.data_filler)
+        for i, (blob, shape) in enumerate(zip(top, shapes)):
+            blob.reshape(shape)
+            if self.fillers[i].type == "constant":
+                fill(blob, self.fillers[i], where=f"{self.where} data_filler")
+
+    def forward_cpu(self, bottom, top):
+        for blob, filler in zip(top, self.fillers):
+            if filler.type != "constant":
+                fill(blob, filler, where=f"{self.where} data_filler")
+
+
+@register("Input")
+class Input(_DataLayer):
+    """Tops whose values the user writes (input_layer.cpp).
+
+    input_param.shape: once for all tops, once per top, or not at all (then
+    the user reshapes the tops).  forward does nothing.
+    """
+    min_top = 1
+
+    def layer_setup(self, bottom, top):
+        shapes = self.layer_param.input_param.shape
+        if len(shapes) not in (0, 1, len(top)):
+            raise NetError(f"{self.where}: specify 'shape' once, once per top ({len(top)}) or not at all; "
+                           f"got {len(shapes)}")
+        for i, blob in enumerate(top):
+            if len(shapes):
+                blob.reshape(tuple(shapes[0 if len(shapes) == 1 else i].dim))
+
+    def forward_cpu(self, bottom, top):
+        pass

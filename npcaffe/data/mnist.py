@@ -1,0 +1,244 @@
+"""MNIST: IDX files, finding or downloading them, and Caffe's MNIST LMDBs.
+
+convert_mnist writes what examples/mnist/convert_mnist_data.cpp writes:
+key "%08d" of the 0-based index, value a serialized Datum {channels 1,
+height 28, width 28, data: the 784 raw pixel bytes, label}, committed every
+1000 entries.  The key/value contents equal Caffe's; the LMDB page layout
+need not.
+
+Where the four files come from, in order: the directory passed in, the
+directory in $NPCAFFE_MNIST_DIR, the download cache ($NPCAFFE_CACHE or
+~/.cache/npcaffe/mnist), a download from the official site into that
+cache.  Every file is checked against the official md5 (of the .gz, or of
+its uncompressed content for unpacked files).
+"""
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+
+import lmdb
+import numpy as np
+
+from ..errors import DataError
+from ..proto import caffe_pb2
+from .db import open_env
+
+MNIST_URL = "http://yann.lecun.com/exdb/mnist/"
+
+# name -> (md5 of the official .gz, md5 of its uncompressed content)
+MNIST_FILES = {
+    "train-images-idx3-ubyte": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
+    "train-labels-idx1-ubyte": ("d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
+    "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
+    "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
+}
+SPLITS = {  # LMDB name -> (images, labels, number of entries)
+    "mnist_train_lmdb": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
+    "mnist_test_lmdb": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
+}
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_COMMIT_EVERY = 1000
+_MAP_SIZE = 1 << 40
+
+
+# -- IDX -------------------------------------------------------------------------
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise DataError(f"cannot read '{path}': {exc.strerror}") from exc
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"'{path}' is a damaged gzip file ({exc})") from exc
+    return raw
+
+
+def read_idx(path):
+    """An IDX file (gzip-compressed or not) as a numpy array in native byte order."""
+    raw = _read_bytes(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"'{path}' is not an IDX file (bad magic {raw[:4].hex()})")
+    ndim = raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    offset = 4 + 4 * ndim
+    count = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - offset != count * dtype.itemsize:
+        raise DataError(f"'{path}': header says shape {dims} ({count * dtype.itemsize} bytes of data), "
+                        f"file has {len(raw) - offset}")
+    return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+# -- LMDB ------------------------------------------------------------------------
+def convert_mnist(images_path, labels_path, out_lmdb):
+    """Write an MNIST image/label IDX pair into a new LMDB at out_lmdb, as
+    convert_mnist_data does (magic 2051/2049 checked, counts must agree).
+    Returns the number of entries written."""
+    images, labels = _read_bytes(images_path), _read_bytes(labels_path)
+    image_magic, num_items, rows, cols = (int(v) for v in np.frombuffer(images, ">u4", count=4))
+    label_magic, num_labels = (int(v) for v in np.frombuffer(labels, ">u4", count=2))
+    if image_magic != 2051:
+        raise DataError(f"'{images_path}': incorrect image file magic {image_magic} (expected 2051)")
+    if label_magic != 2049:
+        raise DataError(f"'{labels_path}': incorrect label file magic {label_magic} (expected 2049)")
+    if num_items != num_labels:
+        raise DataError(f"'{images_path}' has {num_items} images but '{labels_path}' has {num_labels} labels")
+    size = rows * cols
+    if len(images) != 16 + num_items * size or len(labels) != 8 + num_labels:
+        raise DataError(f"'{images_path}' or '{labels_path}' is truncated")
+    if os.path.exists(out_lmdb):
+        raise DataError(f"cannot create LMDB '{out_lmdb}': it already exists (remove it first)")
+    os.makedirs(out_lmdb)
+    env = lmdb.open(out_lmdb, map_size=_MAP_SIZE, subdir=True)
+    datum = caffe_pb2.Datum(channels=1, height=rows, width=cols)
+    try:
+        for start in range(0, num_items, _COMMIT_EVERY):
+            with env.begin(write=True) as txn:
+                for item in range(start, min(start + _COMMIT_EVERY, num_items)):
+                    datum.data = images[16 + item * size: 16 + (item + 1) * size]
+                    datum.label = labels[8 + item]
+                    txn.put(b"%08d" % item, datum.SerializeToString(), append=True)
+    finally:
+        env.close()
+    return num_items
+
+
+def lmdb_complete(path, entries):
+    """True if path is an LMDB holding exactly `entries` records, keyed 0..entries-1."""
+    if not os.path.isfile(os.path.join(path, "data.mdb")):
+        return False
+    try:
+        env = open_env(path).env
+    except DataError:
+        return False
+    if env.stat()["entries"] != entries:
+        return False
+    with env.begin() as txn:
+        cursor = txn.cursor()
+        return cursor.last() and cursor.key() == b"%08d" % (entries - 1)
+
+
+def prepare_mnist_lmdbs(out_dir, mnist_dir=None):
+    """Make out_dir/mnist_train_lmdb and out_dir/mnist_test_lmdb (Caffe's
+    examples/mnist names) from the MNIST files; returns (train_path, test_path).
+
+    A complete LMDB already there is kept, and then the MNIST files are not
+    even looked for.  Each LMDB is built under a temporary name and renamed
+    at the end, so an interrupted run never leaves one that looks complete.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {}
+    files = None
+    for name, (images, labels, entries) in SPLITS.items():
+        path = os.path.join(out_dir, name)
+        paths[name] = path
+        if lmdb_complete(path, entries):
+            continue
+        if files is None:
+            files = locate_mnist(mnist_dir)
+        tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir)
+        try:
+            build = os.path.join(tmp, name)
+            convert_mnist(files[images], files[labels], build)
+            if os.path.exists(path):
+                shutil.rmtree(path)
+            os.rename(build, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return paths["mnist_train_lmdb"], paths["mnist_test_lmdb"]
+
+
+# -- finding and downloading -------------------------------------------------------
+def cache_dir():
+    """Where downloads go: $NPCAFFE_CACHE/mnist, else ~/.cache/npcaffe/mnist."""
+    root = os.environ.get("NPCAFFE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "npcaffe")
+    return os.path.join(root, "mnist")
+
+
+def _md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verified(path, name):
+    """Check one file against the official md5; DataError naming it on mismatch."""
+    gz_md5, raw_md5 = MNIST_FILES[name]
+    expected = gz_md5 if path.endswith(".gz") else raw_md5
+    actual = _md5(path)
+    if actual != expected:
+        raise DataError(f"MNIST file '{path}' has md5 {actual}, expected {expected}: it is damaged "
+                        "or not the official file; replace it (or delete it to download it again)")
+    return path
+
+
+def _find_in(directory):
+    """name -> verified path of the files present in directory (.gz preferred)."""
+    found = {}
+    for name in MNIST_FILES:
+        for candidate in (name + ".gz", name):
+            path = os.path.join(directory, candidate)
+            if os.path.isfile(path):
+                found[name] = _verified(path, name)
+                break
+    return found
+
+
+def _fetch(url, dest):
+    """Download url to dest (the one network call here)."""
+    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
+        shutil.copyfileobj(response, f)
+
+
+def _download(name, directory):
+    os.makedirs(directory, exist_ok=True)
+    url = MNIST_URL + name + ".gz"
+    dest = os.path.join(directory, name + ".gz")
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    os.close(fd)
+    try:
+        try:
+            _fetch(url, tmp)
+        except OSError as exc:
+            raise DataError(
+                f"MNIST: no local copy of {name} and downloading {url} failed ({exc}). "
+                "Pass the directory holding the four MNIST files (train-images-idx3-ubyte.gz, "
+                "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; "
+                "gzipped or not) as mnist_dir, or set NPCAFFE_MNIST_DIR to it.") from exc
+        actual, expected = _md5(tmp), MNIST_FILES[name][0]
+        if actual != expected:
+            raise DataError(f"MNIST: download of {url} has md5 {actual}, expected {expected}; try again, "
+                            "or pass a directory holding the official files as mnist_dir / NPCAFFE_MNIST_DIR")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
+def locate_mnist(mnist_dir=None):
+    """name -> path of each of the four MNIST files, verified (see module doc)."""
+    where = mnist_dir or os.environ.get("NPCAFFE_MNIST_DIR")
+    if where:
+        if not os.path.isdir(where):
+            origin = "mnist_dir" if mnist_dir else "NPCAFFE_MNIST_DIR"
+            raise DataError(f"MNIST: {origin} '{where}' is not a directory")
+        found = _find_in(where)
+        missing = [n for n in MNIST_FILES if n not in found]
+        if missing:
+            raise DataError(f"MNIST: '{where}' lacks {', '.join(m + '[.gz]' for m in missing)}")
+        return found
+    cache = cache_dir()
+    found = _find_in(cache) if os.path.isdir(cache) else {}
+    for name in MNIST_FILES:
+        if name not in found:
+            found[name] = _download(name, cache)
+    return found
