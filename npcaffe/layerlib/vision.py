@@ -1,1 +1,400 @@
-"""vision layers."""
+"""Vision layers: Convolution and Pooling over (N, C, H, W) blobs.
+
+The arithmetic lives in npcaffe.kernels.im2col / npcaffe.kernels.pooling;
+this module reads the parameters, checks them as Caffe does, sizes the tops
+and keeps the scratch buffers.
+"""
+import math
+
+import numpy as np
+
+from ..blob import Blob
+from ..errors import NetError
+from ..filler import fill
+from ..kernels.im2col import col2im, im2col
+from ..kernels.pooling import ave_pool_backward, ave_pool_forward, max_pool_backward, max_pool_forward
+from ..layer import Layer, register
+from ..proto import caffe_pb2
+
+_Pool = caffe_pb2.PoolingParameter
+
+
+class _Scratch:
+    """Named float32 work arrays that grow with the shapes and never shrink,
+    so steady-state forward/backward passes allocate nothing."""
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, key, shape):
+        size = math.prod(shape)
+        array = self._arrays.get(key)
+        if array is None or array.size < size:
+            array = np.empty(size, dtype=np.float32)
+            self._arrays[key] = array
+        return array[:size].reshape(shape)
+
+
+def _spatial_pair(layer, param, field, default):
+    """One of kernel_size / stride / pad as (h, w), following
+    BaseConvolutionLayer::LayerSetUp: either the _h/_w pair or the repeated
+    field given once (both axes) or twice (h then w)."""
+    name = "kernel_size" if field == "kernel" else field
+    pair = (f"{field}_h", f"{field}_w")
+    repeated = list(getattr(param, name))
+    if any(param.HasField(p) for p in pair):
+        if repeated:
+            raise NetError(
+                f"layer '{layer.name}': give either {name} or {pair[0]}/{pair[1]}, not both "
+                f"({name}: {repeated}, {pair[0]}: {getattr(param, pair[0])}, {pair[1]}: {getattr(param, pair[1])})")
+        return getattr(param, pair[0]), getattr(param, pair[1])
+    if not repeated and default is not None:
+        return default, default
+    if len(repeated) not in (1, 2):
+        raise NetError(
+            f"layer '{layer.name}': {name} must be given once, or once per spatial dimension (2); "
+            f"it was given {len(repeated)} times")
+    return (repeated[0], repeated[-1])
+
+
+def _conv_out_dim(size, kernel, pad, stride, dilation):
+    extent = dilation * (kernel - 1) + 1
+    # C integer division truncates toward zero: an input slightly smaller than
+    # the kernel extent still yields one output, read mostly from padding.
+    return int((size + 2 * pad - extent) / stride) + 1
+
+
+@register("Convolution")
+class Convolution(Layer):
+    """2-D convolution (Caffe's ConvolutionLayer, layers/base_conv_layer.cpp
+    and conv_layer.cpp).
+
+    Shapes: each bottom i (..., C, H, W), channel axis `axis` (default 1),
+    maps to top i (..., num_output, OH, OW) with the same weights; all bottoms
+    must have the same shape.  blobs[0] is the weight
+    (num_output, C / group, kernel_h, kernel_w), blobs[1] the bias
+    (num_output,) when bias_term.
+
+        OH = (H + 2 pad_h - (dilation_h (kernel_h - 1) + 1)) / stride_h + 1
+        top[n, o, y, x] = bias[o] + sum_{c in group(o), i, j}
+            weight[o, c, i, j] * bottom[n, c, y stride_h - pad_h + i dilation_h,
+                                            x stride_w - pad_w + j dilation_w]
+
+    with '/' C's truncating integer division (so an input just smaller than the
+    kernel extent still gives one output) and zeros outside the image.  Output
+    channel o sees only the input channels of its group.
+
+    Mirrored from upstream on purpose:
+    - kernel_size / stride / pad (repeated, once or per axis) versus the
+      _h/_w fields: mixing the two forms is an error; dilation has only the
+      repeated form.  stride defaults to 1, pad to 0, dilation to 1.
+    - blobs already present at setup (e.g. set by a test or a Net) are kept
+      if their shapes fit, as Caffe skips the fillers then.
+    - backward accumulates the weight and bias gradients (+=) and overwrites
+      the bottom diffs, as Caffe's GEMMs with beta = 1 and col2im do.
+    Deliberate differences: only 2 spatial axes are supported (Caffe's N-D
+    path raises a NetError here, so force_nd_im2col has no effect), and an
+    output size below 1 is an error instead of an empty blob.
+
+    Computation: the whole batch is unrolled into one column matrix (see
+    npcaffe.kernels.im2col) and multiplied by the weights in one GEMM per
+    group, instead of Caffe's one GEMM per image; sums are therefore taken in
+    a different order and agree with Caffe to float rounding.
+
+    Subclass hook (the DNS CConvolution layer uses it with masked weights):
+    `forward_cpu` calls `conv_forward(bottom, top, weight, bias)` and
+    `backward_cpu` calls `conv_backward(top, propagate_down, bottom, weight)`,
+    where `weight` (shaped like blobs[0]) and `bias` (like blobs[1], or None)
+    are the arrays to convolve with.  conv_backward accumulates the weight
+    gradient into blobs[0].diff (if param_needs_backward(0)), the bias
+    gradient into blobs[1].diff (if bias_term and param_needs_backward(1)),
+    and writes the bottom diffs computed with the given `weight`.
+    """
+    min_bottom = 1
+    min_top = 1
+    equal_num_bottom_top = True
+
+    def layer_setup(self, bottom, top):
+        param = self.layer_param.convolution_param
+        shape = bottom[0].shape
+        self.channel_axis = bottom[0].canonical_axis(param.axis)
+        spatial_axes = len(shape) - self.channel_axis - 1
+        if spatial_axes != 2:
+            raise NetError(
+                f"layer '{self.name}': bottom shape {shape} with axis {param.axis} has {spatial_axes} "
+                "spatial axes; only 2-D convolution (channels followed by height and width) "
+                "is supported so far")
+        self.kernel = _spatial_pair(self, param, "kernel", None)
+        self.stride = _spatial_pair(self, param, "stride", 1)
+        self.pad = _spatial_pair(self, param, "pad", 0)
+        dilation = list(param.dilation)
+        if len(dilation) not in (0, 1, 2):
+            raise NetError(
+                f"layer '{self.name}': dilation must be given once, or once per spatial dimension (2); "
+                f"it was given {len(dilation)} times")
+        self.dilation = (dilation[0], dilation[-1]) if dilation else (1, 1)
+        if min(self.kernel) <= 0:
+            raise NetError(f"layer '{self.name}': kernel size must be positive, got {self.kernel} (h, w)")
+        if min(self.stride) <= 0:
+            raise NetError(f"layer '{self.name}': stride must be positive, got {self.stride} (h, w)")
+
+        self.channels = shape[self.channel_axis]
+        self.num_output = param.num_output
+        self.group = param.group
+        if self.num_output <= 0:
+            raise NetError(f"layer '{self.name}': convolution_param.num_output must be positive, "
+                           f"got {self.num_output}")
+        if self.group <= 0 or self.channels % self.group or self.num_output % self.group:
+            raise NetError(
+                f"layer '{self.name}': group {self.group} must divide both the input channels "
+                f"({self.channels}, bottom shape {shape}) and num_output ({self.num_output})")
+        self.bias_term = param.bias_term
+
+        weight_shape = (self.num_output, self.channels // self.group) + self.kernel
+        bias_shape = (self.num_output,)
+        if self.blobs:
+            expected = [weight_shape] + ([bias_shape] if self.bias_term else [])
+            got = [b.shape for b in self.blobs]
+            if got != expected:
+                raise NetError(
+                    f"layer '{self.name}': existing parameter blobs have shapes {got}, "
+                    f"expected {expected} (weight, then bias if bias_term)")
+        else:
+            weight = Blob(weight_shape, name=f"{self.name}.weight")
+            fill(weight, param.weight_filler, where=f"layer '{self.name}' weight_filler")
+            self.blobs = [weight]
+            if self.bias_term:
+                bias = Blob(bias_shape, name=f"{self.name}.bias")
+                fill(bias, param.bias_filler, where=f"layer '{self.name}' bias_filler")
+                self.blobs.append(bias)
+        self._scratch = _Scratch()
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        axis = self.channel_axis
+        if len(shape) != axis + 3:
+            raise NetError(f"layer '{self.name}': bottom '{bottom[0].name}' changed its number of axes "
+                           f"(now shape {shape}, channel axis {axis})")
+        if shape[axis] != self.channels:
+            raise NetError(
+                f"layer '{self.name}': bottom '{bottom[0].name}' has {shape[axis]} channels (shape {shape}) "
+                f"but the weights were set up for {self.channels}")
+        for b in bottom[1:]:
+            if b.shape != shape:
+                raise NetError(f"layer '{self.name}': all bottoms must have the same shape; "
+                               f"'{bottom[0].name}' is {shape}, '{b.name}' is {b.shape}")
+        height, width = shape[axis + 1:]
+        self.out_h = _conv_out_dim(height, self.kernel[0], self.pad[0], self.stride[0], self.dilation[0])
+        self.out_w = _conv_out_dim(width, self.kernel[1], self.pad[1], self.stride[1], self.dilation[1])
+        if self.out_h < 1 or self.out_w < 1:
+            raise NetError(
+                f"layer '{self.name}': input {height}x{width} (bottom shape {shape}) is too small for "
+                f"kernel {self.kernel}, dilation {self.dilation}, pad {self.pad}, stride {self.stride}; "
+                f"output would be {self.out_h}x{self.out_w}")
+        self.num = math.prod(shape[:axis])
+        for t in top:
+            t.reshape(shape[:axis] + (self.num_output, self.out_h, self.out_w))
+
+    # -- the hook for subclasses ------------------------------------------------
+    def forward_cpu(self, bottom, top):
+        bias = self.blobs[1].data if self.bias_term else None
+        self.conv_forward(bottom, top, self.blobs[0].data, bias)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        self.conv_backward(top, propagate_down, bottom, self.blobs[0].data)
+
+    # -- computation ------------------------------------------------------------
+    def _geometry(self):
+        return (*self.kernel, *self.pad, *self.stride, *self.dilation, self.out_h, self.out_w)
+
+    def _image(self, array):
+        return array.reshape((self.num, self.channels) + array.shape[-2:])
+
+    def _columns(self, bottom_data):
+        """im2col of the whole batch into the shared buffer, viewed per group."""
+        taps = self.kernel[0] * self.kernel[1]
+        col = self._scratch.get("col", (self.channels * taps, self.num * self.out_h * self.out_w))
+        im2col(self._image(bottom_data), *self._geometry(), col)
+        return col.reshape(self.group, -1, col.shape[1])
+
+    def conv_forward(self, bottom, top, weight, bias):
+        g, positions = self.group, self.out_h * self.out_w
+        w = weight.reshape(g, self.num_output // g, -1)
+        for b, t in zip(bottom, top):
+            col = self._columns(b.data)
+            out = self._scratch.get("out", (g, self.num_output // g, self.num * positions))
+            np.matmul(w, col, out=out)
+            # out is (num_output, N * positions); the top wants N first.
+            by_image = out.reshape(self.num_output, self.num, positions).transpose(1, 0, 2)
+            dst = t.data.reshape(self.num, self.num_output, positions)
+            if bias is None:
+                np.copyto(dst, by_image)
+            else:
+                np.add(by_image, bias.reshape(-1, 1), out=dst)
+
+    def conv_backward(self, top, propagate_down, bottom, weight):
+        g, positions = self.group, self.out_h * self.out_w
+        need_weight = self.param_needs_backward(0)
+        need_bias = self.bias_term and self.param_needs_backward(1)
+        w = weight.reshape(g, self.num_output // g, -1)
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            if not (need_weight or need_bias or propagate_down[i]):
+                continue
+            dy = self._scratch.get("out", (self.num_output, self.num, positions))
+            np.copyto(dy, t.diff.reshape(self.num, self.num_output, positions).transpose(1, 0, 2))
+            dy = dy.reshape(g, self.num_output // g, self.num * positions)
+            if need_bias:
+                total = self._scratch.get("bias_sum", (self.num_output,))
+                np.sum(dy.reshape(self.num_output, -1), axis=1, out=total)
+                self.blobs[1].diff += total
+            if need_weight:
+                col = self._columns(b.data)
+                grad = self._scratch.get("weight_grad", w.shape)
+                np.matmul(dy, col.transpose(0, 2, 1), out=grad)
+                self.blobs[0].diff.reshape(w.shape)[...] += grad
+            if propagate_down[i]:
+                col = self._scratch.get("col", (g, w.shape[2], self.num * positions))
+                np.matmul(w.transpose(0, 2, 1), dy, out=col)
+                col2im(col.reshape(-1, col.shape[2]), *self._geometry(), self._image(b.diff))
+
+
+def _pool_out_dim(size, kernel, pad, stride, ceil_mode):
+    # Caffe divides in float (static_cast<float>), then rounds.
+    ratio = np.float32(size + 2 * pad - kernel) / np.float32(stride)
+    return int(math.ceil(ratio) if ceil_mode else math.floor(ratio)) + 1
+
+
+@register("Pooling")
+class Pooling(Layer):
+    """Max / average pooling (Caffe's PoolingLayer, layers/pooling_layer.cpp).
+
+    Shapes: bottom (N, C, H, W) -> top (N, C, PH, PW); with MAX an optional
+    second top (same shape) receives the argmax mask as float (index
+    h * W + w within the channel plane, -1 for an empty window).
+
+        PH = ceil((H + 2 pad_h - kernel_h) / stride_h) + 1   (round_mode CEIL, default)
+        PH = floor((H + 2 pad_h - kernel_h) / stride_h) + 1  (round_mode FLOOR)
+
+    then, if pad_h or pad_w is nonzero, each dimension whose last window would
+    start at or beyond H + pad (resp. W + pad) loses that window (the pad
+    clipping rule; it is applied to both dimensions even when only one is
+    padded, as upstream does).  Window (y, x) starts at
+    (y stride_h - pad_h, x stride_w - pad_w).
+
+    MAX: the largest input in the window clipped to the image; ties go to the
+    first in row-major order (Caffe compares with strict '>').  Backward
+    routes each top diff to its argmax, accumulating where windows overlap.
+    With a mask top, backward reads the mask from that top's data, as Caffe.
+    AVE: the sum over the window clipped to the image divided by the window
+    size clipped to (H + pad_h, W + pad_w), not to the image, so near the
+    leading edge padding counts as zeros.  Backward spreads diff / that size.
+
+    Parameter checks mirror LayerSetUp: kernel_size or both kernel_h and
+    kernel_w (but with kernel_size, a lone kernel_h or kernel_w is ignored, as
+    upstream); pad / pad_h+pad_w and stride / stride_h+stride_w likewise;
+    global_pooling takes the whole image and allows no kernel fields, pad 0
+    and stride 1; pad must be smaller than the kernel.  Deliberate
+    difference: STOCHASTIC pooling raises a NetError at setup (upstream CPU
+    code stops at forward with NOT_IMPLEMENTED).
+    """
+    exact_num_bottom = 1
+    min_top = 1
+    max_top = 2
+
+    def __init__(self, param, phase=None):
+        super().__init__(param, phase)
+        self.method = param.pooling_param.pool
+        if self.method != _Pool.MAX:
+            # Only MAX has a mask to offer as a second top.
+            self.max_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.pooling_param
+        fail = self._fail
+        if self.method == _Pool.STOCHASTIC:
+            fail("pool: STOCHASTIC is not implemented yet; use MAX or AVE")
+        if self.method not in (_Pool.MAX, _Pool.AVE):
+            fail(f"unknown pool method {self.method}")
+        has = p.HasField
+        if p.global_pooling:
+            if has("kernel_size") or has("kernel_h") or has("kernel_w"):
+                fail("global_pooling takes the whole image; remove kernel_size / kernel_h / kernel_w")
+        else:
+            if has("kernel_size") == (has("kernel_h") and has("kernel_w")):
+                fail("give the filter size as kernel_size, or as both kernel_h and kernel_w; not both, not neither "
+                     f"(kernel_size: {p.kernel_size if has('kernel_size') else 'unset'}, "
+                     f"kernel_h: {p.kernel_h if has('kernel_h') else 'unset'}, "
+                     f"kernel_w: {p.kernel_w if has('kernel_w') else 'unset'})")
+        for field in ("pad", "stride"):
+            h, w = has(f"{field}_h"), has(f"{field}_w")
+            if (h or w) and not (h and w and not has(field)):
+                fail(f"give {field}, or both {field}_h and {field}_w; not a mix")
+        self.global_pooling = p.global_pooling
+        self.ceil_mode = p.round_mode == _Pool.CEIL
+        if self.global_pooling:
+            self.kernel = bottom[0].shape[-2:]
+        elif has("kernel_size"):
+            self.kernel = (p.kernel_size, p.kernel_size)
+        else:
+            self.kernel = (p.kernel_h, p.kernel_w)
+        if min(self.kernel) <= 0:
+            fail(f"kernel size must be positive, got {tuple(self.kernel)} (h, w)")
+        self.pad = (p.pad_h, p.pad_w) if has("pad_h") else (p.pad, p.pad)
+        self.stride = (p.stride_h, p.stride_w) if has("stride_h") else (p.stride, p.stride)
+        if min(self.stride) <= 0:
+            fail(f"stride must be positive, got {self.stride} (h, w)")
+        if self.global_pooling and (self.pad != (0, 0) or self.stride != (1, 1)):
+            fail(f"global_pooling needs pad 0 and stride 1, got pad {self.pad}, stride {self.stride}")
+        if any(self.pad) and (self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]):
+            fail(f"pad {self.pad} must be smaller than the kernel {tuple(self.kernel)} (h, w)")
+        self._mask = np.empty(0, dtype=np.int32)
+
+    def _fail(self, message):
+        raise NetError(f"layer '{self.name}' (Pooling): {message}")
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) != 4:
+            self._fail(f"bottom '{bottom[0].name}' must have 4 axes (num, channels, height, width), "
+                       f"got shape {shape}")
+        num, channels, height, width = shape
+        if self.global_pooling:
+            self.kernel = (height, width)
+        (kh, kw), (ph, pw), (sh, sw) = self.kernel, self.pad, self.stride
+        pooled_h = _pool_out_dim(height, kh, ph, sh, self.ceil_mode)
+        pooled_w = _pool_out_dim(width, kw, pw, sw, self.ceil_mode)
+        if ph or pw:
+            if (pooled_h - 1) * sh >= height + ph:
+                pooled_h -= 1
+            if (pooled_w - 1) * sw >= width + pw:
+                pooled_w -= 1
+        if pooled_h < 1 or pooled_w < 1:
+            self._fail(f"input {height}x{width} (bottom shape {shape}) is too small for kernel "
+                       f"{tuple(self.kernel)}, pad {self.pad}, stride {self.stride}")
+        for t in top:
+            t.reshape(num, channels, pooled_h, pooled_w)
+        if self.method == _Pool.MAX and len(top) == 1:
+            count = num * channels * pooled_h * pooled_w
+            if self._mask.size < count:
+                self._mask = np.empty(count, dtype=np.int32)
+
+    def _argmax(self, top):
+        """The mask in use: the second top's data if there is one, else our own."""
+        if len(top) > 1:
+            return top[1].data
+        return self._mask[:top[0].count].reshape(top[0].shape)
+
+    def forward_cpu(self, bottom, top):
+        args = (*self.kernel, *self.stride, *self.pad)
+        if self.method == _Pool.MAX:
+            max_pool_forward(bottom[0].data, *args, top[0].data, self._argmax(top))
+        else:
+            ave_pool_forward(bottom[0].data, *args, top[0].data)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if self.method == _Pool.MAX:
+            max_pool_backward(top[0].diff, self._argmax(top), bottom[0].diff)
+        else:
+            ave_pool_backward(top[0].diff, *self.kernel, *self.stride, *self.pad, bottom[0].diff)

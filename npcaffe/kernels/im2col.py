@@ -1,0 +1,125 @@
+"""im2col / col2im over a whole batch: the column matrix behind Convolution.
+
+For an image batch `im` of shape (N, C, H, W) and an output grid of
+(out_h, out_w) positions, the column matrix `col` has shape
+(C * kernel_h * kernel_w, N * out_h * out_w):
+
+    col[(c, i, j), (n, y, x)] = im[n, c, y*stride_h - pad_h + i*dilation_h,
+                                         x*stride_w - pad_w + j*dilation_w]
+
+and 0 where that tap falls outside the image (in the padding).  Rows are
+ordered (c, i, j) exactly as in Caffe's im2col_cpu (util/im2col.cpp), so a
+weight blob (num_output, C, kh, kw) reshaped to (num_output, C*kh*kw) is the
+left operand of the GEMM.  Caffe builds the columns of one image at a time;
+we lay the images side by side along the columns so that one GEMM covers
+the whole batch.
+
+col2im is the adjoint: it overwrites `im` with the sum of every column entry
+into the pixel it was read from.  For each pixel the terms are added in
+Caffe's order (kernel row, then kernel column), so given the same columns
+the result is bit-identical to Caffe's col2im_cpu.
+
+`out_h` / `out_w` are passed in rather than recomputed, because the caller
+owns the output-size rule (Caffe's C integer division).
+
+Each Numba kernel has a NumPy reference beside it with the same signature
+and semantics; the tests compare the two.
+"""
+import numpy as np
+from numba import njit
+
+
+# Serial on purpose: on 2 cores, Numba's OpenMP threads and OpenBLAS's
+# threads spin-wait against each other between the kernel and the GEMM, and
+# the pair runs 2-3 times slower than serial im2col plus threaded BLAS.
+# error_model="numpy" drops Python's zero-division checks from the integer
+# index arithmetic.  Both kernels walk `col` row by row, in memory order.
+@njit(cache=True, error_model="numpy")
+def im2col(im, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+           dilation_h, dilation_w, out_h, out_w, col):
+    num, channels, height, width = im.shape
+    plane = out_h * out_w
+    for c in range(channels):
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                row = (c * kernel_h + i) * kernel_w + j
+                for n in range(num):
+                    for y in range(out_h):
+                        h = y * stride_h - pad_h + i * dilation_h
+                        dst = n * plane + y * out_w
+                        if h < 0 or h >= height:
+                            for x in range(out_w):
+                                col[row, dst + x] = 0
+                        else:
+                            w = j * dilation_w - pad_w
+                            for x in range(out_w):
+                                if 0 <= w < width:
+                                    col[row, dst + x] = im[n, c, h, w]
+                                else:
+                                    col[row, dst + x] = 0
+                                w += stride_w
+
+
+@njit(cache=True, error_model="numpy")
+def col2im(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+           dilation_h, dilation_w, out_h, out_w, im):
+    num, channels, height, width = im.shape
+    plane = out_h * out_w
+    im[...] = 0
+    for c in range(channels):
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                row = (c * kernel_h + i) * kernel_w + j
+                for n in range(num):
+                    for y in range(out_h):
+                        h = y * stride_h - pad_h + i * dilation_h
+                        if h < 0 or h >= height:
+                            continue
+                        src = n * plane + y * out_w
+                        w = j * dilation_w - pad_w
+                        for x in range(out_w):
+                            if 0 <= w < width:
+                                im[n, c, h, w] += col[row, src + x]
+                            w += stride_w
+
+
+def _padded_extent(size, pad, kernel, stride, dilation, out):
+    # Caffe's truncating division can yield an output whose last window
+    # reaches past the far padding; pad that side further so slicing works.
+    needed = (out - 1) * stride + dilation * (kernel - 1) + 1
+    return pad, max(pad, needed - size - pad)
+
+
+def _tap_slices(i, j, stride_h, stride_w, dilation_h, dilation_w, out_h, out_w):
+    h0, w0 = i * dilation_h, j * dilation_w
+    return (slice(h0, h0 + stride_h * (out_h - 1) + 1, stride_h),
+            slice(w0, w0 + stride_w * (out_w - 1) + 1, stride_w))
+
+
+def im2col_reference(im, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                     dilation_h, dilation_w, out_h, out_w, col):
+    """NumPy reference for `im2col` (same signature and semantics)."""
+    num, channels, height, width = im.shape
+    ph = _padded_extent(height, pad_h, kernel_h, stride_h, dilation_h, out_h)
+    pw = _padded_extent(width, pad_w, kernel_w, stride_w, dilation_w, out_w)
+    padded = np.pad(im, ((0, 0), (0, 0), ph, pw))
+    rows = col.reshape(channels, kernel_h, kernel_w, num, out_h, out_w)
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            sh, sw = _tap_slices(i, j, stride_h, stride_w, dilation_h, dilation_w, out_h, out_w)
+            rows[:, i, j] = padded[:, :, sh, sw].transpose(1, 0, 2, 3)
+
+
+def col2im_reference(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                     dilation_h, dilation_w, out_h, out_w, im):
+    """NumPy reference for `col2im` (same signature and semantics)."""
+    num, channels, height, width = im.shape
+    ph = _padded_extent(height, pad_h, kernel_h, stride_h, dilation_h, out_h)
+    pw = _padded_extent(width, pad_w, kernel_w, stride_w, dilation_w, out_w)
+    padded = np.zeros((num, channels, height + sum(ph), width + sum(pw)), dtype=im.dtype)
+    rows = col.reshape(channels, kernel_h, kernel_w, num, out_h, out_w)
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            sh, sw = _tap_slices(i, j, stride_h, stride_w, dilation_h, dilation_w, out_h, out_w)
+            padded[:, :, sh, sw] += rows[:, i, j].transpose(1, 0, 2, 3)
+    im[...] = padded[:, :, ph[0]:ph[0] + height, pw[0]:pw[0] + width]

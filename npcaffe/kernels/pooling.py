@@ -1,0 +1,207 @@
+"""Max and average pooling over a whole batch (N, C, H, W) -> (N, C, PH, PW).
+
+The window of output (y, x) starts at (y*stride_h - pad_h, x*stride_w - pad_w)
+and spans (kernel_h, kernel_w); the caller sizes `top` (Caffe's ceil/floor
+and pad-clipping rules live in the layer).  Semantics follow Caffe's
+PoolingLayer::Forward_cpu / Backward_cpu (layers/pooling_layer.cpp):
+
+- MAX scans the window clipped to the image, row by row, and keeps the
+  first strictly greater value starting from -FLT_MAX; `mask` receives its
+  index h * W + w within the channel plane, or -1 if the window holds no
+  pixel.  `mask` may be an int32 array or, for Caffe's optional second top,
+  a float32 one.  Backward zeroes `bottom_diff` and adds each top diff to
+  its argmax (overlapping windows accumulate); a -1 entry is skipped where
+  Caffe would write before the plane.
+- AVE sums the window clipped to the image, but divides by the window size
+  clipped to the *padded* image (H + pad_h, W + pad_w), so padding counts as
+  zeros except beyond the far edge.  Backward spreads diff / pool_size over
+  the same clipped window.  An empty window (possible only without padding
+  and with stride > kernel) divides 0 by a non-positive size as Caffe does.
+
+Each Numba kernel has a NumPy reference beside it with the same signature
+and semantics; the tests compare the two.
+"""
+import numpy as np
+from numba import njit
+
+_FLT_MAX = np.float32(np.finfo(np.float32).max)
+
+
+# Each kernel runs a per-plane helper over the (n, c) planes.  Serial on
+# purpose, as in kernels/im2col.py: Numba's OpenMP threads slow down the
+# threaded BLAS calls around them.  error_model="numpy" drops Python's
+# zero-division checks from the integer index arithmetic (it halves the run
+# time) and lets an empty AVE window divide by zero as in C.
+_jit = njit(cache=True, error_model="numpy")
+
+
+@_jit
+def _max_forward_plane(src, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dst, arg):
+    height, width = src.shape
+    pooled_h, pooled_w = dst.shape
+    for y in range(pooled_h):
+        h0 = y * stride_h - pad_h
+        h1 = min(h0 + kernel_h, height)
+        h0 = max(h0, 0)
+        for x in range(pooled_w):
+            w0 = x * stride_w - pad_w
+            w1 = min(w0 + kernel_w, width)
+            w0 = max(w0, 0)
+            best = -_FLT_MAX
+            best_at = -1
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    v = src[h, w]
+                    if v > best:
+                        best = v
+                        best_at = h * width + w
+            dst[y, x] = best
+            arg[y, x] = best_at
+
+
+@_jit
+def max_pool_forward(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, mask):
+    num, channels = bottom.shape[0], bottom.shape[1]
+    for nc in range(num * channels):
+        n, c = nc // channels, nc % channels
+        _max_forward_plane(bottom[n, c], kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                           top[n, c], mask[n, c])
+
+
+@_jit
+def _max_backward_plane(dst_diff, arg, src_diff):
+    height, width = src_diff.shape
+    pooled_h, pooled_w = dst_diff.shape
+    src_diff[:, :] = 0
+    for y in range(pooled_h):
+        for x in range(pooled_w):
+            at = int(arg[y, x])
+            if 0 <= at < height * width:
+                src_diff[at // width, at % width] += dst_diff[y, x]
+
+
+@_jit
+def max_pool_backward(top_diff, mask, bottom_diff):
+    num, channels = bottom_diff.shape[0], bottom_diff.shape[1]
+    for nc in range(num * channels):
+        n, c = nc // channels, nc % channels
+        _max_backward_plane(top_diff[n, c], mask[n, c], bottom_diff[n, c])
+
+
+@_jit
+def _ave_forward_plane(src, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dst):
+    height, width = src.shape
+    pooled_h, pooled_w = dst.shape
+    for y in range(pooled_h):
+        h0 = y * stride_h - pad_h
+        h1 = min(h0 + kernel_h, height + pad_h)
+        for x in range(pooled_w):
+            w0 = x * stride_w - pad_w
+            w1 = min(w0 + kernel_w, width + pad_w)
+            pool_size = np.float32((h1 - h0) * (w1 - w0))
+            acc = np.float32(0)
+            for h in range(max(h0, 0), min(h1, height)):
+                for w in range(max(w0, 0), min(w1, width)):
+                    acc += src[h, w]
+            dst[y, x] = acc / pool_size
+
+
+@_jit
+def ave_pool_forward(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top):
+    num, channels = bottom.shape[0], bottom.shape[1]
+    for nc in range(num * channels):
+        n, c = nc // channels, nc % channels
+        _ave_forward_plane(bottom[n, c], kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top[n, c])
+
+
+@_jit
+def _ave_backward_plane(dst_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, src_diff):
+    height, width = src_diff.shape
+    pooled_h, pooled_w = dst_diff.shape
+    src_diff[:, :] = 0
+    for y in range(pooled_h):
+        h0 = y * stride_h - pad_h
+        h1 = min(h0 + kernel_h, height + pad_h)
+        for x in range(pooled_w):
+            w0 = x * stride_w - pad_w
+            w1 = min(w0 + kernel_w, width + pad_w)
+            share = dst_diff[y, x] / np.float32((h1 - h0) * (w1 - w0))
+            for h in range(max(h0, 0), min(h1, height)):
+                for w in range(max(w0, 0), min(w1, width)):
+                    src_diff[h, w] += share
+
+
+@_jit
+def ave_pool_backward(top_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, bottom_diff):
+    num, channels = bottom_diff.shape[0], bottom_diff.shape[1]
+    for nc in range(num * channels):
+        n, c = nc // channels, nc % channels
+        _ave_backward_plane(top_diff[n, c], kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                            bottom_diff[n, c])
+
+
+def _windows(size, pooled, kernel, stride, pad):
+    """Per output position: the window clipped to the image (start, end), and
+    its extent clipped to the padded image only (Caffe's AVE pool_size)."""
+    for p in range(pooled):
+        start = p * stride - pad
+        end = min(start + kernel, size + pad)
+        yield p, max(start, 0), min(end, size), end - start
+
+
+def max_pool_forward_reference(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, mask):
+    """NumPy reference for `max_pool_forward` (same signature and semantics)."""
+    num, channels, height, width = bottom.shape
+    planes = bottom.reshape(num * channels, height * width)
+    flat_top = top.reshape(num * channels, -1)
+    flat_mask = mask.reshape(num * channels, -1)
+    pooled_w = top.shape[3]
+    for y, h0, h1, _ in _windows(height, top.shape[2], kernel_h, stride_h, pad_h):
+        for x, w0, w1, _ in _windows(width, pooled_w, kernel_w, stride_w, pad_w):
+            index = (np.arange(h0, h1)[:, None] * width + np.arange(w0, w1)[None, :]).ravel()
+            out = y * pooled_w + x
+            if index.size == 0:
+                flat_top[:, out] = -_FLT_MAX
+                flat_mask[:, out] = -1
+                continue
+            window = planes[:, index]
+            # argmax returns the first maximum in scan order, as Caffe's strict '>'.
+            first = np.argmax(window, axis=1)
+            flat_top[:, out] = window[np.arange(window.shape[0]), first]
+            flat_mask[:, out] = index[first]
+
+
+def max_pool_backward_reference(top_diff, mask, bottom_diff):
+    """NumPy reference for `max_pool_backward` (same signature and semantics)."""
+    num, channels, height, width = bottom_diff.shape
+    planes = bottom_diff.reshape(num * channels, height * width)
+    planes[...] = 0
+    arg = mask.reshape(num * channels, -1).astype(np.int64)
+    diff = top_diff.reshape(num * channels, -1)
+    rows = np.broadcast_to(np.arange(num * channels)[:, None], arg.shape)
+    valid = (arg >= 0) & (arg < height * width)
+    np.add.at(planes, (rows[valid], arg[valid]), diff[valid])
+
+
+def ave_pool_forward_reference(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top):
+    """NumPy reference for `ave_pool_forward` (same signature and semantics)."""
+    height, width = bottom.shape[2:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for y, h0, h1, size_h in _windows(height, top.shape[2], kernel_h, stride_h, pad_h):
+            for x, w0, w1, size_w in _windows(width, top.shape[3], kernel_w, stride_w, pad_w):
+                window = bottom[:, :, h0:h1, w0:w1].reshape(bottom.shape[0], bottom.shape[1], -1)
+                total = np.zeros(bottom.shape[:2], dtype=np.float32)
+                for k in range(window.shape[2]):
+                    total += window[:, :, k]
+                top[:, :, y, x] = total / np.float32(size_h * size_w)
+
+
+def ave_pool_backward_reference(top_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, bottom_diff):
+    """NumPy reference for `ave_pool_backward` (same signature and semantics)."""
+    height, width = bottom_diff.shape[2:]
+    bottom_diff[...] = 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for y, h0, h1, size_h in _windows(height, top_diff.shape[2], kernel_h, stride_h, pad_h):
+            for x, w0, w1, size_w in _windows(width, top_diff.shape[3], kernel_w, stride_w, pad_w):
+                share = top_diff[:, :, y, x] / np.float32(size_h * size_w)
+                bottom_diff[:, :, h0:h1, w0:w1] += share[:, :, None, None]

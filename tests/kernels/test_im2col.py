@@ -1,0 +1,68 @@
+"""im2col / col2im: Numba kernels against the NumPy references and hand values."""
+import numpy as np
+import pytest
+
+from npcaffe.kernels.im2col import col2im, col2im_reference, im2col, im2col_reference
+
+
+def out_dim(size, kernel, pad, stride, dilation):
+    return int((size + 2 * pad - (dilation * (kernel - 1) + 1)) / stride) + 1
+
+
+# (N, C, H, W, kh, kw, ph, pw, sh, sw, dh, dw): odd sizes, padding, strides,
+# dilation, a kernel larger than the input (Caffe's truncating division).
+CASES = [
+    (1, 1, 3, 3, 2, 2, 0, 0, 1, 1, 1, 1),
+    (2, 3, 7, 5, 3, 3, 1, 1, 2, 2, 1, 1),
+    (3, 2, 9, 11, 3, 2, 2, 1, 2, 3, 2, 1),
+    (2, 4, 6, 7, 1, 1, 0, 0, 1, 1, 1, 1),
+    (1, 2, 5, 4, 5, 4, 2, 3, 3, 1, 1, 2),
+    (2, 1, 2, 2, 3, 3, 0, 0, 2, 2, 1, 1),
+    (4, 3, 13, 10, 4, 3, 3, 2, 3, 2, 2, 3),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernels_match_reference(case):
+    n, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw = case
+    oh, ow = out_dim(h, kh, ph, sh, dh), out_dim(w, kw, pw, sw, dw)
+    geometry = (kh, kw, ph, pw, sh, sw, dh, dw, oh, ow)
+    rng = np.random.default_rng(sum(case))
+    im = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    col = np.full((c * kh * kw, n * oh * ow), np.nan, dtype=np.float32)
+    ref = np.full_like(col, np.nan)
+    im2col(im, *geometry, col)
+    im2col_reference(im, *geometry, ref)
+    np.testing.assert_array_equal(col, ref)
+
+    dcol = rng.standard_normal(col.shape).astype(np.float32)
+    back = np.full_like(im, np.nan)
+    back_ref = np.full_like(im, np.nan)
+    col2im(dcol, *geometry, back)
+    col2im_reference(dcol, *geometry, back_ref)
+    # Same summation order per pixel, so equal to the bit.
+    np.testing.assert_array_equal(back, back_ref)
+
+    # col2im is the adjoint of im2col: <im2col(x), y> == <x, col2im(y)>.
+    lhs = np.dot(col.astype(np.float64).ravel(), dcol.astype(np.float64).ravel())
+    rhs = np.dot(im.astype(np.float64).ravel(), back.astype(np.float64).ravel())
+    assert lhs == pytest.approx(rhs, rel=1e-5, abs=1e-4)
+
+
+def test_im2col_hand_values():
+    im = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)
+    col = np.empty((4, 4), dtype=np.float32)
+    # 2x2 kernel, stride 1, pad 0: rows are the taps (0,0), (0,1), (1,0), (1,1).
+    im2col(im, 2, 2, 0, 0, 1, 1, 1, 1, 2, 2, col)
+    np.testing.assert_array_equal(col, [[1, 2, 4, 5], [2, 3, 5, 6], [4, 5, 7, 8], [5, 6, 8, 9]])
+    # Pad 1, stride 2, 2x2: output positions read (-1,-1), (-1,1), (1,-1), (1,1).
+    im2col(im, 2, 2, 1, 1, 2, 2, 1, 1, 2, 2, col)
+    np.testing.assert_array_equal(col, [[0, 0, 0, 5], [0, 0, 4, 6], [0, 2, 0, 8], [1, 3, 7, 9]])
+
+
+def test_col2im_sums_overlaps_and_batches_side_by_side():
+    # Two images, 1x3 input, 1x2 kernel: the middle pixel is read by both windows.
+    col = np.array([[1, 2, 10, 20], [3, 4, 30, 40]], dtype=np.float32)
+    im = np.full((2, 1, 1, 3), np.nan, dtype=np.float32)
+    col2im(col, 1, 2, 0, 0, 1, 1, 1, 1, 1, 2, im)
+    np.testing.assert_array_equal(im[:, 0, 0], [[1, 2 + 3, 4], [10, 20 + 30, 40]])
