@@ -104,3 +104,33 @@ def insert_splits(param):
                 if weight:
                     split.loss_weight.append(weight if k == 0 else 0)
     return out
+
+
+DATA_LAYER_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "Input", "DummyData")
+
+
+def replace_data_layers(param, shapes):
+    """Copy of `param` where every data layer becomes an Input layer of given shapes.
+
+    `shapes` maps a top name to its shape, e.g. {"data": (64, 1, 28, 28), "label": (64,)}.
+    Used to run published nets without their datasets (`npcaffe time --data-shape`).
+    Every top of a replaced layer needs a shape; a missing one is a NetError naming it.
+    """
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    for layer in out.layer:
+        if layer.type not in DATA_LAYER_TYPES:
+            continue
+        missing = [t for t in layer.top if t not in shapes]
+        if missing:
+            raise NetError(f"data layer '{layer.name}' ({layer.type}) has top(s) {missing} with no shape given "
+                           f"(pass e.g. --data-shape {missing[0]}=N,C,H,W)")
+        tops, name, include, exclude = list(layer.top), layer.name, list(layer.include), list(layer.exclude)
+        layer.Clear()
+        layer.name, layer.type = name, "Input"
+        layer.top.extend(tops)
+        layer.include.extend(include)
+        layer.exclude.extend(exclude)
+        for top in tops:
+            layer.input_param.shape.add().dim.extend(int(d) for d in shapes[top])
+    return out

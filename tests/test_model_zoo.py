@@ -1,0 +1,49 @@
+"""Every net of ../shared/model-zoo parses, and those whose layer types exist build in both phases."""
+import glob
+import os
+
+import pytest
+
+import npcaffe
+from helpers import shared_path
+from npcaffe.fileio.prototxt import read_net
+from npcaffe.graph import replace_data_layers
+from npcaffe.layer import layer_type_list
+
+SHAPES = {
+    "mnist": {"data": (4, 1, 28, 28), "label": (4,)},
+    "cifar10": {"data": (4, 3, 32, 32), "label": (4,)},
+    "alexnet": {"data": (2, 3, 227, 227), "label": (2,)},
+    "caffenet": {"data": (2, 3, 227, 227), "label": (2,)},
+}
+
+
+def zoo_nets():
+    zoo = shared_path("model-zoo")
+    return sorted(p for p in glob.glob(os.path.join(zoo, "*", "*.prototxt")) if "solver" not in os.path.basename(p))
+
+
+def _shapes_for(path):
+    for key, shapes in SHAPES.items():
+        if key in os.path.basename(path):
+            return shapes
+    raise AssertionError(f"no test shapes for {path}")
+
+
+@pytest.mark.parametrize("path", zoo_nets() if os.path.isdir(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+                         else [], ids=os.path.basename)
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_zoo_net_builds(path, phase):
+    net_param = read_net(path)
+    missing = sorted({l.type for l in net_param.layer} - set(layer_type_list()))
+    if missing:
+        pytest.skip(f"layer types not implemented yet: {missing}")
+    net = npcaffe.Net(replace_data_layers(net_param, _shapes_for(path)), getattr(npcaffe, phase))
+    net.forward_from_to()
+    assert len(net.layers) > 0
+
+
+def test_replace_data_layers_requires_every_top():
+    net_param = read_net(shared_path("model-zoo", "bvlc", "examples_mnist_lenet_train_test.prototxt"))
+    with pytest.raises(npcaffe.NpcaffeError, match="top\\(s\\) \\['label'\\] with no shape"):
+        replace_data_layers(net_param, {"data": (1, 1, 28, 28)})
