@@ -1,0 +1,1 @@
+"""Pruning tools beyond the DNS layers themselves: reports of what pruning kept."""

@@ -1,0 +1,73 @@
+"""The paper's Table 4 for any net: parameters per layer, the share kept, compression.
+
+A parameter is *kept* when it is nonzero after masking: for a layer stored with
+four blobs (a DNS C-layer snapshot: weight, bias, weight mask, bias mask) that is
+mask ⊙ W and mask_b ⊙ b; for plain two-blob layers it is the nonzero weights and
+biases (the DNS release stores its pruned models that way).  Compression is
+total parameters / kept parameters, weights and biases together, as in the
+DNS paper and upstream-test-accuracy.txt.
+"""
+from collections import namedtuple
+
+import numpy as np
+
+from ..fileio.caffemodel import blob_to_array, read_caffemodel
+
+LayerCount = namedtuple("LayerCount", "name type params kept")
+
+
+def _kept(blobs):
+    """(params, kept) of a layer's list of float arrays."""
+    if len(blobs) >= 4:
+        weights, biases = blobs[0] * blobs[2], blobs[1] * blobs[3]
+        values = [weights, biases]
+    else:
+        values = blobs[:2]
+    params = sum(int(v.size) for v in values)
+    kept = sum(int(np.count_nonzero(v)) for v in values)
+    return params, kept
+
+
+def count_net(net, weights=None):
+    """LayerCount per layer with parameters; blobs from `weights` (a caffemodel) where it has the layer."""
+    stored = {}
+    if weights is not None:
+        for layer in read_caffemodel(weights).layer:
+            if len(layer.blobs):
+                stored[layer.name] = [blob_to_array(b, f"{weights}: layer '{layer.name}'") for b in layer.blobs]
+    rows = []
+    for name, layer in zip(net._layer_names, net.layers):
+        if not layer.blobs or layer.type == "Split":
+            continue
+        blobs = stored.get(name) or [b.data for b in layer.blobs]
+        params, kept = _kept(blobs)
+        rows.append(LayerCount(name, layer.type, params, kept))
+    return rows
+
+
+def short_count(n):
+    """431080 -> '431K', 3993 -> '4.0K', 37752832 -> '38M' (the paper's style)."""
+    for unit, size in (("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+    return str(n)
+
+
+def format_report(rows):
+    width = max([len(r.name) for r in rows] + [5])
+    type_width = max([len(r.type) for r in rows] + [4])
+    lines = [f"{'layer':<{width}}  {'type':<{type_width}}  {'params':>10}  {'kept':>10}  {'kept %':>8}  {'rate':>9}"]
+    for r in rows:
+        share = 100.0 * r.kept / r.params if r.params else 0.0
+        rate = f"{r.params / r.kept:.2f}x" if r.kept else "inf"
+        lines.append(f"{r.name:<{width}}  {r.type:<{type_width}}  {r.params:>10}  {r.kept:>10}  {share:>7.2f}%  {rate:>9}"
+                     f"   ({short_count(r.params)} -> {short_count(r.kept)})")
+    total = sum(r.params for r in rows)
+    kept = sum(r.kept for r in rows)
+    share = 100.0 * kept / total if total else 0.0
+    rate = total / kept if kept else float("inf")
+    lines.append(f"{'total':<{width}}  {'':<{type_width}}  {total:>10}  {kept:>10}  {share:>7.3f}%  {rate:>8.2f}x")
+    lines.append(f"{kept} of {total} parameters kept ({short_count(kept)} of {short_count(total)}), "
+                 f"compression {rate:.2f}x (~{rate:.0f}x)")
+    return "\n".join(lines)

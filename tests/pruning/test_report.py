@@ -1,0 +1,40 @@
+import gzip
+import os
+
+from helpers import shared_path
+from npcaffe import cli
+
+
+def report(capsys, *argv):
+    assert cli.main(["prune-report", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def test_upstream_sparse_lenet5(capsys):
+    out = report(capsys, "--model", shared_path("upstream-dns", "lenet5.prototxt"),
+                 "--weights", shared_path("upstream-dns", "caffe_lenet5_sparse.caffemodel"))
+    assert "3993 of 431080 parameters kept (4.0K of 431K)" in out and "~108x" in out
+    kept = {line.split()[0]: int(line.split()[3]) for line in out.splitlines()[1:5]}
+    assert kept == {"conv1": 74, "conv2": 779, "ip1": 2923, "ip2": 217}
+
+
+def test_upstream_sparse_lenet300100(capsys):
+    out = report(capsys, "--model", shared_path("upstream-dns", "lenet300100.prototxt"),
+                 "--weights", shared_path("upstream-dns", "caffe_lenet300100_sparse.caffemodel"))
+    assert "4988 of 266610 parameters kept" in out and "53.45x" in out
+
+
+def test_masked_snapshot_counts_mask_times_weight(capsys, tmp_path):
+    # Upstream's own 4-blob DNS snapshot at iteration 50; its mask counts are in masks_nnz.csv.
+    snap = tmp_path / "it50.caffemodel"
+    with gzip.open(shared_path("crosscheck", "lenet5-dns", "upstream", "snap", "lenet5_dns_iter_50.caffemodel.gz")) as f:
+        snap.write_bytes(f.read())
+    out = report(capsys, "--model", shared_path("upstream-dns", "lenet5.prototxt"), "--weights", str(snap))
+    expected = {}
+    with open(shared_path("crosscheck", "lenet5-dns", "upstream", "masks_nnz.csv")) as f:
+        for row in f.read().splitlines()[1:]:
+            it, layer, w, b, count = row.split(",")
+            if it == "50":
+                expected[layer] = (int(count), int(w) + int(b))
+    got = {line.split()[0]: (int(line.split()[2]), int(line.split()[3])) for line in out.splitlines()[1:5]}
+    assert got == expected
