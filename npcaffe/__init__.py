@@ -24,3 +24,5 @@ def set_device(device_id):
 def set_random_seed(seed):
     from . import rng
     rng.set_random_seed(seed)
+from .solvers import (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,  # noqa: F401,E402
+                      AdaDeltaSolver, AdamSolver, get_solver)

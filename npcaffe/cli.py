@@ -99,6 +99,67 @@ def cmd_time(args):
     return 0
 
 
+def cmd_train(args):
+    """Train or fine-tune from a solver definition, as `caffe train` (tools/caffe.cpp, Caffe 1.0)."""
+    if args.snapshot and args.weights:
+        raise NpcaffeError("give --snapshot to resume training or --weights to fine-tune, not both")
+    glog.set_quiet(args.quiet)
+    try:
+        return _train(args)
+    finally:
+        glog.set_quiet(False)
+
+
+def _train(args):
+    import signal
+
+    from .solvers import load_solver_param, solver_class
+    param, where = load_solver_param(args.solver)
+    # As caffe.cpp: --level always overrides the solver's train_state level; stages are added.
+    param.train_state.level = args.level
+    param.train_state.stage.extend(_stages(args.stage))
+    if args.iterations is not None:
+        param.max_iter = args.iterations
+    # As caffe.cpp: a snapshot or --weights replaces the solver file's own `weights`.
+    if args.snapshot or args.weights:
+        del param.weights[:]
+    if args.weights:
+        param.weights.append(args.weights)
+    solver = solver_class(param.type, where)(param, where=where)
+
+    pending = []
+    effects = {"SIGINT": args.sigint_effect, "SIGHUP": args.sighup_effect}
+
+    def on_signal(signum, frame):
+        effect = effects[signal.Signals(signum).name]
+        if effect == "stop" and "stop" in pending:
+            raise KeyboardInterrupt  # asked twice: stop now, without the final snapshot
+        pending.append(effect)
+
+    def action():
+        return pending.pop(0) if pending else "none"
+
+    solver.action_function = action
+    previous = {}
+    for name in effects:
+        if hasattr(signal, name):
+            try:
+                previous[name] = signal.signal(getattr(signal, name), on_signal)
+            except ValueError:  # not the main thread
+                pass
+    try:
+        if args.snapshot:
+            glog.info(f"Resuming from {args.snapshot}")
+            solver.restore(args.snapshot, upstream_resume=args.upstream_resume)
+        glog.info("Starting Optimization")
+        solver.solve()
+        glog.info("Optimization Done.")
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+    return 0
+
+
 def cmd_convert_mnist(args):
     from .data.mnist import convert_mnist
     n = convert_mnist(args.images, args.labels, args.out)
@@ -111,6 +172,15 @@ def cmd_prepare_mnist(args):
     from .data.mnist import prepare_mnist_lmdbs
     train, test = prepare_mnist_lmdbs(args.out, args.mnist)
     print(f"train: {train}\ntest:  {test}")
+    return 0
+
+
+def cmd_prune_report(args):
+    """The DNS paper's Table 4 for a net: per layer parameters, share kept, compression."""
+    from .net import Net
+    from .pruning.report import count_net, format_report
+    net = Net(args.model, _phase(args.phase))
+    print(format_report(count_net(net, args.weights)))
     return 0
 
 
@@ -127,6 +197,21 @@ def build_parser():
         if phase_default:
             p.add_argument("--phase", default=phase_default, choices=["TRAIN", "TEST", "train", "test"])
 
+    p = sub.add_parser("train", help="train or fine-tune a model from a solver definition")
+    p.add_argument("--solver", required=True, help="solver .prototxt")
+    p.add_argument("--weights", help="comma-separated .caffemodel files to fine-tune from")
+    p.add_argument("--snapshot", help=".solverstate to resume training from")
+    p.add_argument("--iterations", type=int, help="override the solver's max_iter")
+    p.add_argument("--level", type=int, default=0, help="train net state level")
+    p.add_argument("--stage", default="", help="comma-separated train net state stages")
+    p.add_argument("--sigint_effect", default="stop", choices=["stop", "snapshot", "none"],
+                   help="on SIGINT: stop (after a final snapshot), snapshot, or none")
+    p.add_argument("--sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"])
+    p.add_argument("--upstream_resume", action="store_true",
+                   help="with --snapshot: ignore npcaffe's sidecar and resume as a restarted upstream Caffe "
+                        "does (fresh random streams, DNS statistics reset)")
+    p.add_argument("--quiet", action="store_true", help="print warnings and errors only")
+    p.set_defaults(func=cmd_train)
     p = sub.add_parser("test", help="score a model on its TEST-phase data")
     net_flags(p)
     p.set_defaults(func=cmd_test)
@@ -138,6 +223,11 @@ def build_parser():
     p.add_argument("labels")
     p.add_argument("out")
     p.set_defaults(func=cmd_convert_mnist)
+    p = sub.add_parser("prune-report", help="parameters kept per layer and the compression rate (DNS paper Table 4)")
+    p.add_argument("--model", required=True, help="net definition .prototxt")
+    p.add_argument("--weights", help=".caffemodel (2-blob plain or 4-blob DNS snapshot); default: fresh initialisation")
+    p.add_argument("--phase", default="TEST", choices=["TRAIN", "TEST", "train", "test"])
+    p.set_defaults(func=cmd_prune_report)
     p = sub.add_parser("prepare-mnist", help="MNIST LMDBs for the nets in prototxt/ (data/mnist/ by default)")
     p.add_argument("--mnist", help="directory with the four MNIST .gz IDX files (else $NPCAFFE_MNIST_DIR or download)")
     p.add_argument("--out", default="data/mnist", help="output directory (default: data/mnist)")

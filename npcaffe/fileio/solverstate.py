@@ -1,0 +1,198 @@
+"""Solver snapshots: the `.solverstate` file and npcaffe's sidecar.
+
+`<prefix>_iter_<N>.solverstate` is upstream's SolverState proto (iter,
+learned_net, history, current_step) as a binary proto, or with
+snapshot_format: HDF5 the `.solverstate.h5` layout of sgd_solver.cpp
+(datasets iter, learned_net, current_step, group history/0..n-1; HDF5 needs
+h5py).  These files hold nothing upstream Caffe would not write, so Caffe
+can resume from our snapshots and we from Caffe's.
+
+What a bit-exact resume needs beyond that (numpy RNG state, the glibc
+rand() emulation's state, layer state such as DNS thresholds) goes to the
+JSON sidecar `<solverstate>.npcaffe.json`.  All files are written
+atomically.
+"""
+import json
+import os
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from ..errors import SolverError, WeightsError
+from ..proto import caffe_pb2
+from .atomic import atomic_write
+from .caffemodel import array_to_blob, blob_shape, blob_to_array
+
+SIDECAR_SUFFIX = ".npcaffe.json"
+SIDECAR_FORMAT = "npcaffe-solverstate-sidecar"
+
+
+def snapshot_filename(prefix, iteration, extension):
+    """Solver::SnapshotFilename: `<prefix>_iter_<N><extension>`."""
+    return f"{prefix}_iter_{int(iteration)}{extension}"
+
+
+def is_hdf5(path):
+    return os.fspath(path).endswith(".h5")
+
+
+def _h5py(path):
+    try:
+        import h5py
+    except ImportError:
+        raise SolverError(f"{path}: HDF5 snapshots need the h5py package (pip install h5py), "
+                          "or use snapshot_format: BINARYPROTO") from None
+    return h5py
+
+
+# -- SolverState -------------------------------------------------------------------
+def read_solverstate(path):
+    """SolverState proto from a .solverstate (binary proto) or .solverstate.h5 file."""
+    path = os.fspath(path)
+    if is_hdf5(path):
+        return _read_solverstate_hdf5(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: solver state file not found") from None
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read solver state: {e.strerror}") from None
+    state = caffe_pb2.SolverState()
+    try:
+        state.ParseFromString(data)
+    except DecodeError as e:
+        raise WeightsError(f"{path}: not a valid binary SolverState (truncated or corrupt?): {e}") from None
+    return state
+
+
+def write_solverstate(state, path):
+    """Write a SolverState to `path` (HDF5 layout when the name ends in .h5)."""
+    path = os.fspath(path)
+    if is_hdf5(path):
+        _write_solverstate_hdf5(state, path)
+    else:
+        atomic_write(path, state.SerializeToString())
+
+
+def make_solverstate(iteration, learned_net, current_step, history):
+    """A SolverState from float32 arrays (Blob::ToProto of each history blob)."""
+    state = caffe_pb2.SolverState()
+    state.iter = int(iteration)
+    state.learned_net = learned_net
+    state.current_step = int(current_step)
+    for array in history:
+        array_to_blob(array, state.history.add())
+    return state
+
+
+def history_arrays(state, where):
+    return [blob_to_array(blob, f"{where}: history blob {i}") for i, blob in enumerate(state.history)]
+
+
+def _write_solverstate_hdf5(state, path):
+    h5py = _h5py(path)
+    tmp = path + ".tmp"
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("iter", data=np.array([state.iter], dtype=np.int32))
+        f.create_dataset("learned_net", data=np.bytes_(state.learned_net.encode()))
+        f.create_dataset("current_step", data=np.array([state.current_step], dtype=np.int32))
+        group = f.create_group("history")
+        for i, blob in enumerate(state.history):
+            group.create_dataset(str(i), data=blob_to_array(blob))
+    os.replace(tmp, path)
+
+
+def _read_solverstate_hdf5(path):
+    h5py = _h5py(path)
+    if not os.path.exists(path):
+        raise WeightsError(f"{path}: solver state file not found")
+    state = caffe_pb2.SolverState()
+    with h5py.File(path, "r") as f:
+        state.iter = int(np.asarray(f["iter"]).ravel()[0])
+        if "learned_net" in f:
+            value = f["learned_net"][()]
+            state.learned_net = value.decode() if isinstance(value, bytes) else str(value)
+        state.current_step = int(np.asarray(f["current_step"]).ravel()[0])
+        group = f["history"]
+        for i in range(len(group)):
+            array_to_blob(np.asarray(group[str(i)], dtype=np.float32), state.history.add())
+    return state
+
+
+# -- weights in HDF5 (Net::ToHDF5 / CopyTrainedLayersFromHDF5) ---------------------
+def write_weights_hdf5(net_param, path):
+    """Weights of a NetParameter (with blobs) as Caffe's .caffemodel.h5: data/<layer>/<i>[, diff/...]."""
+    h5py = _h5py(path)
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    with h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        diff = None
+        for layer in net_param.layer:
+            group = data.create_group(layer.name)
+            for i, blob in enumerate(layer.blobs):
+                group.create_dataset(str(i), data=blob_to_array(blob))
+                if len(blob.diff):
+                    if diff is None:
+                        diff = f.create_group("diff")
+                    target = diff.require_group(layer.name)
+                    target.create_dataset(str(i), data=np.asarray(blob.diff, np.float32).reshape(blob_shape(blob)))
+    os.replace(tmp, path)
+
+
+def read_weights_hdf5(path):
+    """NetParameter holding the layers and blobs of a .caffemodel.h5 (for Net.copy_from)."""
+    h5py = _h5py(path)
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise WeightsError(f"{path}: file not found")
+    net = caffe_pb2.NetParameter()
+    with h5py.File(path, "r") as f:
+        for name, group in f["data"].items():
+            layer = net.layer.add()
+            layer.name = name
+            for i in range(len(group)):
+                array_to_blob(np.asarray(group[str(i)], dtype=np.float32), layer.blobs.add())
+    return net
+
+
+# -- the npcaffe sidecar -----------------------------------------------------------
+def sidecar_path(state_path):
+    return os.fspath(state_path) + SIDECAR_SUFFIX
+
+
+def write_sidecar(state_path, payload):
+    body = dict(format=SIDECAR_FORMAT, version=1, **payload)
+    atomic_write(sidecar_path(state_path), json.dumps(body, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def read_sidecar(state_path):
+    """The sidecar's dict, or None when there is none (an upstream snapshot)."""
+    path = sidecar_path(state_path)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            body = json.load(f)
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{path}: unreadable npcaffe sidecar: {e}") from None
+    if body.get("format") != SIDECAR_FORMAT:
+        raise WeightsError(f"{path}: not an npcaffe solver-state sidecar (format {body.get('format')!r})")
+    return body
+
+
+def resolve_learned_net(learned_net, state_path):
+    """Path of a state's learned_net: as Caffe opens it (relative to the working
+    directory), else relative to the state file's directory, else its file
+    name in that directory (a snapshot directory moved as a whole)."""
+    if os.path.isabs(learned_net) or os.path.exists(learned_net):
+        return learned_net
+    beside = os.path.join(os.path.dirname(os.path.abspath(os.fspath(state_path))), learned_net)
+    if os.path.exists(beside):
+        return beside
+    alt = os.path.join(os.path.dirname(os.path.abspath(os.fspath(state_path))), os.path.basename(learned_net))
+    if os.path.exists(alt):
+        return alt
+    raise WeightsError(f"{state_path}: learned_net '{learned_net}' not found (looked relative to the working "
+                       f"directory and to the solver state's directory)")

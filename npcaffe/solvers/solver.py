@@ -1,0 +1,489 @@
+"""Solver: the training loop around one train net and its test nets (Caffe's solver.cpp).
+
+The subclass (npcaffe.solvers.sgd) supplies the update rule: pre_solve,
+apply_update, and the history it snapshots.  This module owns what every
+solver shares: reading and checking the SolverParameter, building the nets,
+Step / Solve / Test, the loss display and snapshots / restore.
+
+Upstream behaviour mirrored on purpose:
+- Step follows the DNS fork (older Caffe): the display line is
+  `Iteration N, loss = X` (Caffe 1.0 adds an iter/s figure), the layers
+  are told the iteration (`net.set_iter`) before each step's forwards, and
+  the losses kept for average_loss are reset at every call of step().
+- Solve's final forward-only pass prints the raw loss (the fork; 1.0 folds
+  it into the smoothed loss) and does not call set_iter, so the layers
+  still see max_iter - 1.
+- Caffe 1.0 rules: a missing snapshot_prefix becomes the solver file's
+  path without extension, a directory prefix becomes <dir>/<solver stem>;
+  `weights` (comma-separated lists) load into the train and test nets;
+  apply_update() increments iter (pycaffe's apply_update); SIGINT/SIGHUP
+  style requests (request_action) stop or snapshot after an iteration.
+- Losses and scores are float32 arithmetic, as Caffe's Dtype.
+"""
+import os
+
+import numpy as np
+
+from .. import glog, rng
+from ..errors import NetError, SolverError
+from ..fileio import solverstate as ss
+from ..fileio.caffemodel import write_caffemodel
+from ..fileio.prototxt import read_net, read_solver, to_text
+from ..fileio.upgrade import upgrade_solver
+from ..proto import caffe_pb2
+
+f32 = np.float32
+_SOLVERS = {}
+
+
+def register_solver(type_name):
+    """Class decorator: make a solver class constructible by its SolverParameter `type`."""
+    def wrap(cls):
+        _SOLVERS[type_name] = cls
+        cls.type = type_name
+        return cls
+    return wrap
+
+
+def solver_type_list():
+    return sorted(_SOLVERS)
+
+
+def solver_class(type_name, where="<solver>"):
+    cls = _SOLVERS.get(type_name)
+    if cls is None:
+        raise SolverError(f"{where}: field 'type': unknown solver type '{type_name}' "
+                          f"(known: {', '.join(solver_type_list())})")
+    return cls
+
+
+def load_solver_param(source):
+    """(SolverParameter, where) from a solver .prototxt path or a SolverParameter.
+
+    Files get Caffe 1.0's ReadSolverParamsFromTextFileOrDie upgrades:
+    solver_type -> type, and the snapshot_prefix rule.
+    """
+    if isinstance(source, caffe_pb2.SolverParameter):
+        param = caffe_pb2.SolverParameter()
+        param.CopyFrom(source)
+        return upgrade_solver(param, "<SolverParameter>"), "<SolverParameter>"
+    path = os.fspath(source)
+    param = read_solver(path)
+    if not param.HasField("snapshot_prefix"):
+        param.snapshot_prefix = os.path.splitext(path)[0]
+        glog.info(f"snapshot_prefix was not specified and is set to {param.snapshot_prefix}")
+    elif os.path.isdir(param.snapshot_prefix):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        param.snapshot_prefix = os.path.join(param.snapshot_prefix, stem)
+        glog.info(f"snapshot_prefix was a directory and is replaced to {param.snapshot_prefix}")
+    return param, path
+
+
+def check_solver_param(param, where):
+    """Raise SolverError for a SolverParameter Caffe would reject (before any net is built)."""
+    from .lr_policy import check_lr_policy
+
+    def fail(field, message):
+        raise SolverError(f"{where}: field '{field}': {message}")
+
+    train_fields = [f for f in ("net", "net_param", "train_net", "train_net_param") if param.HasField(f)]
+    if not train_fields:
+        raise SolverError(f"{where}: no train net given; set one of the fields net, net_param, train_net, "
+                          "train_net_param")
+    if len(train_fields) > 1:
+        raise SolverError(f"{where}: more than one train net given ({', '.join(train_fields)}); keep one")
+    generic = param.HasField("net") or param.HasField("net_param")
+    n_test = len(param.test_net) + len(param.test_net_param)
+    n_iter = len(param.test_iter)
+    if generic and n_iter < n_test:
+        fail("test_iter", f"{n_iter} value(s) for {n_test} test net(s) (test_net/test_net_param); "
+                          "give test_iter once per test net")
+    if not generic and n_iter != n_test:
+        if n_test == 0:
+            fail("test_iter", f"{n_iter} value(s) given but there is no test net (train_net has no TEST "
+                              "phase twin: add test_net, or use net: to test the same file)")
+        fail("test_iter", f"{n_iter} value(s) for {n_test} test net(s); give test_iter once per test net")
+    instances = max(n_iter, n_test) if generic else n_test
+    if len(param.test_state) and len(param.test_state) != instances:
+        fail("test_state", f"{len(param.test_state)} given for {instances} test net(s); "
+                           "give it once per test net or not at all")
+    if instances and param.test_interval <= 0:
+        fail("test_interval", f"must be > 0 when there are test nets (test_iter given), got {param.test_interval}")
+    for i, n in enumerate(param.test_iter):
+        if n <= 0:
+            fail("test_iter", f"value #{i} must be > 0, got {n}")
+    if param.average_loss < 1:
+        fail("average_loss", f"must be >= 1, got {param.average_loss}")
+    if param.iter_size < 1:
+        fail("iter_size", f"must be >= 1, got {param.iter_size}")
+    if param.display < 0:
+        fail("display", f"must be >= 0, got {param.display}")
+    if param.snapshot < 0:
+        fail("snapshot", f"must be >= 0, got {param.snapshot}")
+    if param.weight_decay and param.regularization_type not in ("L1", "L2"):
+        fail("regularization_type", f"unknown regularization type '{param.regularization_type}' (L1 or L2)")
+    check_lr_policy(param, where)
+    if param.snapshot > 0:
+        if not param.HasField("snapshot_prefix"):
+            fail("snapshot_prefix", "snapshot is specified but snapshot_prefix is not")
+        directory = os.path.dirname(param.snapshot_prefix) or "."
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            fail("snapshot_prefix", f"cannot write to snapshot prefix '{param.snapshot_prefix}'; make sure "
+                                    f"the directory '{directory}' exists and is writable")
+    snapshots = param.snapshot > 0 or param.snapshot_after_train
+    if snapshots and param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+        try:
+            import h5py  # noqa: F401
+        except ImportError:
+            fail("snapshot_format", "HDF5 snapshots need the h5py package (pip install h5py); "
+                                    "or use snapshot_format: BINARYPROTO")
+
+
+class Solver:
+    """Base of the solvers.  Construct with a solver .prototxt path or a SolverParameter.
+
+    pycaffe face: net, test_nets, iter, param, step(n), solve(resume_file=None),
+    snapshot(), restore(path), apply_update(), add_callback(on_start, on_gradients_ready).
+    """
+    type = None
+
+    def __init__(self, source, *, where=None):
+        # get_solver passes a SolverParameter it already loaded, with the file it came from.
+        param, where = (source, where) if where is not None else load_solver_param(source)
+        self.where = where
+        check_solver_param(param, where)
+        self.check_param(param, where)
+        glog.info("Initializing solver from parameters: \n" + to_text(param))
+        self.param = param
+        if param.random_seed >= 0:
+            rng.set_random_seed(param.random_seed)
+        if param.solver_mode == caffe_pb2.SolverParameter.GPU:
+            glog.info("solver_mode: GPU requested; npcaffe computes on the CPU")
+        self.net = self._init_train_net()
+        self.test_nets = self._init_test_nets()
+        for models in param.weights:
+            self.copy_weights(models)
+        glog.info("Solver scaffolding done.")
+        self.iter = 0
+        self.current_step = 0
+        self.callbacks = []
+        self.action_function = None
+        self.requested_early_exit = False
+        self.pre_solve()
+
+    # -- hooks for the update rule ------------------------------------------------
+    @classmethod
+    def check_param(cls, param, where):
+        """Solver-type specific checks (raise SolverError)."""
+
+    def pre_solve(self):
+        """Allocate the update rule's state (SGDSolver::PreSolve)."""
+
+    def apply_update(self):
+        raise NotImplementedError
+
+    def state_arrays(self):
+        """The arrays a .solverstate stores as `history`, in order."""
+        return []
+
+    # -- nets ------------------------------------------------------------------------
+    def _read_net_file(self, field, path):
+        if not os.path.exists(path):
+            raise SolverError(f"{self.where}: field '{field}': net file '{path}' not found "
+                              f"(relative paths are taken from the working directory, {os.getcwd()})")
+        return read_net(path)
+
+    def _build_net(self, net_param, state, source):
+        from ..net import Net
+        try:
+            return Net(net_param, state.phase, level=state.level, stages=list(state.stage))
+        except NetError as e:
+            raise NetError(f"{source}: {e}") from None
+
+    def _init_train_net(self):
+        p = self.param
+        if p.HasField("train_net_param"):
+            glog.info("Creating training net specified in train_net_param.")
+            net_param, source = p.train_net_param, f"{self.where} (train_net_param)"
+        elif p.HasField("train_net"):
+            glog.info(f"Creating training net from train_net file: {p.train_net}")
+            net_param, source = self._read_net_file("train_net", p.train_net), p.train_net
+        elif p.HasField("net_param"):
+            glog.info("Creating training net specified in net_param.")
+            net_param, source = p.net_param, f"{self.where} (net_param)"
+        else:
+            glog.info(f"Creating training net from net file: {p.net}")
+            net_param, source = self._read_net_file("net", p.net), p.net
+        # NetState precedence: solver default (TRAIN) < the net's own state < train_state.
+        state = caffe_pb2.NetState(phase=caffe_pb2.TRAIN)
+        state.MergeFrom(net_param.state)
+        state.MergeFrom(p.train_state)
+        return self._build_net(net_param, state, source)
+
+    def _init_test_nets(self):
+        p = self.param
+        sources, params = [], []
+        for net_param in p.test_net_param:
+            sources.append("test_net_param")
+            params.append(net_param)
+        for path in p.test_net:
+            sources.append(f"test_net file: {path}")
+            params.append(self._read_net_file("test_net", path))
+        remaining = len(p.test_iter) - len(params)
+        if p.HasField("net_param"):
+            for _ in range(remaining):
+                sources.append("net_param")
+                params.append(p.net_param)
+        if p.HasField("net"):
+            generic = self._read_net_file("net", p.net) if remaining > 0 else None
+            for _ in range(remaining):
+                sources.append(f"net file: {p.net}")
+                params.append(generic)
+        nets = []
+        for i, (source, net_param) in enumerate(zip(sources, params)):
+            state = caffe_pb2.NetState(phase=caffe_pb2.TEST)
+            state.MergeFrom(net_param.state)
+            if len(p.test_state):
+                state.MergeFrom(p.test_state[i])
+            glog.info(f"Creating test net (#{i}) specified by {source}")
+            nets.append(self._build_net(net_param, state, source))
+        return nets
+
+    def copy_weights(self, models):
+        """Load comma-separated .caffemodel files into the train and test nets (fine-tuning)."""
+        for path in [m for m in models.split(",") if m]:
+            glog.info(f"Finetuning from {path}")
+            for net in [self.net] + self.test_nets:
+                if ss.is_hdf5(path):
+                    net.copy_from(ss.read_weights_hdf5(path))
+                else:
+                    net.copy_from(path)
+
+    # -- training --------------------------------------------------------------------
+    def add_callback(self, on_start, on_gradients_ready):
+        self.callbacks.append((on_start, on_gradients_ready))
+
+    def request_action(self):
+        """'none', 'stop' or 'snapshot', from action_function (Caffe's SignalHandler)."""
+        return self.action_function() if self.action_function else "none"
+
+    def step(self, iters):
+        """Run `iters` training iterations (Solver::Step)."""
+        p = self.param
+        start_iter = self.iter
+        stop_iter = self.iter + int(iters)
+        average_loss = p.average_loss
+        losses = []
+        smoothed_loss = f32(0)
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+                self.test_all()
+                if self.requested_early_exit:
+                    break
+            for on_start, _ in self.callbacks:
+                on_start()
+            display = p.display and self.iter % p.display == 0
+            self.net.set_iter(self.iter)
+            loss = f32(0)
+            for _ in range(p.iter_size):
+                loss += f32(self.net.forward_backward())
+            loss /= f32(p.iter_size)
+            if len(losses) < average_loss:
+                losses.append(loss)
+                size = len(losses)
+                smoothed_loss = (smoothed_loss * f32(size - 1) + loss) / f32(size)
+            else:
+                idx = (self.iter - start_iter) % average_loss
+                smoothed_loss += (loss - losses[idx]) / f32(average_loss)
+                losses[idx] = loss
+            if display:
+                glog.info(f"Iteration {self.iter}, loss = {glog.fmt(smoothed_loss)}")
+                self._display_outputs(self.net, "Train")
+            for _, on_gradients_ready in self.callbacks:
+                on_gradients_ready()
+            self.apply_update()
+            request = self.request_action()
+            if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
+                self.snapshot()
+            if request == "stop":
+                self.requested_early_exit = True
+                break
+
+    def _display_outputs(self, net, label):
+        weights = net.blob_loss_weights
+        index = 0
+        for name in net.outputs:
+            w = f32(weights[name])
+            for v in net.blobs[name].flat_data:
+                note = f" (* {glog.fmt(w)} = {glog.fmt(w * v)} loss)" if w else ""
+                glog.info(f"    {label} net output #{index}: {name} = {glog.fmt(v)}{note}")
+                index += 1
+
+    def solve(self, resume_file=None):
+        """Train to max_iter (Solver::Solve), optionally resuming from a .solverstate."""
+        p = self.param
+        glog.info(f"Solving {self.net.name}")
+        glog.info(f"Learning Rate Policy: {p.lr_policy}")
+        self.requested_early_exit = False
+        if resume_file:
+            glog.info(f"Restoring previous solver status from {resume_file}")
+            self.restore(resume_file)
+        self.step(p.max_iter - self.iter)
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if self.requested_early_exit:
+            glog.info("Optimization stopped early.")
+            return
+        if p.display and self.iter % p.display == 0:
+            loss = self.net.forward_from_to()
+            glog.info(f"Iteration {self.iter}, loss = {glog.fmt(loss)}")
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        glog.info("Optimization Done.")
+
+    # -- testing ---------------------------------------------------------------------
+    def test_all(self):
+        for i in range(len(self.test_nets)):
+            if self.requested_early_exit:
+                break
+            self.test(i)
+
+    def test(self, test_net_id=0):
+        """Run test_iter forwards of a test net and log the mean of every output (Solver::Test)."""
+        p = self.param
+        glog.info(f"Iteration {self.iter}, Testing net (#{test_net_id})")
+        net = self.test_nets[test_net_id]
+        net.share_with(self.net)
+        n = p.test_iter[test_net_id]
+        scores, names = None, []
+        loss = f32(0)
+        for i in range(n):
+            iter_loss = f32(net.forward_from_to())
+            if p.test_compute_loss:
+                loss += iter_loss
+            values = np.concatenate([net.blobs[name].flat_data for name in net.outputs]) if net.outputs \
+                else np.zeros(0, np.float32)
+            if scores is None:
+                scores = values.astype(np.float32)
+                names = [name for name in net.outputs for _ in range(net.blobs[name].count)]
+            else:
+                scores += values
+        if p.test_compute_loss:
+            loss /= f32(n)
+            glog.info(f"Test loss: {glog.fmt(loss)}")
+        weights = net.blob_loss_weights
+        results = []
+        for i, (name, total) in enumerate(zip(names, scores if scores is not None else [])):
+            mean = f32(total) / f32(n)
+            w = f32(weights[name])
+            note = f" (* {glog.fmt(w)} = {glog.fmt(w * mean)} loss)" if w else ""
+            glog.info(f"    Test net output #{i}: {name} = {glog.fmt(mean)}{note}")
+            results.append((name, mean))
+        return results
+
+    # -- snapshots -------------------------------------------------------------------
+    def snapshot_filename(self, extension):
+        return ss.snapshot_filename(self.param.snapshot_prefix, self.iter, extension)
+
+    def snapshot(self):
+        """Write <prefix>_iter_<N>.caffemodel and .solverstate (+ the npcaffe sidecar)."""
+        p = self.param
+        net_param = self.net.to_proto(write_diff=p.snapshot_diff)
+        if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+            model = self.snapshot_filename(".caffemodel.h5")
+            glog.info(f"Snapshotting to HDF5 file {model}")
+            ss.write_weights_hdf5(net_param, model)
+            state_file = self.snapshot_filename(".solverstate.h5")
+            glog.info(f"Snapshotting solver state to HDF5 file {state_file}")
+        else:
+            model = self.snapshot_filename(".caffemodel")
+            glog.info(f"Snapshotting to binary proto file {model}")
+            write_caffemodel(net_param, model)
+            state_file = self.snapshot_filename(".solverstate")
+            glog.info(f"Snapshotting solver state to binary proto file {state_file}")
+        state = ss.make_solverstate(self.iter, model, self.current_step, self.state_arrays())
+        ss.write_solverstate(state, state_file)
+        ss.write_sidecar(state_file, self._npcaffe_state())
+        return model, state_file
+
+    def _named_nets(self):
+        return [("train", self.net)] + [(f"test/{i}", net) for i, net in enumerate(self.test_nets)]
+
+    def _npcaffe_state(self):
+        layers = {}
+        for key, net in self._named_nets():
+            states = {name: layer.get_state() for name, layer in zip(net._layer_names, net.layers)
+                      if callable(getattr(layer, "get_state", None))}
+            if states:
+                layers[key] = states
+        payload = {"iter": self.iter, "rng": rng.get_state(), "layers": layers}
+        glibc = _glibc_rand()
+        if glibc is not None and callable(getattr(glibc, "get_state", None)):
+            payload["glibc_rand"] = glibc.get_state()
+        return payload
+
+    def restore(self, state_file, upstream_resume=False):
+        """Resume from a .solverstate[.h5]: iter, current_step, history, learned_net weights, sidecar.
+
+        With upstream_resume the sidecar is ignored and layers are put where a
+        restarted upstream binary has them (npcaffe.layerlib.dns.upstream_resume:
+        DNS statistics 0, glibc rand() from its default seed), to compare with
+        an upstream run resumed from the same snapshot.
+        """
+        state_file = os.fspath(state_file)
+        state = ss.read_solverstate(state_file)
+        self.iter = state.iter
+        if state.HasField("learned_net") and state.learned_net:
+            learned = ss.resolve_learned_net(state.learned_net, state_file)
+            self.net.copy_from(ss.read_weights_hdf5(learned) if ss.is_hdf5(learned) else learned)
+        self.current_step = state.current_step
+        self.restore_state_arrays(ss.history_arrays(state, state_file), state_file)
+        if upstream_resume:
+            from ..layerlib import dns
+            glog.info("Resuming as upstream does: npcaffe sidecar ignored")
+            for net in [self.net] + self.test_nets:
+                dns.upstream_resume(net)
+            return
+        sidecar = ss.read_sidecar(state_file)
+        if sidecar is None:
+            glog.warning(f"{ss.sidecar_path(state_file)} not found (an upstream snapshot?): random streams and "
+                         "layer state start afresh, so the run will not repeat an uninterrupted one bit for bit")
+            return
+        self._restore_npcaffe_state(sidecar, state_file)
+
+    def restore_state_arrays(self, arrays, where):
+        targets = self.state_arrays()
+        if len(arrays) != len(targets):
+            raise SolverError(f"{where}: {len(arrays)} history blobs in the file, but this {self.type} solver "
+                              f"keeps {len(targets)} for this net; incorrect length of history blobs "
+                              "(another net or solver type?)")
+        glog.info(f"{type(self).__name__}: restoring history")
+        for i, (target, array) in enumerate(zip(targets, arrays)):
+            if array.size != target.size:
+                raise SolverError(f"{where}: history blob {i} has {array.size} values {array.shape}, "
+                                  f"the parameter has {target.size} {target.shape}")
+            target[...] = array.reshape(target.shape)
+
+    def _restore_npcaffe_state(self, sidecar, state_file):
+        rng.set_state(sidecar["rng"])
+        glibc = _glibc_rand()
+        if "glibc_rand" in sidecar and glibc is not None and callable(getattr(glibc, "set_state", None)):
+            glibc.set_state(sidecar["glibc_rand"])
+        saved = sidecar.get("layers", {})
+        for key, net in self._named_nets():
+            states = saved.get(key, {})
+            for name, layer in zip(net._layer_names, net.layers):
+                if name in states and callable(getattr(layer, "set_state", None)):
+                    layer.set_state(states[name])
+
+    def __repr__(self):
+        return f"<npcaffe.{type(self).__name__} '{self.net.name}' iter {self.iter}>"
+
+
+def _glibc_rand():
+    try:
+        from ..kernels import glibc_rand
+    except ImportError:
+        return None
+    return glibc_rand
