@@ -59,6 +59,7 @@ class Net:
         del param.state.stage[:]
         param.state.stage.extend(stages)
         self.verbose = verbose
+        self.forward_hooks = []  # called as hook(net) after every full forward pass (e.g. the DNS trace)
         self._init(param)
         if weights is not None:
             self.copy_from(weights)
@@ -292,6 +293,9 @@ class Net:
         loss = np.float32(0)
         for i in range(start, end + 1):
             loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+        if self.forward_hooks and start == 0 and end == len(self.layers) - 1:
+            for hook in self.forward_hooks:
+                hook(self)
         return loss
 
     def backward_from_to(self, start=None, end=0):

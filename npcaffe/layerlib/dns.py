@@ -86,8 +86,9 @@ class MaskUpdate(NamedTuple):
     rand: int            # the raw rand() value drawn
     r: float             # float32(rand) / float32(RAND_MAX)
     p: float             # powf(1 + gamma*iter, -power)
-    gate_open: bool      # p > r and iter < iter_stop
-    threshold: float     # max(mu + c_rate*std, 0), used only when the gate was open
+    gate_open: bool      # p > r
+    mask_update: bool    # gate_open and iter < iter_stop: the masks were updated
+    threshold: float     # T = max(mu + c_rate*std, 0); prune at |w| <= 0.9 T, splice at |w| > 1.1 T
     pruned: int          # weight mask 1 -> 0
     spliced: int         # weight mask 0 -> 1
     bias_pruned: int
@@ -129,7 +130,7 @@ class _Surgery:
             if not cparam.HasField(field):
                 glog.warning(
                     f"layer '{self.name}' ({self.type}): {self.surgery_field}.{field} is not set, so "
-                    "Caffe's default filler (constant 0) makes every mask entry 0: all "
+                    "Caffe's default filler (constant 0) makes every mask entry 0: "
                     f"every {field.split('_')[0]} starts pruned. Upstream behaves the same; "
                     f"you almost certainly want {field} {{ type: \"constant\" value: 1 }}.")
             mask = Blob(param_blob.shape, name=f"{param_blob.name}_mask")
@@ -169,12 +170,14 @@ class _Surgery:
         raw = glibc_rand.rand()
         r = np.float32(raw) / np.float32(glibc_rand.RAND_MAX)
         p = np.float32(gate_probability(self.gamma, self.iter, self.power))
-        gate_open = bool(p > r) and self.iter < self.iter_stop
+        gate_open = bool(p > r)
+        mask_update = gate_open and self.iter < self.iter_stop
         threshold = dns_threshold(self.mu, self.std, self.c_rate)
         counts = (0, 0, 0, 0)
-        if gate_open:
+        if mask_update:
             counts = dns_update_masks(weight, weight_mask, threshold) + dns_update_masks(bias, bias_mask, threshold)
-        self.last_update = MaskUpdate(self.iter, raw, float(r), float(p), gate_open, float(threshold), *counts)
+        self.last_update = MaskUpdate(self.iter, raw, float(r), float(p), gate_open, mask_update, float(threshold),
+                                      *counts)
 
     # -- snapshots ---------------------------------------------------------------
     def get_state(self):

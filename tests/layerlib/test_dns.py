@@ -238,7 +238,7 @@ def test_one_draw_per_train_forward_and_the_gate():
     ip.blobs[0].data[...] *= 1e-3  # everything below the threshold now
     ip.forward(bottom, top)
     u = ip.last_update
-    assert u.rand == FIRST_RANDS[2] and not u.gate_open and u.pruned == 0
+    assert u.rand == FIRST_RANDS[2] and u.gate_open and not u.mask_update and u.pruned == 0
     np.testing.assert_array_equal(ip.blobs[2].data, masks)
     # p <= r: closed; p > r: open.
     ip.iter = 2
@@ -270,6 +270,7 @@ def test_gate_trace_of_the_golden_runs():
                 assert np.float32(u.r) == np.float32(row["r_float32"]), row
                 assert u.p == pytest.approx(float(row["p_float32"]), rel=2e-7), row
                 assert int(u.gate_open) == int(row["gate_open"]), row
+                assert int(u.mask_update) == int(row["mask_update"]), row
 
 
 # -- backward ----------------------------------------------------------------------
