@@ -56,6 +56,7 @@ class LMDBReader:
         self._txn = self._shared.env.begin(buffers=False)
         self._cursor = self._txn.cursor()
         self._cursor.first()
+        self.position = 0  # index of the current record, for snapshots
 
     def key(self):
         return self._cursor.key()
@@ -65,8 +66,17 @@ class LMDBReader:
 
     def next(self):
         """Step to the next record, back to the first after the last."""
+        self.position += 1
         if not self._cursor.next():
             self._cursor.first()
+            self.position = 0
+
+    def seek(self, position):
+        """Go to the record with this index (as counted by `position`)."""
+        self._cursor.first()
+        self.position = 0
+        for _ in range(int(position) % self.entries):
+            self.next()
 
     def close(self):
         self._cursor.close()

@@ -88,6 +88,14 @@ class Data(_DataLayer):
             top[1].reshape((self.batch_size,))
             top[1].data[...] = labels
 
+    # The read position goes into npcaffe's snapshot sidecar, so a resumed run reads
+    # the batches an uninterrupted one would (upstream restarts from the first record).
+    def get_state(self):
+        return {"position": self.reader.position}
+
+    def set_state(self, state):
+        self.reader.seek(state["position"])
+
 
 @register("MemoryData")
 class MemoryData(_DataLayer):
@@ -145,6 +153,12 @@ class MemoryData(_DataLayer):
         top[0].data[...] = self._data[self.pos: self.pos + n]
         top[1].data[...] = self._labels[self.pos: self.pos + n].reshape(n, 1, 1, 1)
         self.pos = (self.pos + n) % self._data.shape[0]
+
+    def get_state(self):
+        return {"pos": self.pos}
+
+    def set_state(self, state):
+        self.pos = int(state["pos"])
 
 
 @register("DummyData")

@@ -188,3 +188,43 @@ def test_dns_layers_resume_bit_identical(tmp_path, monkeypatch):
     resumed = get_solver(path)
     resumed.restore("a/run_iter_4.solverstate", upstream_resume=True)
     assert resumed.net.layer_dict["ip1"].mu == 0
+
+
+def test_data_layer_read_position_resumes(tmp_path, monkeypatch):
+    """The LMDB cursor is part of the sidecar: the resumed run reads the batches the uninterrupted one read."""
+    from helpers import shared_path
+    lmdb = shared_path("crosscheck", "lenet5-dns", "mnist_train_lmdb")
+    monkeypatch.chdir(tmp_path)
+    net = NET.split('layer { name: "ip1"')[1]
+    data = ('layer { name: "data" type: "Data" top: "data" top: "label" transform_param { scale: 0.00390625 } '
+            f'data_param {{ source: "{lmdb}" batch_size: 7 backend: LMDB }} }}\n'
+            'layer { name: "flat" type: "Flatten" bottom: "data" top: "flat" }\nlayer { name: "ip1"')
+    text = data + net.replace('bottom: "data" top: "ip1"', 'bottom: "flat" top: "ip1"', 1)
+    text = text.replace("num_output: 3", "num_output: 10")
+    for run in ("a", "b"):
+        os.makedirs(run)
+        path = write_solver(run, f"{run}/run", max_iter=6, snapshot=3)
+        with open(os.path.join(run, "net.prototxt"), "w") as f:
+            f.write(text)
+        with open(path) as f:
+            solver_text = f.read().replace('net: "net.prototxt"', f'net: "{run}/net.prototxt"')
+        with open(path, "w") as f:
+            f.write(solver_text)
+    get_solver("a/solver.prototxt").solve()
+    resumed = get_solver("b/solver.prototxt")
+    resumed.solve("a/run_iter_3.solverstate")
+    assert_same_snapshot("a/run_iter_6", "b/run_iter_6")
+    # Without the sidecar the reader starts again at record 0 (as upstream) and the runs part.
+    os.remove(sidecar_path("a/run_iter_3.solverstate"))
+    shutil.rmtree("b")
+    os.makedirs("b")
+    write_solver("b", "b/run", max_iter=6, snapshot=3)
+    with open("b/net.prototxt", "w") as f:
+        f.write(text)
+    with open("b/solver.prototxt") as f:
+        solver_text = f.read().replace('net: "net.prototxt"', 'net: "b/net.prototxt"')
+    with open("b/solver.prototxt", "w") as f:
+        f.write(solver_text)
+    get_solver("b/solver.prototxt").solve("a/run_iter_3.solverstate")
+    with pytest.raises(AssertionError):
+        assert_same_snapshot("a/run_iter_6", "b/run_iter_6")
