@@ -184,6 +184,18 @@ def cmd_prune_report(args):
     return 0
 
 
+def cmd_crosscheck(args):
+    """Rerun an upstream DNS bundle and compare snapshots, losses and gate draws with upstream's."""
+    from . import crosscheck
+    report = crosscheck.run(args.bundle, args.workdir, echo_log=sys.stderr if args.verbose else None)
+    print(report.text())
+    if report.failures:
+        print(f"crosscheck FAILED: {len(report.failures)} check(s) out of tolerance", file=sys.stderr)
+        return 1
+    print("crosscheck passed")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="npcaffe", description="Caffe rebuilt in NumPy + Numba.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,6 +240,11 @@ def build_parser():
     p.add_argument("--weights", help=".caffemodel (2-blob plain or 4-blob DNS snapshot); default: fresh initialisation")
     p.add_argument("--phase", default="TEST", choices=["TRAIN", "TEST", "train", "test"])
     p.set_defaults(func=cmd_prune_report)
+    p = sub.add_parser("crosscheck", help="rerun an upstream DNS bundle and compare it number by number")
+    p.add_argument("bundle", help="bundle directory, e.g. ../shared/crosscheck/lenet5-dns")
+    p.add_argument("--workdir", help="scratch directory for our run (default: a new temporary directory)")
+    p.add_argument("--verbose", action="store_true", help="also print our training log")
+    p.set_defaults(func=cmd_crosscheck)
     p = sub.add_parser("prepare-mnist", help="MNIST LMDBs for the nets in prototxt/ (data/mnist/ by default)")
     p.add_argument("--mnist", help="directory with the four MNIST .gz IDX files (else $NPCAFFE_MNIST_DIR or download)")
     p.add_argument("--out", default="data/mnist", help="output directory (default: data/mnist)")
