@@ -1,5 +1,6 @@
 """`npcaffe` command line, mirroring the `caffe` tool's commands and flags."""
 import argparse
+import os
 import sys
 import time
 
@@ -196,6 +197,14 @@ def cmd_crosscheck(args):
     return 0
 
 
+def cmd_surgery(args):
+    """The main job: dynamic network surgery on an MNIST net, end to end, with a Table-1 style report."""
+    from . import surgery
+    surgery.run(args.net, args.workdir or os.path.join("runs", args.net), mnist=args.mnist,
+                weights=args.weights, iterations=args.iterations, quiet=args.quiet)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="npcaffe", description="Caffe rebuilt in NumPy + Numba.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +249,14 @@ def build_parser():
     p.add_argument("--weights", help=".caffemodel (2-blob plain or 4-blob DNS snapshot); default: fresh initialisation")
     p.add_argument("--phase", default="TEST", choices=["TRAIN", "TEST", "train", "test"])
     p.set_defaults(func=cmd_prune_report)
+    p = sub.add_parser("surgery", help="DNS on LeNet-5 / LeNet-300-100 over MNIST, end to end, with a report")
+    p.add_argument("net", choices=["lenet5", "lenet300100"])
+    p.add_argument("--mnist", help="directory with the four MNIST .gz files (else $NPCAFFE_MNIST_DIR or download)")
+    p.add_argument("--weights", help="dense reference .caffemodel to start from (default: train one first)")
+    p.add_argument("--workdir", help="run directory (default: runs/<net>)")
+    p.add_argument("--iterations", type=int, help="override the solver's max_iter (for a quick try)")
+    p.add_argument("--quiet", action="store_true", help="no training log, just the report")
+    p.set_defaults(func=cmd_surgery)
     p = sub.add_parser("crosscheck", help="rerun an upstream DNS bundle and compare it number by number")
     p.add_argument("bundle", help="bundle directory, e.g. ../shared/crosscheck/lenet5-dns")
     p.add_argument("--workdir", help="scratch directory for our run (default: a new temporary directory)")

@@ -29,7 +29,6 @@ import gzip
 import io
 import os
 import re
-import shlex
 import tempfile
 
 import numpy as np
@@ -68,12 +67,14 @@ def _read_csv(path):
 
 
 def _weights_arg(bundle):
-    path = os.path.join(bundle, "upstream", "command.txt")
-    if os.path.exists(path):
-        with open(path) as f:
-            for token in shlex.split(f.read()):
-                if token.startswith("--weights="):
-                    return os.path.join(bundle, token.split("=", 1)[1])
+    """The --weights of upstream's command (upstream/command.txt, else the README's COMMAND)."""
+    for name in (os.path.join("upstream", "command.txt"), "README.txt"):
+        path = os.path.join(bundle, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                match = re.search(r"--weights=(\S+)", f.read())
+            if match:
+                return os.path.normpath(os.path.join(bundle, match.group(1)))
     default = os.path.join(bundle, "init.caffemodel")
     return default if os.path.exists(default) else None
 
@@ -139,12 +140,19 @@ def _prepare(bundle, workdir):
     return solver
 
 
+def is_statistical(bundle):
+    """Long-run (*-table1) bundles carry a spread of upstream runs instead of a gate trace."""
+    return os.path.exists(os.path.join(bundle, "upstream", "spread", "spread.csv"))
+
+
 def run(bundle, workdir=None, echo_log=None):
     """Train the bundle's run in `workdir` and compare with upstream; returns a Report."""
     from .solvers import get_solver
     bundle = os.path.abspath(bundle)
     if not os.path.exists(os.path.join(bundle, "solver.prototxt")):
         raise NpcaffeError(f"{bundle}: not a crosscheck bundle (no solver.prototxt)")
+    if is_statistical(bundle):
+        return run_statistical(bundle, workdir, echo_log)
     workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="npcaffe-crosscheck-"))
     solver_param = _prepare(bundle, workdir)
     # A fresh process upstream: glibc rand() at its default seed, so do the same here.
@@ -276,4 +284,78 @@ def _compare(bundle, workdir, solver_param, log_lines, trace, first_masks):
                      f"max relative error {worst_rel:.2e} ({worst_blob}); tolerance {tol:.2e} ({source})")
         report.check(f"snapshot {it} masks", masks_ok,
                      "identical" if not mask_notes else "equal entries: " + ", ".join(mask_notes))
+    return report
+
+
+_TEST_LINE = re.compile(r"Test net output #\d+: (\S+) = (\S+)")
+_TESTING_LINE = re.compile(r"\] Iteration (\d+), Testing net")
+
+
+def test_results(log_lines):
+    """{iteration: {output name: value}} from the 'Testing net' blocks of a log."""
+    results, current = {}, None
+    for line in log_lines:
+        m = _TESTING_LINE.search(line)
+        if m:
+            current = results.setdefault(int(m.group(1)), {})
+            continue
+        m = _TEST_LINE.search(line)
+        if m and current is not None:
+            current[m.group(1)] = float(m.group(2))
+    return results
+
+
+def kept_parameters(net):
+    """{layer: (kept, count)} of a net's C-layers: nonzero mask*W plus nonzero mask*b."""
+    out = {}
+    for name, layer in zip(net._layer_names, net.layers):
+        if hasattr(layer, "last_update"):
+            w, b, wm, bm = (blob.flat_data for blob in layer.blobs)
+            out[name] = (int(np.count_nonzero(w * wm)) + int(np.count_nonzero(b * bm)), w.size + b.size)
+    return out
+
+
+def run_statistical(bundle, workdir=None, echo_log=None):
+    """A full Table-1 run, compared with the spread of upstream's own runs (mean +- 3 sd)."""
+    from .solvers import get_solver
+    workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="npcaffe-crosscheck-"))
+    solver_param = _prepare(bundle, workdir)
+    glibc_rand.reset()
+    tee = _Tee(echo_log)
+    glog.set_stream(tee)
+    try:
+        solver = get_solver(solver_param)
+        weights = _weights_arg(bundle)
+        if weights:
+            solver.copy_weights(weights)
+        solver.solve()
+    finally:
+        glog.set_stream(None)
+    report = Report()
+    tests = test_results(tee.lines)
+    final = tests.get(solver_param.max_iter, {})
+    if "accuracy" not in final:
+        report.check("final test accuracy", False, "no test at max_iter in our log")
+        return report
+    error = 100.0 * (1.0 - final["accuracy"])
+    kept = kept_parameters(solver.net)
+    total_kept = sum(k for k, _ in kept.values())
+    total = sum(c for _, c in kept.values())
+    rate = total / total_kept
+    spread = _read_csv(os.path.join(bundle, "upstream", "spread", "spread.csv"))
+    for label, ours, column in (("final test error %", error, "final_error_pct"),
+                                ("compression", rate, "compression"),
+                                ("kept parameters", total_kept, "kept_total")):
+        values = np.array([float(r[column]) for r in spread])
+        lo, hi = values.mean() - 3 * values.std(ddof=1), values.mean() + 3 * values.std(ddof=1)
+        report.check(label, lo <= ours <= hi,
+                     f"ours {ours:.4g}; upstream runs {values.min():.4g}..{values.max():.4g} "
+                     f"(mean {values.mean():.4g}, sd {values.std(ddof=1):.2g}; accepted {lo:.4g}..{hi:.4g})")
+    for name, (k, c) in kept.items():
+        report.note(f"kept {name}", f"{k}/{c}")
+    upstream_acc = {int(r["iteration"]): float(r["accuracy"]) for r in
+                    _read_csv(os.path.join(bundle, "upstream", "test_accuracy.csv"))}
+    trajectory = ", ".join(f"{it}:{tests[it].get('accuracy', float('nan')):.4f}/{upstream_acc[it]:.4f}"
+                           for it in sorted(tests) if it in upstream_acc)
+    report.note("test accuracy ours/upstream", trajectory)
     return report

@@ -108,7 +108,9 @@ def check_solver_param(param, where):
         fail("test_state", f"{len(param.test_state)} given for {instances} test net(s); "
                            "give it once per test net or not at all")
     if instances and param.test_interval <= 0:
-        fail("test_interval", f"must be > 0 when there are test nets (test_iter given), got {param.test_interval}")
+        # Caffe accepts this and simply never tests while training; say so, it is rarely meant.
+        glog.warning(f"{where}: test_iter is given but test_interval is {param.test_interval}, so the test "
+                     "net(s) run only when asked (solver.test()); set test_interval to test while training")
     for i, n in enumerate(param.test_iter):
         if n <= 0:
             fail("test_iter", f"value #{i} must be > 0, got {n}")

@@ -230,7 +230,6 @@ def write(tmp_path, text, name="solver.prototxt"):
     ('train_net: "net.prototxt"\ntest_iter: 5\ntest_interval: 5', "test_iter"),
     ('train_net: "net.prototxt"\ntest_net: "net.prototxt"\ntest_net: "net.prototxt"\ntest_iter: 5\n'
      'test_interval: 5', "test_iter"),
-    ('net: "net.prototxt"\ntest_iter: 5', "test_interval"),
     ('net: "net.prototxt"\ntest_iter: 5\ntest_interval: 5\ntest_state { stage: "a" }\ntest_state { }', "test_state"),
     ('net: "net.prototxt"\ntype: "AdaGrad"\nmomentum: 0.9', "momentum"),
     ('net: "net.prototxt"\ntype: "RMSProp"\nrms_decay: 1.5', "rms_decay"),
