@@ -26,3 +26,5 @@ def set_random_seed(seed):
     rng.set_random_seed(seed)
 from .solvers import (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,  # noqa: F401,E402
                       AdaDeltaSolver, AdamSolver, get_solver)
+from . import io  # noqa: F401,E402
+from .net_spec import NetSpec, layers, params, to_proto  # noqa: F401,E402

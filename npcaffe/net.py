@@ -470,6 +470,47 @@ class Net:
         self.backward_from_to(start_ind, end_ind)
         return {name: self.blobs[name].diff for name in outputs}
 
+    def _batch(self, arrays):
+        """Split {input: array} into batches of the net's batch size, the last one zero-padded."""
+        num = len(next(iter(arrays.values())))
+        batch_size = next(iter(self.blobs.values())).shape[0]
+        for start in range(0, num - num % batch_size, batch_size):
+            yield {name: a[start:start + batch_size] for name, a in arrays.items()}
+        remainder = num % batch_size
+        if remainder:
+            yield {name: np.concatenate([a[-remainder:], np.zeros((batch_size - remainder,) + a.shape[1:], a.dtype)])
+                   for name, a in arrays.items()}
+
+    def forward_all(self, blobs=None, **kwargs):
+        """Forward any number of inputs in batches; returns {output: stacked data} (pycaffe)."""
+        outputs = {name: [] for name in set(self.outputs + list(blobs or []))}
+        for batch in self._batch(kwargs):
+            for name, data in self.forward(blobs=blobs, **batch).items():
+                outputs[name].extend(data.copy())
+        outputs = {name: np.asarray(values) for name, values in outputs.items()}
+        pad = len(next(iter(outputs.values()))) - len(next(iter(kwargs.values())))
+        return {name: values[:-pad] for name, values in outputs.items()} if pad else outputs
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """forward_all and backward_all together: returns (outputs, input diffs) (pycaffe)."""
+        forward_args = {k: v for k, v in kwargs.items() if k in self.inputs}
+        backward_args = {k: v for k, v in kwargs.items() if k in self.outputs}
+        outs = {name: [] for name in set(self.outputs + list(blobs or []))}
+        grads = {name: [] for name in set(self.inputs + list(diffs or []))}
+        batches = zip(self._batch(forward_args), self._batch(backward_args) if backward_args else iter(dict, None))
+        for fb, bb in batches:
+            for name, data in self.forward(blobs=blobs, **fb).items():
+                outs[name].extend(data.copy())
+            for name, diff in self.backward(diffs=diffs, **bb).items():
+                grads[name].extend(diff.copy())
+        outs = {k: np.asarray(v) for k, v in outs.items()}
+        grads = {k: np.asarray(v) for k, v in grads.items()}
+        pad = len(next(iter(outs.values()))) - len(next(iter(forward_args.values())))
+        if pad:
+            outs = {k: v[:-pad] for k, v in outs.items()}
+            grads = {k: v[:-pad] for k, v in grads.items()}
+        return outs, grads
+
     def set_input_arrays(self, data, labels):
         """Feed the first layer, a MemoryData layer (pycaffe's Net.set_input_arrays)."""
         if not self.layers or self.layers[0].type != "MemoryData":

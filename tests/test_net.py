@@ -223,3 +223,16 @@ def test_reshape_input_then_forward():
     net.blobs["label"].data[...] = 0
     net.forward()
     assert net.blobs["ip2"].shape == (7, 3)
+
+
+def test_forward_all_pads_the_last_batch():
+    net = make('''
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 6 } } }
+    layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+            inner_product_param { num_output: 3 weight_filler { type: "gaussian" } } }
+    layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }''', npcaffe.TEST)
+    data = np.random.default_rng(3).normal(size=(10, 6)).astype(np.float32)
+    out = net.forward_all(blobs=["ip"], data=data)
+    assert out["prob"].shape == (10, 3) and out["ip"].shape == (10, 3)
+    net.forward(data=np.concatenate([data[8:10], data[:2]]))
+    np.testing.assert_allclose(out["prob"][8:10], net.blobs["prob"].data[:2], rtol=1e-6)
