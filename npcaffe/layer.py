@@ -16,6 +16,7 @@ TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
 
 _REGISTRY = {}
+_VARIANTS = {}
 
 
 def register(*type_names):
@@ -31,6 +32,18 @@ def register(*type_names):
     return wrap
 
 
+def register_variant(type_name, applies):
+    """Class decorator: build this class instead of `type_name`'s registered one
+    for the LayerParameters where applies(param) is true (Caffe's layer creator
+    functions, such as GetPoolingLayer choosing an engine by parameter)."""
+    def wrap(cls):
+        _VARIANTS.setdefault(type_name, []).append((applies, cls))
+        if cls.__dict__.get("type") is None:
+            cls.type = type_name
+        return cls
+    return wrap
+
+
 def layer_type_list():
     """Sorted list of registered layer type strings (pycaffe's caffe.layer_type_list)."""
     _load_families()
@@ -41,6 +54,10 @@ def create_layer(param, phase=None):
     """Construct the layer for a LayerParameter (Caffe's LayerRegistry::CreateLayer)."""
     _load_families()
     cls = _REGISTRY.get(param.type)
+    for applies, variant in _VARIANTS.get(param.type, ()):
+        if applies(param):
+            cls = variant
+            break
     if cls is None:
         raise NetError(
             f"layer '{param.name}': unknown layer type '{param.type}'. "

@@ -7,7 +7,7 @@ leaves the tops alone (BaseDataLayer::Reshape is empty).
 """
 import numpy as np
 
-from ..data.datum import datum_pixels, key_text, parse_datum
+from ..data.datum import datum_pixels, decode_image, key_text, parse_datum
 from ..data.db import open_db
 from ..data.transformer import DataTransformer
 from ..errors import DataError, NetError
@@ -229,3 +229,230 @@ class Input(_DataLayer):
 
     def forward_cpu(self, bottom, top):
         pass
+
+
+# -- HDF5 and image-list data ------------------------------------------------------------
+
+def _h5py(where):
+    try:
+        import h5py
+    except ImportError:
+        raise DataError(f"{where}: reading or writing HDF5 needs h5py; install it with "
+                        "`pip install npcaffe[hdf5]` (or `pip install h5py`)") from None
+    return h5py
+
+
+def _list_file(path, where, what):
+    try:
+        with open(path) as f:
+            lines = [line.strip() for line in f]
+    except OSError as e:
+        raise DataError(f"{where}: cannot read the {what} list '{path}': {e}") from None
+    lines = [line for line in lines if line]
+    if not lines:
+        raise DataError(f"{where}: the {what} list '{path}' is empty")
+    return lines
+
+
+@register("HDF5Data")
+class HDF5Data(_DataLayer):
+    """Batches read from HDF5 files (BVLC src/caffe/layers/hdf5_data_layer.cpp).
+
+    hdf5_data_param.source is a text file listing .h5 files, one per line;
+    each file holds one dataset per top, named as the top, all with the same
+    number of rows.  Top j is (batch_size,) + that dataset's shape[1:],
+    float32.  Rows are taken in order and the reader moves to the next file
+    at the end of one, wrapping to the first.  With shuffle the file order
+    is permuted at setup and at each wrap, and a file's rows are permuted
+    when it is loaded and at each wrap of it, from npcaffe.rng (upstream's
+    draws differ, not the scheme).  Needs h5py (extra `hdf5`).
+    """
+    min_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.hdf5_data_param
+        self.batch_size = int(p.batch_size)
+        if self.batch_size <= 0:
+            raise NetError(f"{self.where}: hdf5_data_param.batch_size must be positive, got {self.batch_size}")
+        self.shuffle = p.shuffle
+        self.top_names = list(self.layer_param.top) or [f"top{i}" for i in range(len(top))]
+        self.files = _list_file(p.source, self.where, "HDF5 file")
+        self.file_order = np.arange(len(self.files))
+        if self.shuffle:
+            get_rng().shuffle(self.file_order)
+        self.current_file = 0
+        self._load(self.files[self.file_order[0]])
+        for blob, data in zip(top, self.arrays):
+            blob.reshape((self.batch_size,) + data.shape[1:])
+
+    def _load(self, path):
+        h5py = _h5py(self.where)
+        try:
+            with h5py.File(path, "r") as f:
+                arrays = []
+                for name in self.top_names:
+                    if name not in f:
+                        raise DataError(f"{self.where}: HDF5 file '{path}' has no dataset '{name}' "
+                                        f"(datasets: {sorted(f.keys())})")
+                    arrays.append(np.asarray(f[name], dtype=np.float32))
+        except OSError as e:
+            raise DataError(f"{self.where}: cannot open HDF5 file '{path}': {e}") from None
+        rows = {a.shape[0] if a.ndim else 0 for a in arrays}
+        if len(rows) != 1 or 0 in rows:
+            raise DataError(f"{self.where}: datasets {self.top_names} in '{path}' must be non-empty and have the "
+                            f"same number of rows; shapes {[a.shape for a in arrays]}")
+        self.arrays = arrays
+        self.rows = np.arange(arrays[0].shape[0])
+        if self.shuffle:
+            get_rng().shuffle(self.rows)
+        self.current_row = 0
+
+    def _next(self):
+        self.current_row += 1
+        if self.current_row < len(self.rows):
+            return
+        if len(self.files) > 1:
+            self.current_file += 1
+            if self.current_file == len(self.files):
+                self.current_file = 0
+                if self.shuffle:
+                    get_rng().shuffle(self.file_order)
+            self._load(self.files[self.file_order[self.current_file]])
+        else:
+            self.current_row = 0
+            if self.shuffle:
+                get_rng().shuffle(self.rows)
+
+    def forward_cpu(self, bottom, top):
+        for i in range(self.batch_size):
+            row = self.rows[self.current_row]
+            for blob, data in zip(top, self.arrays):
+                if blob.shape[1:] != data.shape[1:]:
+                    blob.reshape((self.batch_size,) + data.shape[1:])
+                blob.data[i] = data[row]
+            self._next()
+
+
+@register("HDF5Output")
+class HDF5Output(Layer):
+    """Write the bottoms (data, label) to an HDF5 file (BVLC src/caffe/layers/hdf5_output_layer.cpp).
+
+    hdf5_output_param.file_name is created (truncated) at setup; every
+    forward appends its batch to the datasets "data" and "label", which grow
+    along axis 0.  Deliberate difference: upstream writes fixed datasets and
+    so supports a single forward pass.  No tops, no backward.  Needs h5py.
+    """
+    exact_num_bottom = 2
+    exact_num_top = 0
+
+    @property
+    def where(self):
+        return f"layer '{self.name}' (HDF5Output)"
+
+    def layer_setup(self, bottom, top):
+        h5py = _h5py(self.where)
+        self.file_name = self.layer_param.hdf5_output_param.file_name
+        if not self.file_name:
+            raise NetError(f"{self.where}: give hdf5_output_param.file_name")
+        try:
+            with h5py.File(self.file_name, "w"):
+                pass
+        except OSError as e:
+            raise DataError(f"{self.where}: cannot create '{self.file_name}': {e}") from None
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward_cpu(self, bottom, top):
+        h5py = _h5py(self.where)
+        with h5py.File(self.file_name, "a") as f:
+            for name, blob in zip(("data", "label"), bottom):
+                values = blob.data
+                if name not in f:
+                    f.create_dataset(name, data=values, maxshape=(None,) + values.shape[1:], chunks=True)
+                    continue
+                dataset = f[name]
+                if dataset.shape[1:] != values.shape[1:]:
+                    raise DataError(f"{self.where}: bottom '{blob.name}' {values.shape} does not fit the '{name}' "
+                                    f"rows {dataset.shape[1:]} already written to '{self.file_name}'")
+                start = dataset.shape[0]
+                dataset.resize(start + values.shape[0], axis=0)
+                dataset[start:] = values
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        pass
+
+
+@register("ImageData")
+class ImageData(_DataLayer):
+    """Batches of image files named in a list (BVLC src/caffe/layers/image_data_layer.cpp).
+
+    image_data_param.source: one "path label" per line (path relative to
+    root_folder, the label an integer after the last space).  Images are
+    decoded with Pillow as 8-bit BGR (is_color, default) or grey, resized to
+    new_height x new_width when both are set (bilinear, Pillow's, where
+    upstream uses OpenCV's), then go through the DataTransformer.  Tops: data
+    (batch_size, C, H, W) and label (batch_size,).  shuffle permutes the list
+    at setup and at each wrap; rand_skip skips rng.integers(rand_skip) lines
+    once.  The batch takes its shape from its first image.  Needs Pillow
+    (extra `image`).
+    """
+    exact_num_top = 2
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.image_data_param
+        self.batch_size = int(p.batch_size)
+        if self.batch_size <= 0:
+            raise NetError(f"{self.where}: image_data_param.batch_size must be positive, got {self.batch_size}")
+        if (p.new_height > 0) != (p.new_width > 0):
+            raise NetError(f"{self.where}: give both new_height and new_width, or neither "
+                           f"(got {p.new_height} x {p.new_width})")
+        self.lines = []
+        for number, line in enumerate(_list_file(p.source, self.where, "image"), start=1):
+            path, _, label = line.rpartition(" ")
+            try:
+                self.lines.append((path, int(label)))
+            except ValueError:
+                raise DataError(f"{self.where}: {p.source}:{number}: expected 'path label', got {line!r}") from None
+        self.transformer = DataTransformer(self.layer_param.transform_param, self.phase, where=self.where)
+        if p.shuffle:
+            get_rng().shuffle(self.lines)
+        self.position = int(get_rng().integers(p.rand_skip)) % len(self.lines) if p.rand_skip else 0
+        shape = self.transformer.infer_shape(self._image(self.lines[self.position][0]))
+        top[0].reshape((self.batch_size,) + shape)
+        top[1].reshape((self.batch_size,))
+
+    def _image(self, path):
+        p = self.layer_param.image_data_param
+        full = p.root_folder + path
+        try:
+            with open(full, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise DataError(f"{self.where}: could not load image '{full}': {e}") from None
+        pixels = decode_image(raw, full, self.where, force_color=p.is_color, force_gray=not p.is_color)
+        if p.new_height > 0:
+            from PIL import Image
+            pixels = np.stack([np.asarray(Image.fromarray(plane).resize((p.new_width, p.new_height), Image.BILINEAR))
+                               for plane in pixels])
+        return pixels
+
+    def forward_cpu(self, bottom, top):
+        examples, labels = [], np.empty(self.batch_size, np.float32)
+        for i in range(self.batch_size):
+            path, label = self.lines[self.position]
+            pixels = self._image(path)
+            if examples and pixels.shape != examples[0].shape:
+                raise DataError(f"{self.where}: image '{path}' has shape {pixels.shape}, but this batch started with "
+                                f"{examples[0].shape}; set new_height and new_width to resize")
+            examples.append(pixels)
+            labels[i] = label
+            self.position += 1
+            if self.position == len(self.lines):
+                self.position = 0
+                if self.layer_param.image_data_param.shuffle:
+                    get_rng().shuffle(self.lines)
+        top[0].reshape((self.batch_size,) + self.transformer.infer_shape(examples[0]))
+        self.transformer.transform_batch(examples, top[0].data)
+        top[1].reshape((self.batch_size,))
+        top[1].data[...] = labels

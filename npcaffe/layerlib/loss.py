@@ -244,3 +244,358 @@ class AccuracyLayer(Layer):
         if any(propagate_down):
             raise NetError(f"layer '{self.name}' (Accuracy) has no backward pass; "
                            "do not force backward into its bottoms")
+
+
+# -- the rest of Caffe's loss layers ---------------------------------------------------------
+
+LOG_THRESHOLD = np.float32(1e-20)  # upstream's kLOG_THRESHOLD
+
+
+def _no_label_backward(layer, propagate_down, index=1, what="label input"):
+    if len(propagate_down) > index and propagate_down[index]:
+        raise NetError(f"layer '{layer.name}' ({layer.type}) cannot backpropagate to its {what} "
+                       f"(bottom {index}); do not force backward into it")
+
+
+def _normalizer(mode, outer, inner, valid_count):
+    """LossLayer normalizer (BVLC 1.0): never below 1."""
+    if mode == _Norm.FULL:
+        n = outer * inner
+    elif mode == _Norm.VALID:
+        n = outer * inner if valid_count < 0 else valid_count
+    elif mode == _Norm.BATCH_SIZE:
+        n = outer
+    else:
+        n = 1
+    return np.float32(max(1, n))
+
+
+@register("EuclideanLoss")
+class EuclideanLossLayer(LossLayer):
+    """Half the mean squared distance (BVLC src/caffe/layers/euclidean_loss_layer.cpp).
+
+    Bottoms: two blobs of the same count(1) per item, (N, ...).  Both take
+    gradients (it compares two predictions as readily as a prediction and a
+    target).  loss = sum (a - b)^2 / N / 2;  da = lw (a - b) / N, db = -da.
+    """
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        if bottom[0].count_range(1) != bottom[1].count_range(1):
+            raise NetError(f"layer '{self.name}' (EuclideanLoss): inputs must have the same dimension per item; "
+                           f"got {bottom[0].shape} and {bottom[1].shape}")
+
+    def forward_cpu(self, bottom, top):
+        self.difference = bottom[0].flat_data - bottom[1].flat_data
+        top[0].data[...] = np.dot(self.difference, self.difference) / np.float32(bottom[0].shape[0]) / np.float32(2)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        for i in range(2):
+            if propagate_down[i]:
+                sign = np.float32(1 if i == 0 else -1)
+                alpha = sign * top[0].flat_diff[0] / np.float32(bottom[i].shape[0])
+                np.multiply(self.difference, alpha, out=bottom[i].flat_diff)
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+
+@register("SigmoidCrossEntropyLoss")
+class SigmoidCrossEntropyLossLayer(LossLayer):
+    """Cross-entropy of sigmoid(x) against targets in [0, 1]
+    (BVLC src/caffe/layers/sigmoid_cross_entropy_loss_layer.cpp).
+
+    Bottoms: scores x (N, ...) and targets of the same count.
+    loss = -sum [t log p + (1 - t) log(1 - p)] / normalizer, p = sigmoid(x),
+    computed in upstream's overflow-free form; targets equal to
+    loss_param.ignore_label (after truncation to int) are skipped.
+    Normalizer: loss_param.normalization, else legacy `normalize`
+    (true VALID, false BATCH_SIZE), else BATCH_SIZE (this layer's own
+    default, unlike SoftmaxWithLoss).  Backward: dx = lw (p - t) / normalizer,
+    0 for ignored targets.
+    """
+
+    def layer_setup(self, bottom, top):
+        super().layer_setup(bottom, top)
+        p = self.layer_param.loss_param
+        self.has_ignore_label, self.ignore_label = p.HasField("ignore_label"), p.ignore_label
+        if p.HasField("normalization"):
+            self.normalization = p.normalization
+        elif p.HasField("normalize"):
+            self.normalization = _Norm.VALID if p.normalize else _Norm.BATCH_SIZE
+        else:
+            self.normalization = _Norm.BATCH_SIZE
+        self.prob = Blob((), name=f"{self.name}_sigmoid")
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        if bottom[0].count != bottom[1].count:
+            raise NetError(f"layer '{self.name}' (SigmoidCrossEntropyLoss): scores {bottom[0].shape} and targets "
+                           f"{bottom[1].shape} must have the same count")
+        self.prob.reshape_like(bottom[0])
+
+    def forward_cpu(self, bottom, top):
+        from ..kernels.activation import sigmoid_cross_entropy_sum, sigmoid_forward
+        sigmoid_forward(bottom[0].flat_data, self.prob.flat_data)
+        loss, count = sigmoid_cross_entropy_sum(bottom[0].flat_data, bottom[1].flat_data,
+                                                self.has_ignore_label, self.ignore_label)
+        self.norm = _normalizer(self.normalization, bottom[0].shape[0], bottom[0].count_range(1), count)
+        top[0].data[...] = np.float32(loss) / self.norm
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        if not propagate_down[0]:
+            return
+        dx = bottom[0].flat_diff
+        target = bottom[1].flat_data
+        np.subtract(self.prob.flat_data, target, out=dx)
+        if self.has_ignore_label:
+            dx[target.astype(np.int64) == self.ignore_label] = 0
+        dx *= top[0].flat_diff[0] / self.norm
+
+
+@register("HingeLoss")
+class HingeLossLayer(LossLayer):
+    """One-versus-all hinge loss (BVLC src/caffe/layers/hinge_loss_layer.cpp).
+
+    Bottoms: scores (N, K, ...) read as N x K', labels (N,) in [0, K').
+    With s = -1 at the label and +1 elsewhere, t = max(0, 1 + s x):
+    L1 (default) loss = sum t / N, L2 loss = sum t^2 / N.
+    Backward: dx = lw s [t > 0] / N (L1), dx = 2 lw s t / N (L2).
+    """
+
+    def forward_cpu(self, bottom, top):
+        num = bottom[0].shape[0]
+        x = bottom[0].flat_data.reshape(num, -1)
+        labels = bottom[1].flat_data.astype(np.int64)
+        bad = np.flatnonzero((labels < 0) | (labels >= x.shape[1]))
+        if bad.size:
+            raise _label_error(self, bottom[1], int(bad[0]), x.shape[1])
+        sign = np.ones_like(x)
+        sign[np.arange(num), labels] = -1
+        self.sign = sign
+        self.margin = np.maximum(np.float32(0), np.float32(1) + sign * x)
+        if self.layer_param.hinge_loss_param.norm == caffe_pb2.HingeLossParameter.L2:
+            total = np.dot(self.margin.ravel(), self.margin.ravel())
+        else:
+            total = self.margin.sum(dtype=np.float32)
+        top[0].data[...] = np.float32(total) / np.float32(num)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        if not propagate_down[0]:
+            return
+        num = np.float32(bottom[0].shape[0])
+        dx = bottom[0].flat_diff.reshape(self.margin.shape)
+        lw = top[0].flat_diff[0]
+        if self.layer_param.hinge_loss_param.norm == caffe_pb2.HingeLossParameter.L2:
+            np.multiply(self.margin * self.sign, lw * np.float32(2) / num, out=dx)
+        else:
+            np.multiply(np.sign(self.margin) * self.sign, lw / num, out=dx)
+
+
+@register("MultinomialLogisticLoss")
+class MultinomialLogisticLossLayer(LossLayer):
+    """-log of the probability given to the label (BVLC src/caffe/layers/multinomial_logistic_loss_layer.cpp).
+
+    Bottoms: probabilities (N, K, 1, 1) read as N x K, labels (N,).
+    loss = -sum_n log(max(p[n, label_n], 1e-20)) / N.
+    Backward: dp[n, label_n] = -lw / N / max(p, 1e-20), 0 elsewhere.
+    """
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        if bottom[1].count_range(1) != 1:
+            raise NetError(f"layer '{self.name}' (MultinomialLogisticLoss): labels must be one per item, "
+                           f"got shape {bottom[1].shape}")
+
+    def _picked(self, bottom):
+        num = bottom[0].shape[0]
+        p = bottom[0].flat_data.reshape(num, -1)
+        labels = bottom[1].flat_data.astype(np.int64)
+        bad = np.flatnonzero((labels < 0) | (labels >= p.shape[1]))
+        if bad.size:
+            raise _label_error(self, bottom[1], int(bad[0]), p.shape[1])
+        return np.maximum(p[np.arange(num), labels], LOG_THRESHOLD), labels
+
+    def forward_cpu(self, bottom, top):
+        picked, _ = self._picked(bottom)
+        loss = np.float32(0)
+        for v in np.log(picked.astype(np.float64)).astype(np.float32):
+            loss -= v
+        top[0].data[...] = loss / np.float32(bottom[0].shape[0])
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        if not propagate_down[0]:
+            return
+        num = bottom[0].shape[0]
+        picked, labels = self._picked(bottom)
+        dx = bottom[0].flat_diff.reshape(num, -1)
+        dx[...] = 0
+        dx[np.arange(num), labels] = -(top[0].flat_diff[0] / np.float32(num)) / picked
+
+
+@register("InfogainLoss")
+class InfogainLossLayer(LossLayer):
+    """Softmax, then a loss weighted by an infogain matrix H
+    (BVLC src/caffe/layers/infogain_loss_layer.cpp).
+
+    Bottoms: scores (classes on infogain_loss_param.axis, default 1),
+    labels (outer * inner), and H (K x K) as a third bottom or read from
+    infogain_loss_param.source (a binary BlobProto).  Tops: loss, optionally
+    the softmax probabilities.  Upstream applies the softmax itself: the
+    input is scores, not probabilities.
+        loss = -sum_{valid (n, j)} sum_l H[label, l] log(max(p_l, 1e-20)) / normalizer
+        dx_l = lw (p_l * sum_k H[label, k] - H[label, l]) / normalizer
+    ignore_label positions are skipped; normalizer from loss_param.normalization
+    (default VALID).  The legacy `normalize` is rejected, as upstream.
+    """
+    exact_num_bottom = -1
+    min_bottom = 2
+    max_bottom = 3
+    min_top = 1
+    max_top = 2
+    exact_num_top = -1
+
+    def layer_setup(self, bottom, top):
+        super().layer_setup(bottom, top)
+        p = self.layer_param.loss_param
+        if p.HasField("normalize"):
+            raise NetError(f"layer '{self.name}' (InfogainLoss): loss_param.normalize is deprecated here; "
+                           "use loss_param.normalization")
+        self.normalization = p.normalization
+        self.has_ignore_label, self.ignore_label = p.HasField("ignore_label"), p.ignore_label
+        softmax_param = caffe_pb2.LayerParameter(name=self.name, type="Softmax")
+        softmax_param.softmax_param.axis = self.layer_param.infogain_loss_param.axis
+        self.softmax = SoftmaxLayer(softmax_param, self.phase)
+        self.prob = Blob((), name=f"{self.name}_prob")
+        self.softmax.setup([bottom[0]], [self.prob])
+        self.infogain = None
+        if len(bottom) < 3:
+            source = self.layer_param.infogain_loss_param.source
+            if not source:
+                raise NetError(f"layer '{self.name}' (InfogainLoss): give the infogain matrix as a third bottom "
+                               "or as infogain_loss_param.source (a binary BlobProto file)")
+            from ..fileio.caffemodel import blob_to_array
+            proto = caffe_pb2.BlobProto()
+            try:
+                with open(source, "rb") as f:
+                    proto.ParseFromString(f.read())
+            except OSError as e:
+                raise NetError(f"layer '{self.name}' (InfogainLoss): cannot read infogain_loss_param.source "
+                               f"'{source}': {e}") from None
+            self.infogain = blob_to_array(proto, f"layer '{self.name}' infogain source '{source}'").astype(np.float32)
+
+    def _matrix(self, bottom):
+        return bottom[2].flat_data if len(bottom) > 2 else self.infogain.ravel()
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.softmax.reshape([bottom[0]], [self.prob])
+        outer, classes, inner = self.view_shape = self.softmax.view_shape
+        _check_label_count(self, bottom, self.softmax.axis, outer, inner)
+        if self._matrix(bottom).size != classes * classes:
+            raise NetError(f"layer '{self.name}' (InfogainLoss): the infogain matrix has {self._matrix(bottom).size} "
+                           f"entries; it must be {classes} x {classes} for scores {bottom[0].shape}")
+        if len(top) > 1:
+            top[1].reshape_like(bottom[0])
+            top[1].share_data(self.prob)
+
+    def _valid(self, bottom):
+        outer, classes, inner = self.view_shape
+        labels = bottom[1].flat_data.astype(np.int64).reshape(outer, inner)
+        valid = np.ones_like(labels, bool) if not self.has_ignore_label else labels != self.ignore_label
+        bad = np.flatnonzero(valid.ravel() & ((labels.ravel() < 0) | (labels.ravel() >= classes)))
+        if bad.size:
+            raise _label_error(self, bottom[1], int(bad[0]), classes)
+        return labels, valid
+
+    def forward_cpu(self, bottom, top):
+        self.softmax.forward_cpu([bottom[0]], [self.prob])
+        outer, classes, inner = self.view_shape
+        labels, valid = self._valid(bottom)
+        h = self._matrix(bottom).reshape(classes, classes)
+        logp = np.log(np.maximum(self.prob.flat_data.reshape(self.view_shape), LOG_THRESHOLD))
+        rows = h[np.where(valid, labels, 0)]  # (outer, inner, classes)
+        terms = (rows * logp.transpose(0, 2, 1)).sum(axis=2, dtype=np.float32)
+        loss = -terms[valid].sum(dtype=np.float32)
+        top[0].data[...] = loss / _normalizer(self.normalization, outer, inner, int(valid.sum()))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        _no_label_backward(self, propagate_down)
+        _no_label_backward(self, propagate_down, 2, "infogain matrix input")
+        if not propagate_down[0]:
+            return
+        outer, classes, inner = self.view_shape
+        labels, valid = self._valid(bottom)
+        h = self._matrix(bottom).reshape(classes, classes)
+        safe = np.where(valid, labels, 0)
+        rows = h[safe].transpose(0, 2, 1)  # (outer, classes, inner)
+        row_sums = h.sum(axis=1, dtype=np.float32)[safe][:, None, :]
+        prob = self.prob.flat_data.reshape(self.view_shape)
+        dx = bottom[0].flat_diff.reshape(self.view_shape)
+        np.subtract(prob * row_sums, rows, out=dx)
+        dx *= valid[:, None, :]
+        dx *= top[0].flat_diff[0] / _normalizer(self.normalization, outer, inner, int(valid.sum()))
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+
+@register("ContrastiveLoss")
+class ContrastiveLossLayer(LossLayer):
+    """Contrastive loss for siamese nets (BVLC src/caffe/layers/contrastive_loss_layer.cpp).
+
+    Bottoms: features a, b (N, C, 1, 1) and a similarity label y (N, 1, 1, 1),
+    nonzero (after truncation to int) for similar pairs.  With d^2 = |a - b|^2
+    and m = contrastive_loss_param.margin (default 1):
+        loss = sum_n [y d^2 + (1 - y) max(m - d, 0)^2] / 2N
+    or, with legacy_version, (1 - y) max(m - d^2, 0) for dissimilar pairs.
+    Backward: da = lw / N * (a - b) for similar pairs; for dissimilar ones
+    -lw / N * (a - b) (legacy) or -lw / N * (m - d) / (d + 1e-4) * (a - b),
+    when the hinge is active, else 0; db = -da.  The label takes no gradient.
+    """
+    exact_num_bottom = 3
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        a, b, y = bottom
+        if a.channels != b.channels or a.count_range(2) != 1 or b.count_range(2) != 1 or y.count_range(1) != 1:
+            raise NetError(f"layer '{self.name}' (ContrastiveLoss): needs features (N, C, 1, 1) twice and labels "
+                           f"(N, 1, 1, 1); got {a.shape}, {b.shape}, {y.shape}")
+
+    def forward_cpu(self, bottom, top):
+        p = self.layer_param.contrastive_loss_param
+        num = bottom[0].shape[0]
+        self.difference = (bottom[0].flat_data - bottom[1].flat_data).reshape(num, -1)
+        self.dist_sq = np.einsum("ij,ij->i", self.difference, self.difference).astype(np.float32)
+        self.similar = bottom[2].flat_data.astype(np.int64) != 0
+        margin = np.float32(p.margin)
+        if p.legacy_version:
+            dissimilar = np.maximum(margin - self.dist_sq, np.float32(0))
+        else:
+            dissimilar = np.maximum(margin - np.sqrt(self.dist_sq), np.float32(0)) ** 2
+        loss = np.where(self.similar, self.dist_sq, dissimilar).sum(dtype=np.float32)
+        top[0].data[...] = loss / np.float32(num) / np.float32(2)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        p = self.layer_param.contrastive_loss_param
+        margin = np.float32(p.margin)
+        num = bottom[0].shape[0]
+        for i in range(2):
+            if not propagate_down[i]:
+                continue
+            alpha = np.float32(1 if i == 0 else -1) * top[0].flat_diff[0] / np.float32(num)
+            if p.legacy_version:
+                mdist = margin - self.dist_sq
+                beta = np.full(num, -alpha, np.float32)
+            else:
+                dist = np.sqrt(self.dist_sq)
+                mdist = margin - dist
+                beta = -alpha * mdist / (dist + np.float32(1e-4))
+            factor = np.where(self.similar, alpha, np.where(mdist > 0, beta, np.float32(0))).astype(np.float32)
+            np.multiply(self.difference, factor[:, None], out=bottom[i].flat_diff.reshape(num, -1))
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 2

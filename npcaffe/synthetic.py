@@ -1,0 +1,79 @@
+"""Run a published net without its dataset: generated inputs and finiteness checks.
+
+`npcaffe time --data-shape` uses these with graph.replace_data_layers: the
+data layers become Input layers of the given shapes, the data tops get
+Gaussian values, and the label tops get valid class indices, the number of
+classes read from the channel count of the prediction that a loss or
+Accuracy layer compares the label with.
+"""
+import numpy as np
+
+from .errors import NetError
+
+_LABEL_CONSUMERS = ("SoftmaxWithLoss", "Accuracy", "HingeLoss", "MultinomialLogisticLoss", "InfogainLoss")
+
+
+def parse_data_shapes(items):
+    """["data=64,1,28,28", "label=64"] -> {"data": (64, 1, 28, 28), "label": (64,)}."""
+    shapes = {}
+    for item in items or ():
+        name, sep, dims = item.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise NetError(f"--data-shape '{item}': expected TOP=N[,C,H,W...] with positive integers, "
+                           "e.g. data=10,3,227,227 or label=10")
+        shapes[name] = shape
+    return shapes
+
+
+def label_consumers(net):
+    """{input blob name: (layer name, number of classes)} for inputs a classifier layer reads as labels."""
+    found = {}
+    producers = {}
+    for layer_name, layer_param in zip(net._layer_names, net.param.layer):
+        if layer_param.type == "Split":
+            for top in layer_param.top:
+                producers[top] = producers.get(layer_param.bottom[0], layer_param.bottom[0])
+    for layer_id, (layer_name, layer_param) in enumerate(zip(net._layer_names, net.param.layer)):
+        if layer_param.type not in _LABEL_CONSUMERS or len(layer_param.bottom) < 2:
+            continue
+        source = producers.get(layer_param.bottom[1], layer_param.bottom[1])
+        prediction = net.bottom_vecs[layer_id][0]
+        classes = prediction.shape[1] if prediction.num_axes > 1 else 1
+        found.setdefault(source, (layer_name, classes))
+    return found
+
+
+def fill_inputs(net, seed=0):
+    """Gaussian data in every Input top; class indices 0..K-1 in the label ones."""
+    gen = np.random.default_rng(seed)
+    labels = label_consumers(net)
+    for name in net.inputs:
+        blob = net.blobs[name]
+        if name in labels:
+            blob.data[...] = gen.integers(0, labels[name][1], size=blob.shape)
+        else:
+            blob.data[...] = gen.standard_normal(blob.shape).astype(np.float32)
+
+
+def first_non_finite(net, what="data"):
+    """(blob name, number of bad values, count) of the first blob with NaN/inf in its data or diff, else None."""
+    for name, blob in net.blobs.items():
+        values = blob.flat_data if what == "data" else blob.flat_diff
+        bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+        if bad:
+            return name, bad, values.size
+    return None
+
+
+def check_finite(net, stage, diffs=False):
+    for what in ("data", "diff") if diffs else ("data",):
+        hit = first_non_finite(net, what)
+        if hit:
+            name, bad, count = hit
+            producer = next((layer for layer, tops in net.top_names.items() if name in tops), "?")
+            raise NetError(f"after {stage}, blob '{name}' (top of layer '{producer}', shape {net.blobs[name].shape}) "
+                           f"has {bad} non-finite {what} value(s) of {count}")
