@@ -26,6 +26,8 @@ def cmd_test(args):
     if args.weights:
         for w in args.weights.split(","):
             net.copy_from(w)
+        from .sparse import sparsify
+        sparsify(net, verify=False)  # the weights stay fixed from here on
     else:
         glog.warning("no --weights given: scoring the net's freshly initialised parameters")
     glog.info(f"Running for {args.iterations} iterations.")
@@ -59,15 +61,30 @@ def cmd_test(args):
 
 def cmd_time(args):
     """Time forward and backward of every layer, as `caffe time`."""
+    from .fileio.prototxt import read_net
+    from .graph import replace_data_layers
     from .net import Net
-    net = Net(args.model, _phase(args.phase), level=args.level, stages=_stages(args.stage))
+    from .synthetic import check_finite, fill_inputs, parse_data_shapes
+    shapes = parse_data_shapes(args.data_shape)
+    model = args.model
+    if shapes:
+        # Published nets without their datasets: data layers become Inputs of the given shapes.
+        model = replace_data_layers(read_net(args.model), shapes)
+    net = Net(model, _phase(args.phase), level=args.level, stages=_stages(args.stage))
+    unknown = sorted(set(shapes) - set(net.inputs))
+    if unknown:
+        raise NpcaffeError(f"--data-shape names {unknown}, which are not data-layer tops of {args.model} "
+                           f"in phase {args.phase.upper()} (its inputs: {net.inputs})")
     if args.weights:
         net.copy_from(args.weights)
+    fill_inputs(net)
     glog.info("Performing Forward")
     loss = net.forward_from_to()
+    check_finite(net, "the first forward pass")
     glog.info(f"Initial loss: {glog.fmt(loss)}")
     glog.info("Performing Backward")
     net.backward_from_to()
+    check_finite(net, "the first backward pass", diffs=True)
     n_layers = len(net.layers)
     fwd = np.zeros(n_layers)
     bwd = np.zeros(n_layers)
@@ -95,8 +112,11 @@ def cmd_time(args):
     print(f"Average Backward pass: {bwd.sum() / args.iterations * 1e3:.4f} ms.")
     print(f"Average Forward-Backward: {total / args.iterations * 1e3:.4f} ms.")
     print(f"Total Time: {total * 1e3:.4f} ms.")
-    n_params = sum(b.count for b in net.learnable_params)
-    print(f"Learnable parameters: {n_params:,}")
+    learned = sum(b.count for b, lr in zip(net.learnable_params, net.params_lr) if lr != 0)
+    print(f"Learnable parameters: {learned:,}")
+    frozen = sum(b.count for b, lr in zip(net.learnable_params, net.params_lr) if lr == 0)
+    if frozen:
+        print(f"Parameters with lr_mult 0 (e.g. BatchNorm statistics): {frozen:,}")
     return 0
 
 
@@ -205,6 +225,27 @@ def cmd_surgery(args):
     return 0
 
 
+def cmd_compress(args):
+    """Store only the kept (nonzero, unmasked) weights of a model in an .npz (format: npcaffe.sparse)."""
+    import os
+
+    from . import sparse
+    if args.model:
+        from .net import Net
+        net = Net(args.model, _phase("TEST"))
+        net.copy_from(args.weights)
+        layers = sparse.layers_from_net(net)
+    else:
+        from .fileio.caffemodel import read_caffemodel
+        layers = sparse.layers_from_caffemodel(read_caffemodel(args.weights), args.weights)
+    sparse.write_compressed(args.out, layers)
+    total = sum(a.size for _, _, arrays in layers for a in arrays)
+    kept = sum(int(np.count_nonzero(a)) for _, _, arrays in layers for a in arrays)
+    print(f"kept {kept} of {total} parameters ({total / max(kept, 1):.2f}x fewer); "
+          f"{os.path.getsize(args.weights)} bytes -> {os.path.getsize(args.out)} bytes in {args.out}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="npcaffe", description="Caffe rebuilt in NumPy + Numba.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -238,7 +279,15 @@ def build_parser():
     p.set_defaults(func=cmd_test)
     p = sub.add_parser("time", help="time forward/backward per layer")
     net_flags(p, phase_default="TRAIN")
+    p.add_argument("--data-shape", action="append", metavar="TOP=N,C,H,W",
+                   help="replace the net's data layers by generated data of this shape for top TOP "
+                        "(repeat per top; labels get valid class indices)")
     p.set_defaults(func=cmd_time)
+    p = sub.add_parser("compress", help="store only the kept weights of a pruned model (.npz)")
+    p.add_argument("--weights", required=True, help=".caffemodel to compress")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--model", help="net .prototxt to load the weights through (else the caffemodel's own layers)")
+    p.set_defaults(func=cmd_compress)
     p = sub.add_parser("convert-mnist", help="write MNIST IDX files into an LMDB as Caffe's convert_mnist_data")
     p.add_argument("images")
     p.add_argument("labels")

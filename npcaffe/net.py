@@ -14,6 +14,7 @@ from .fileio.caffemodel import blob_diff_to_array, blob_shape, blob_to_array, re
 from .fileio.prototxt import read_net
 from .graph import filter_net, insert_splits
 from .layer import TEST, TRAIN, create_layer
+from . import sparse
 from .proto import caffe_pb2
 
 
@@ -332,6 +333,8 @@ class Net:
         blobs than it has (weight, bias only); its masks then keep their
         filler values.
         """
+        if sparse.is_compressed(source):  # `npcaffe compress` output
+            source = sparse.read_compressed(source)
         if isinstance(source, caffe_pb2.NetParameter):
             net_param, where = source, f"<NetParameter '{source.name}'>"
         else:
@@ -360,6 +363,8 @@ class Net:
                 diff = blob_diff_to_array(proto)
                 if diff is not None:
                     targets[j].diff[...] = diff.reshape(targets[j].shape)
+        if self.phase == TEST:
+            sparse.sparsify(self)  # pruned layers compute with packed sparse weights
 
     def share_with(self, other):
         """Share weights with another net by layer name (ShareTrainedLayersWith)."""

@@ -10,6 +10,7 @@ from ..errors import NetError
 from ..filler import fill
 from ..kernels.softmax import softmax_backward, softmax_forward
 from ..layer import Layer, register
+from ..sparse import sparse_forward
 
 
 @register("InnerProduct")
@@ -93,7 +94,11 @@ class InnerProductLayer(Layer):
         if self.bias_term and self._bias_multiplier.size != self.M:
             self._bias_multiplier = np.ones(self.M, np.float32)
 
+    packed = None  # npcaffe.sparse.PackedWeights while a TEST net runs this layer sparsely
+
     def forward_cpu(self, bottom, top):
+        if self.packed is not None and sparse_forward(self, bottom, top):
+            return
         bias = self.blobs[1].data if self.bias_term else None
         self.ip_forward(bottom, top, self.blobs[0].data, bias)
 

@@ -74,6 +74,7 @@ from ..filler import fill
 from ..kernels import glibc_rand
 from ..kernels.dns import dns_statistics, dns_threshold, dns_update_masks, gate_probability, masked_product
 from ..layer import TRAIN, register
+from ..sparse import sparse_forward
 from .common import InnerProductLayer
 from .vision import Convolution
 
@@ -209,6 +210,8 @@ class CConvolution(_Surgery, Convolution):
     def forward_cpu(self, bottom, top):
         if self.phase == TRAIN:
             self.surgery()
+        elif self.packed is not None and sparse_forward(self, bottom, top):
+            return
         weight, bias = self.masked_params()
         self.conv_forward(bottom, top, weight, bias)
 
@@ -249,6 +252,8 @@ class CInnerProduct(_Surgery, InnerProductLayer):
     def forward_cpu(self, bottom, top):
         if self.phase == TRAIN:
             self.surgery()
+        elif self.packed is not None and sparse_forward(self, bottom, top):
+            return
         weight, bias = self.masked_params()
         self.ip_forward(bottom, top, weight, bias)
 

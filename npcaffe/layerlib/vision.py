@@ -11,10 +11,11 @@ import numpy as np
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
-from ..kernels.im2col import col2im, im2col
+from ..kernels.im2col import col2im, im2col, same_values
 from ..kernels.pooling import ave_pool_backward, ave_pool_forward, max_pool_backward, max_pool_forward
 from ..layer import Layer, register
 from ..proto import caffe_pb2
+from ..sparse import sparse_forward
 
 _Pool = caffe_pb2.PoolingParameter
 
@@ -99,7 +100,10 @@ class Convolution(Layer):
     Computation: the whole batch is unrolled into one column matrix (see
     npcaffe.kernels.im2col) and multiplied by the weights in one GEMM per
     group, instead of Caffe's one GEMM per image; sums are therefore taken in
-    a different order and agree with Caffe to float rounding.
+    a different order and agree with Caffe to float rounding.  Backward
+    reuses forward's column matrix for the weight gradient when the bottom
+    still holds the values forward saw (checked against a copy, which costs
+    a tenth of an im2col for LeNet's conv2); otherwise it unrolls again.
 
     Subclass hook (the DNS CConvolution layer uses it with masked weights):
     `forward_cpu` calls `conv_forward(bottom, top, weight, bias)` and
@@ -195,8 +199,12 @@ class Convolution(Layer):
         for t in top:
             t.reshape(shape[:axis] + (self.num_output, self.out_h, self.out_w))
 
+    packed = None  # npcaffe.sparse.PackedWeights while a TEST net runs this layer sparsely
+
     # -- the hook for subclasses ------------------------------------------------
     def forward_cpu(self, bottom, top):
+        if self.packed is not None and sparse_forward(self, bottom, top):
+            return
         bias = self.blobs[1].data if self.bias_term else None
         self.conv_forward(bottom, top, self.blobs[0].data, bias)
 
@@ -210,20 +218,24 @@ class Convolution(Layer):
     def _image(self, array):
         return array.reshape((self.num, self.channels) + array.shape[-2:])
 
-    def _columns(self, bottom_data):
-        """im2col of the whole batch into the shared buffer, viewed per group."""
+    def _columns(self, bottom_data, key="col"):
+        """im2col of the whole batch into a scratch buffer, viewed per group."""
         taps = self.kernel[0] * self.kernel[1]
-        col = self._scratch.get("col", (self.channels * taps, self.num * self.out_h * self.out_w))
+        col = self._scratch.get(key, (self.channels * taps, self.num * self.out_h * self.out_w))
         im2col(self._image(bottom_data), *self._geometry(), col)
         return col.reshape(self.group, -1, col.shape[1])
 
+    # np.dot, not np.matmul, throughout: with out= and a transposed operand
+    # NumPy 2's matmul can leave BLAS for a far slower loop; np.dot always
+    # calls sgemm, passing transposes as flags.
     def conv_forward(self, bottom, top, weight, bias):
         g, positions = self.group, self.out_h * self.out_w
         w = weight.reshape(g, self.num_output // g, -1)
+        out = self._scratch.get("out", (g, self.num_output // g, self.num * positions))
         for b, t in zip(bottom, top):
             col = self._columns(b.data)
-            out = self._scratch.get("out", (g, self.num_output // g, self.num * positions))
-            np.matmul(w, col, out=out)
+            for k in range(g):
+                np.dot(w[k], col[k], out=out[k])
             # out is (num_output, N * positions); the top wants N first.
             by_image = out.reshape(self.num_output, self.num, positions).transpose(1, 0, 2)
             dst = t.data.reshape(self.num, self.num_output, positions)
@@ -231,6 +243,20 @@ class Convolution(Layer):
                 np.copyto(dst, by_image)
             else:
                 np.add(by_image, bias.reshape(-1, 1), out=dst)
+        # Backward reuses the last bottom's columns if that bottom still holds
+        # the same values then (an in-place layer downstream may change it).
+        last = bottom[-1]
+        self._col_source = last
+        np.copyto(self._scratch.get("col_source", (last.count,)), last.flat_data)
+
+    def _columns_for_backward(self, b):
+        saved = self._scratch.get("col_source", (b.count,))
+        if getattr(self, "_col_source", None) is b and same_values(saved, b.flat_data):
+            taps = self.kernel[0] * self.kernel[1]
+            col = self._scratch.get("col", (self.channels * taps, self.num * self.out_h * self.out_w))
+            return col.reshape(self.group, -1, col.shape[1])
+        self._col_source = None
+        return self._columns(b.data)
 
     def conv_backward(self, top, propagate_down, bottom, weight):
         g, positions = self.group, self.out_h * self.out_w
@@ -240,7 +266,7 @@ class Convolution(Layer):
         for i, (t, b) in enumerate(zip(top, bottom)):
             if not (need_weight or need_bias or propagate_down[i]):
                 continue
-            dy = self._scratch.get("out", (self.num_output, self.num, positions))
+            dy = self._scratch.get("dy", (self.num_output, self.num, positions))
             np.copyto(dy, t.diff.reshape(self.num, self.num_output, positions).transpose(1, 0, 2))
             dy = dy.reshape(g, self.num_output // g, self.num * positions)
             if need_bias:
@@ -248,14 +274,16 @@ class Convolution(Layer):
                 np.sum(dy.reshape(self.num_output, -1), axis=1, out=total)
                 self.blobs[1].diff += total
             if need_weight:
-                col = self._columns(b.data)
+                col = self._columns_for_backward(b)
                 grad = self._scratch.get("weight_grad", w.shape)
-                np.matmul(dy, col.transpose(0, 2, 1), out=grad)
+                for k in range(g):
+                    np.dot(dy[k], col[k].T, out=grad[k])
                 self.blobs[0].diff.reshape(w.shape)[...] += grad
             if propagate_down[i]:
-                col = self._scratch.get("col", (g, w.shape[2], self.num * positions))
-                np.matmul(w.transpose(0, 2, 1), dy, out=col)
-                col2im(col.reshape(-1, col.shape[2]), *self._geometry(), self._image(b.diff))
+                dcol = self._scratch.get("dcol", (g, w.shape[2], self.num * positions))
+                for k in range(g):
+                    np.dot(w[k].T, dy[k], out=dcol[k])
+                col2im(dcol.reshape(-1, dcol.shape[2]), *self._geometry(), self._image(b.diff))
 
 
 def _pool_out_dim(size, kernel, pad, stride, ceil_mode):

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from npcaffe.kernels.im2col import col2im, col2im_reference, im2col, im2col_reference
+from npcaffe.kernels.im2col import (col2im, col2im_reference, im2col, im2col_reference, same_values,
+                                    same_values_reference)
 
 
 def out_dim(size, kernel, pad, stride, dilation):
@@ -19,6 +20,9 @@ CASES = [
     (1, 2, 5, 4, 5, 4, 2, 3, 3, 1, 1, 2),
     (2, 1, 2, 2, 3, 3, 0, 0, 2, 2, 1, 1),
     (4, 3, 13, 10, 4, 3, 3, 2, 3, 2, 2, 3),
+    # no padding, stride 1, no dilation: the dense fast path (LeNet's shapes, and awkward ones)
+    (3, 5, 12, 12, 5, 5, 0, 0, 1, 1, 1, 1),
+    (2, 1, 9, 7, 4, 2, 0, 0, 1, 1, 1, 1),
 ]
 
 
@@ -66,3 +70,14 @@ def test_col2im_sums_overlaps_and_batches_side_by_side():
     im = np.full((2, 1, 1, 3), np.nan, dtype=np.float32)
     col2im(col, 1, 2, 0, 0, 1, 1, 1, 1, 1, 2, im)
     np.testing.assert_array_equal(im[:, 0, 0], [[1, 2 + 3, 4], [10, 20 + 30, 40]])
+
+
+def test_same_values():
+    a = np.arange(7, dtype=np.float32)
+    b = a.copy()
+    assert same_values(a, b) and same_values_reference(a, b)
+    b[6] = -1
+    assert not same_values(a, b) and not same_values_reference(a, b)
+    assert not same_values(a, a[:6]) and not same_values_reference(a, a[:6])
+    nan = np.full(3, np.nan, np.float32)
+    assert not same_values(nan, nan.copy()) and not same_values_reference(nan, nan.copy())

@@ -24,6 +24,8 @@ CASES = [
     (1, 3, 8, 3, 1, 1, 2, 1, 0, 0),
     (1, 2, 5, 5, 1, 1, 3, 3, 0, 0),
     (2, 1, 4, 6, 1, 2, 2, 3, 0, 0),
+    (2, 3, 8, 6, 2, 2, 2, 2, 0, 0),   # 2x2/2 with full windows: the fast path
+    (1, 2, 7, 5, 2, 2, 2, 2, 0, 0),   # 2x2/2 with clipped last windows: the general path
 ]
 
 
@@ -92,3 +94,19 @@ def test_max_backward_accumulates_overlapping_windows():
     grad = np.empty_like(bottom)
     P.max_pool_backward(np.array([2, 3], np.float32).reshape(top.shape), mask, grad)
     np.testing.assert_array_equal(grad.ravel(), [0, 5, 0])
+
+
+def test_max_2x2_fast_path_keeps_caffe_start_value():
+    """-inf and NaN taps: Caffe starts from -FLT_MAX with '>', so an all -inf
+    window gives -FLT_MAX and index -1 and a NaN is never picked, as in the
+    general per-plane kernel (the NumPy reference's argmax does not model this)."""
+    bottom = np.array([[[[-np.inf, -np.inf, np.nan, 1],
+                         [-np.inf, -np.inf, 2, np.nan]]]], np.float32)
+    top, mask = np.empty((1, 1, 1, 2), np.float32), np.empty((1, 1, 1, 2), np.int32)
+    top_ref, mask_ref = np.empty_like(top), np.empty_like(mask)
+    P.max_pool_forward(bottom, 2, 2, 2, 2, 0, 0, top, mask)
+    P._max_forward_plane(bottom[0, 0], 2, 2, 2, 2, 0, 0, top_ref[0, 0], mask_ref[0, 0])
+    np.testing.assert_array_equal(top, [[[[-np.finfo(np.float32).max, 2]]]])
+    np.testing.assert_array_equal(mask, [[[[-1, 6]]]])
+    np.testing.assert_array_equal(top, top_ref)
+    np.testing.assert_array_equal(mask, mask_ref)

@@ -1,0 +1,239 @@
+"""Sparse inference and storage for pruned nets.
+
+Inference.  In a TEST-phase Net, every InnerProduct / Convolution layer
+(and the DNS CInnerProduct / CConvolution, whose effective weights are W * T)
+that does not need backward and whose weight density (nonzeros / size) is
+below DENSITY_THRESHOLD computes with a packed CSR copy of its weights and
+the kernels in npcaffe.kernels.sparse, instead of im2col + GEMM.  The Net
+calls `sparsify(net)` after loading weights (Net(model, weights, TEST),
+net.copy_from(...)).  Outputs equal the dense path's to float rounding (the
+sums are taken in another order; tests/test_sparse.py checks 1e-5 relative).
+The packed form is a cache: each forward first checks, exactly, that the
+layer's weights (and masks) still hold the values it was packed from, and
+repacks (or returns to the dense path) if not, so writing into
+net.params[...] keeps working as in pycaffe.  That check reads every weight
+once (about as long as a dense batch-1 InnerProduct); `npcaffe test`, which
+never changes weights, packs with verify=False and skips it.  Convolution
+with group > 1 stays dense.
+
+DENSITY_THRESHOLD and SMALL_BATCH_DENSITY_THRESHOLD were measured with
+`python tools/bench.py --threshold`: each weight layer of LeNet-5 and
+LeNet-300-100, pruned at random to a given density, sparse kernels against
+the dense path at batch 1 and 100 (one BLAS thread).  At batch 100 the
+sparse kernels stop winning between 20% and 40% density (lowest: LeNet-5's
+ip1 and LeNet-300-100's ip1/ip2, 10-20%); at batch 1 between 1% and 10%
+(lowest: LeNet-5's conv2, 1-3%, whose per-image planes are only 8 wide).
+Each threshold is about the lowest crossover of its regime, so a layer runs
+sparse only where that was faster on every layer shape measured; batches
+below SMALL_BATCH use the second.  Figures in README, section Speed.
+
+Storage (`npcaffe compress`, `write_compressed` / `read_compressed`): an
+.npz (NumPy zip, deflated) with, for every layer with parameters, in net
+order:
+    layers                     the layer names (str array), in order
+    <name>/type                the layer type (str)
+    <name>/<j>/shape           int64 shape of parameter blob j (0 weight, 1 bias)
+    <name>/<j>/index           int32 flat indices of the kept entries, ascending
+    <name>/<j>/value           float32 values of the kept entries
+Kept entries are the nonzeros of the effective parameters: W * T and
+b * T_b for DNS layers (masks dropped), W and b otherwise.  Loading gives
+back dense blobs with zeros elsewhere (a DNS layer then keeps its filler
+masks, all ones in our nets, so W * T = W).  The file is for inference: the
+pruned weights a DNS run keeps learning are not stored.
+"""
+import os
+
+import numpy as np
+
+from .errors import WeightsError
+from .kernels.sparse import csr_convolution, csr_inner_product, dense_to_csr, same_values_chunked
+from .layer import TEST
+from .proto import caffe_pb2
+
+# Measured crossovers (see the module docstring); a layer denser than this runs dense.
+DENSITY_THRESHOLD = 0.15
+SMALL_BATCH = 8
+SMALL_BATCH_DENSITY_THRESHOLD = 0.02
+
+_SPARSE_TYPES = ("InnerProduct", "Convolution", "CInnerProduct", "CConvolution")
+_EMPTY = np.zeros(0, np.float32)
+
+
+class PackedWeights:
+    """A layer's effective weights and bias in CSR form, with the raw blobs they came from."""
+
+    def __init__(self, layer, verify=True):
+        self.verify = verify
+        self.sources = [b.flat_data.copy() for b in _source_blobs(layer)] if verify else []
+        weight, bias = effective_params(layer)
+        self.density = np.count_nonzero(weight) / max(weight.size, 1)
+        self.indptr, self.indices, self.values = dense_to_csr(weight.reshape(weight.shape[0], -1))
+        self.bias = _EMPTY if bias is None else np.ascontiguousarray(bias, np.float32)
+        self.scratch = {}  # the convolution kernel's work arrays, reused across forwards
+
+    def current(self, layer):
+        if not self.verify:
+            return True
+        blobs = _source_blobs(layer)
+        return all(s.size == b.count and same_values_chunked(s, b.flat_data) for s, b in zip(self.sources, blobs))
+
+
+def _source_blobs(layer):
+    # weight, bias and, for DNS layers, their masks: whatever the effective weights depend on.
+    return list(layer.blobs)
+
+
+def effective_params(layer):
+    """(weight, bias or None) the layer computes with: W * T and b * T_b for DNS layers."""
+    blobs = layer.blobs
+    weight = blobs[0].data
+    bias = blobs[1].data if getattr(layer, "bias_term", False) else None
+    if hasattr(layer, "mask_param_indices"):  # DNS layer: blobs 2, 3 are the masks
+        weight = weight * blobs[2].data
+        bias = bias * blobs[3].data
+    return weight, bias
+
+
+def _eligible(net, i, layer):
+    if layer.type not in _SPARSE_TYPES or not layer.blobs:
+        return False
+    if net.phase != TEST or net.layer_need_backward[i]:
+        return False
+    if layer.type.endswith("Convolution") and layer.group != 1:
+        return False
+    return not getattr(layer, "transpose", False)
+
+
+def sparsify(net, threshold=None, verify=True):
+    """Pack the eligible layers of a TEST net whose weight density is below `threshold`.
+
+    Returns {layer name: density} of the layers now computing sparsely.
+    Layers above the threshold (or no longer eligible) go back to dense.
+    verify=False skips the per-forward check that the weights are unchanged:
+    only for callers that never write weights after this call.
+    """
+    threshold = DENSITY_THRESHOLD if threshold is None else threshold
+    packed = {}
+    for i, (name, layer) in enumerate(zip(net._layer_names, net.layers)):
+        layer.packed = None
+        layer.sparse_threshold = threshold
+        if not _eligible(net, i, layer):
+            continue
+        weights = PackedWeights(layer, verify)
+        if weights.density < threshold:
+            layer.packed = weights
+            packed[name] = weights.density
+    return packed
+
+
+def sparse_forward(layer, bottom, top):
+    """Forward `layer` with its packed weights; False if it should run dense instead.
+
+    Called by the layers' forward_cpu when `layer.packed` is set.  Weights
+    changed since packing are packed again if still sparse enough.
+    """
+    packed = layer.packed
+    if not packed.current(layer):
+        packed = PackedWeights(layer, packed.verify)
+        layer.packed = packed if packed.density < layer.sparse_threshold else None
+        if layer.packed is None:
+            return False
+    num = layer.M if layer.type.endswith("InnerProduct") else layer.num
+    if num < SMALL_BATCH and packed.density >= min(SMALL_BATCH_DENSITY_THRESHOLD, layer.sparse_threshold):
+        return False
+    if layer.type.endswith("InnerProduct"):
+        x = bottom[0].flat_data.reshape(layer.M, layer.K)
+        y = top[0].flat_data.reshape(layer.M, layer.num_output)
+        csr_inner_product(x, packed.indptr, packed.indices, packed.values, packed.bias, y)
+        return True
+    geometry = (*layer.kernel, *layer.pad, *layer.stride, *layer.dilation)
+    for b, t in zip(bottom, top):
+        csr_convolution(layer._image(b.data), packed.indptr, packed.indices, packed.values, packed.bias,
+                        *geometry, t.data.reshape((layer.num, layer.num_output, layer.out_h, layer.out_w)),
+                        packed.scratch)
+    return True
+
+
+# -- storage ---------------------------------------------------------------------
+def compress_layers(layers):
+    """{npz key: array} for [(name, type, [effective param arrays])]."""
+    out = {"layers": np.array([name for name, _, _ in layers], dtype=str)}
+    for name, layer_type, arrays in layers:
+        out[f"{name}/type"] = np.array(layer_type)
+        for j, array in enumerate(arrays):
+            flat = np.ascontiguousarray(array, np.float32).ravel()
+            index = np.flatnonzero(flat).astype(np.int32)
+            out[f"{name}/{j}/shape"] = np.array(array.shape, np.int64)
+            out[f"{name}/{j}/index"] = index
+            out[f"{name}/{j}/value"] = flat[index]
+    return out
+
+
+def layers_from_net(net):
+    """[(name, type, [effective weight, bias])] of a Net's layers with parameters."""
+    layers = []
+    for name, layer in zip(net._layer_names, net.layers):
+        if not layer.blobs:
+            continue
+        if layer.type in _SPARSE_TYPES:
+            weight, bias = effective_params(layer)
+            arrays = [weight] + ([] if bias is None else [bias])
+        else:
+            arrays = [b.data for b in layer.blobs]
+        layers.append((name, layer.type, arrays))
+    return layers
+
+
+def layers_from_caffemodel(net_param, where):
+    """The same from a caffemodel's NetParameter: DNS layers with 4 blobs are masked."""
+    from .fileio.caffemodel import blob_to_array
+    layers = []
+    for lp in net_param.layer:
+        if not lp.blobs:
+            continue
+        arrays = [blob_to_array(b, f"{where}: layer '{lp.name}' blob {j}") for j, b in enumerate(lp.blobs)]
+        if lp.type in ("CConvolution", "CInnerProduct", "CMaskedConvolution", "CMaskedInnerProduct") \
+                and len(arrays) == 4:
+            arrays = [arrays[0] * arrays[2], arrays[1] * arrays[3]]
+        layers.append((lp.name, lp.type, arrays))
+    return layers
+
+
+def write_compressed(path, layers):
+    np.savez_compressed(path, **compress_layers(layers))
+
+
+def read_compressed(path):
+    """A NetParameter with the dense blobs of a compressed .npz, for Net.copy_from."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable npcaffe compressed weights file (.npz): {e}") from None
+    with archive:
+        if "layers" not in archive.files:
+            raise WeightsError(f"{path}: no 'layers' entry; not written by `npcaffe compress`")
+        net_param = caffe_pb2.NetParameter()
+        for name in archive["layers"]:
+            name = str(name)
+            lp = net_param.layer.add()
+            lp.name = name
+            lp.type = str(archive[f"{name}/type"])
+            j = 0
+            while f"{name}/{j}/shape" in archive.files:
+                shape = tuple(int(d) for d in archive[f"{name}/{j}/shape"])
+                index, value = archive[f"{name}/{j}/index"], archive[f"{name}/{j}/value"]
+                count = int(np.prod(shape, dtype=np.int64))
+                if index.shape != value.shape or (index.size and (index.min() < 0 or index.max() >= count)):
+                    raise WeightsError(f"{path}: layer '{name}' blob {j}: {index.size} indices / {value.size} "
+                                       f"values do not fit shape {shape}; the file is damaged")
+                dense = np.zeros(count, np.float32)
+                dense[index] = value
+                blob = lp.blobs.add()
+                blob.shape.dim.extend(shape)
+                blob.data.extend(dense.tolist())
+                j += 1
+    return net_param
+
+
+def is_compressed(path):
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".npz")

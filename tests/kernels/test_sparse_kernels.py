@@ -1,0 +1,77 @@
+"""CSR inference kernels against their NumPy references (dense weights, im2col, a product)."""
+import numpy as np
+import pytest
+
+from npcaffe.kernels import sparse as S
+
+
+def _pruned(rng, shape, density):
+    w = rng.standard_normal(shape).astype(np.float32)
+    w[rng.random(shape) >= density] = 0
+    return w
+
+
+def _close(got, want):
+    scale = max(float(np.abs(want).max()), 1e-30)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_csr_round_trip():
+    rng = np.random.default_rng(1)
+    w = _pruned(rng, (7, 13), 0.2)
+    w[3] = 0  # an empty row
+    indptr, indices, values = S.dense_to_csr(w)
+    assert indptr[-1] == np.count_nonzero(w) and indices.dtype == np.int32
+    np.testing.assert_array_equal(S.csr_to_dense(indptr, indices, values, w.shape), w)
+
+
+@pytest.mark.parametrize("m, k, o, density, bias", [(1, 800, 500, 0.01, True), (5, 37, 11, 0.3, False),
+                                                    (3, 9, 4, 0.0, True)])
+def test_inner_product_matches_reference(m, k, o, density, bias):
+    rng = np.random.default_rng(m + k + o)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    csr = S.dense_to_csr(_pruned(rng, (o, k), density))
+    b = rng.standard_normal(o).astype(np.float32) if bias else np.zeros(0, np.float32)
+    got, want = np.full((m, o), np.nan, np.float32), np.full((m, o), np.nan, np.float32)
+    S.csr_inner_product(x, *csr, b, got)
+    S.csr_inner_product_reference(x, *csr, b, want)
+    _close(got, want)
+
+
+# (N, C, H, W, O, kh, kw, ph, pw, sh, sw, dh, dw)
+CONV_CASES = [
+    (2, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1, 1, 1),   # LeNet-5 conv2
+    (1, 1, 28, 28, 20, 5, 5, 0, 0, 1, 1, 1, 1),    # conv1 at batch 1
+    (2, 3, 9, 11, 4, 3, 2, 2, 1, 2, 3, 2, 1),       # padding, strides, dilation
+    (1, 2, 5, 4, 3, 5, 4, 2, 3, 3, 1, 1, 2),
+    (9, 3, 9, 11, 4, 3, 2, 2, 1, 2, 3, 2, 1),       # 8 images or more: the batch-innermost kernel
+    (16, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_convolution_matches_reference(case, bias):
+    n, c, h, w, o, kh, kw, ph, pw, sh, sw, dh, dw = case
+    oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    csr = S.dense_to_csr(_pruned(rng, (o, c * kh * kw), 0.1))
+    b = rng.standard_normal(o).astype(np.float32) if bias else np.zeros(0, np.float32)
+    geometry = (kh, kw, ph, pw, sh, sw, dh, dw)
+    got, want = np.full((n, o, oh, ow), np.nan, np.float32), np.full((n, o, oh, ow), np.nan, np.float32)
+    S.csr_convolution(x, *csr, b, *geometry, got)
+    S.csr_convolution_reference(x, *csr, b, *geometry, want)
+    _close(got, want)
+
+
+def test_same_values_chunked():
+    a = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
+    b = a.copy()
+    assert S.same_values_chunked(a, b)
+    b[4321] += 1
+    assert not S.same_values_chunked(a, b)
+    b = a.copy()
+    b[0] = np.nan
+    assert not S.same_values_chunked(b, b.copy())

@@ -1,0 +1,115 @@
+"""Sparse inference in TEST nets and compressed (.npz) weights: same outputs as the dense path."""
+import os
+
+import numpy as np
+import pytest
+
+import npcaffe
+from helpers import shared_path
+from npcaffe import cli, sparse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NETS = [("lenet5", "ip2"), ("lenet300100", "ip3")]
+
+
+def _images(n):
+    from npcaffe.data.mnist import read_idx
+    images = read_idx(shared_path("data", "mnist", "t10k-images-idx3-ubyte.gz"))[:n]
+    return images.reshape(-1, 1, 28, 28).astype(np.float32) * np.float32(0.00390625)
+
+
+def _forward(net, images, blob):
+    net.blobs["data"].reshape(*images.shape)
+    net.reshape()
+    net.forward(data=images)
+    return net.blobs[blob].data.copy()
+
+
+def _close(got, want):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("net_name, logits", NETS)
+@pytest.mark.parametrize("batch", [1, 100])
+def test_pruned_upstream_models_match_dense_path(net_name, logits, batch):
+    prototxt = shared_path("upstream-dns", f"{net_name}.prototxt")
+    weights = shared_path("upstream-dns", f"caffe_{net_name}_sparse.caffemodel")
+    net = npcaffe.Net(prototxt, weights, npcaffe.TEST)
+    for layer in net.layers:
+        if layer.blobs:
+            density = np.count_nonzero(layer.blobs[0].data) / layer.blobs[0].count
+            assert (layer.packed is not None) == (density < sparse.DENSITY_THRESHOLD), layer.name
+    assert sum(layer.packed is not None for layer in net.layers) >= 2
+    images = _images(batch)
+    got = _forward(net, images, logits)
+    sparse.sparsify(net, threshold=0)  # everything dense
+    assert all(getattr(layer, "packed", None) is None for layer in net.layers)
+    _close(got, _forward(net, images, logits))
+
+
+def test_dense_model_stays_dense_and_train_nets_are_untouched():
+    net = npcaffe.Net(shared_path("upstream-dns", "lenet5.prototxt"),
+                      shared_path("upstream-dns", "caffe_lenet5_original.caffemodel"), npcaffe.TEST)
+    assert all(getattr(layer, "packed", None) is None for layer in net.layers)
+    train = npcaffe.Net(shared_path("upstream-dns", "lenet5.prototxt"),
+                        shared_path("upstream-dns", "caffe_lenet5_sparse.caffemodel"), npcaffe.TRAIN)
+    assert all(getattr(layer, "packed", None) is None for layer in train.layers)
+
+
+def test_writing_weights_after_loading_is_seen():
+    """The packed copy is a cache: new values in net.params reach the next forward."""
+    net = npcaffe.Net(shared_path("upstream-dns", "lenet300100.prototxt"),
+                      shared_path("upstream-dns", "caffe_lenet300100_sparse.caffemodel"), npcaffe.TEST)
+    images = _images(3)
+    before = _forward(net, images, "ip3")
+    net.params["ip3"][0].data[...] *= 2          # still sparse: repacked
+    net.params["ip3"][1].data[...] = 0
+    doubled = _forward(net, images, "ip3")
+    assert net.layer_dict["ip3"].packed is not None
+    net.params["ip1"][0].data[...] = 0.5          # dense now: back to the dense path
+    changed = _forward(net, images, "ip3")
+    assert net.layer_dict["ip1"].packed is None
+    dense = npcaffe.Net(shared_path("upstream-dns", "lenet300100.prototxt"), npcaffe.TEST)
+    for name in net.params:
+        for mine, theirs in zip(net.params[name], dense.params[name]):
+            theirs.data[...] = mine.data
+    _close(changed, _forward(dense, images, "ip3"))
+    assert not np.allclose(before, doubled)
+
+
+@pytest.mark.parametrize("net_name, logits", NETS)
+def test_compress_round_trip(net_name, logits, tmp_path, capsys):
+    weights = shared_path("upstream-dns", f"caffe_{net_name}_sparse.caffemodel")
+    out = tmp_path / "w.npz"
+    assert cli.main(["compress", "--weights", weights, "--out", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "kept" in report and out.exists()
+    prototxt = shared_path("upstream-dns", f"{net_name}.prototxt")
+    from_npz = npcaffe.Net(prototxt, weights=str(out), phase=npcaffe.TEST)
+    from_caffemodel = npcaffe.Net(prototxt, weights, npcaffe.TEST)
+    for name in from_caffemodel.params:
+        for a, b in zip(from_npz.params[name], from_caffemodel.params[name]):
+            np.testing.assert_array_equal(a.data, b.data)
+    again = npcaffe.Net(prototxt, npcaffe.TEST)
+    again.copy_from(str(out))
+    images = _images(10)
+    np.testing.assert_array_equal(_forward(again, images, logits), _forward(from_caffemodel, images, logits))
+
+
+def test_compress_with_model_masks_dns_layers(tmp_path):
+    """With --model the weights go through the net (here its deploy form) before being stored."""
+    model = os.path.join(ROOT, "prototxt", "lenet5", "lenet5_deploy.prototxt")
+    weights = shared_path("upstream-dns", "caffe_lenet5_sparse.caffemodel")
+    out = tmp_path / "w.npz"
+    assert cli.main(["compress", "--weights", weights, "--out", str(out), "--model", model]) == 0
+    archive = np.load(out)
+    kept = sum(archive[f"{name}/{j}/value"].size for name in archive["layers"] for j in (0, 1))
+    assert kept == 3993  # upstream README: nonzero weights + biases of the pruned LeNet-5
+
+
+def test_damaged_file_is_a_weights_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    net = npcaffe.Net(shared_path("upstream-dns", "lenet300100.prototxt"), npcaffe.TEST)
+    with pytest.raises(npcaffe.errors.WeightsError, match="bad.npz"):
+        net.copy_from(str(bad))

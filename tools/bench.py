@@ -1,0 +1,426 @@
+"""npcaffe speed and memory, side by side with PyTorch (CPU) in one run.
+
+    python tools/bench.py               the full table (about two minutes)
+    python tools/bench.py --quick       fewer repeats
+    python tools/bench.py --threshold   the sparse/dense crossover behind npcaffe.sparse.DENSITY_THRESHOLD
+
+Every figure is the median of repeats after warm-up, both frameworks with the
+same thread count (OpenBLAS's for npcaffe, torch.set_num_threads for
+PyTorch).  PyTorch is optional (`pip install torch`); without it its column
+says so.  It is never a dependency of npcaffe.
+
+Workloads (MNIST images from ../shared/data/mnist, models from ../shared/upstream-dns):
+- DNS training iteration: the nets in prototxt/ with their Data layer
+  replaced by an Input fed from memory, batch 64, SGD (lr 0.01, momentum
+  0.9, weight decay 5e-4, as upstream's solver), fine-tuning the upstream
+  *_original model; one iteration = forward (with the surgery step) +
+  backward + update.  PyTorch runs the same net: masked weights W*T, the
+  gradient passed straight to W, the masks updated each iteration from the
+  same threshold rule, torch.optim.SGD.
+- Inference: the upstream deploy nets at batch 1 and 100; our dense path
+  (upstream *_original model, and the pruned model forced dense) against
+  the pruned model on the sparse kernels, through the Python API (which
+  checks each forward that the weights did not change) and as `npcaffe
+  test` runs it (weights fixed, no check).
+- Peak RSS: a fresh process running 50 LeNet-5 DNS iterations (VmHWM).
+- Cold start: a fresh process until its first LeNet-5 DNS iteration is
+  done, with an empty NUMBA_CACHE_DIR (cold) and the cache that run filled (warm).
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("NPCAFFE_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+sys.path.insert(0, ROOT)
+
+NETS = {
+    "lenet5": ("prototxt/lenet5/lenet5_dns_train_test.prototxt", "ip2"),
+    "lenet300100": ("prototxt/lenet300100/lenet300100_dns_train_test.prototxt", "ip3"),
+}
+UPSTREAM_REFERENCE = [
+    ("upstream DNS Caffe, LeNet-5 forward+backward (batch 64)", "~21 ms (conv2 backward 7.5 ms, pool1 forward 2.6 ms)"),
+    ("upstream DNS Caffe, LeNet-5 whole training iteration", "~23 ms"),
+    ("PyTorch 2.13 CPU, LeNet-5 training iteration (issue's figure)", "~24 ms"),
+]
+
+
+def shared(*parts):
+    return os.path.join(SHARED, *parts)
+
+
+def median_ms(fn, repeats, warmup=5):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def blas_threads():
+    try:
+        from threadpoolctl import threadpool_info
+        return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    except Exception:
+        return int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count()))
+
+
+def mnist(count=6400, split="train"):
+    from npcaffe.data.mnist import read_idx
+    images = read_idx(shared("data", "mnist", f"{split}-images-idx3-ubyte.gz"))[:count]
+    labels = read_idx(shared("data", "mnist", f"{split}-labels-idx1-ubyte.gz"))[:count]
+    return images.reshape(-1, 1, 28, 28).astype(np.float32) * np.float32(0.00390625), labels.astype(np.float32)
+
+
+# -- npcaffe ---------------------------------------------------------------------------
+def npcaffe_solver(name, batch=64):
+    from npcaffe import glog
+    from npcaffe.fileio.prototxt import read_net
+    from npcaffe.proto import caffe_pb2
+    from npcaffe.solvers import solver_class
+    glog.set_quiet(True)
+    source = read_net(os.path.join(ROOT, NETS[name][0]))
+    net = caffe_pb2.NetParameter(name=source.name)
+    feed = net.layer.add(name="input", type="Input", top=["data", "label"])
+    feed.input_param.shape.add().dim.extend([batch, 1, 28, 28])
+    feed.input_param.shape.add().dim.extend([batch])
+    for layer in source.layer:
+        if layer.type != "Data" and not any(r.phase == caffe_pb2.TEST for r in layer.include):
+            net.layer.add().CopyFrom(layer)
+    param = caffe_pb2.SolverParameter(base_lr=0.01, momentum=0.9, weight_decay=0.0005, lr_policy="inv",
+                                      gamma=0.0001, power=0.75, max_iter=10 ** 6, display=0)
+    param.net_param.CopyFrom(net)
+    solver = solver_class("SGD")(param, where="bench")
+    solver.net.copy_from(shared("upstream-dns", f"caffe_{name}_original.caffemodel"))
+    return solver
+
+
+def npcaffe_training(name, images, labels, repeats):
+    solver = npcaffe_solver(name)
+    net = solver.net
+    state = {"i": 0}
+
+    def feed():
+        k = (state["i"] % (len(images) // 64)) * 64
+        state["i"] += 1
+        net.blobs["data"].data[...] = images[k:k + 64]
+        net.blobs["label"].data[...] = labels[k:k + 64]
+
+    def iteration():
+        feed()
+        solver.step(1)
+
+    def forward_backward():
+        feed()
+        net.clear_param_diffs()
+        net.forward_backward()
+
+    total = median_ms(iteration, repeats)
+    fwd_bwd = median_ms(forward_backward, repeats)
+    update = median_ms(solver.apply_update, repeats)
+    return total, fwd_bwd, update
+
+
+def npcaffe_inference(name, weights, batch, images, repeats, dense=False, verify=True):
+    import npcaffe
+    from npcaffe import sparse
+    net = npcaffe.Net(shared("upstream-dns", f"{name}.prototxt"), shared("upstream-dns", weights), npcaffe.TEST)
+    if dense:
+        sparse.sparsify(net, threshold=0)
+    elif not verify:
+        sparse.sparsify(net, verify=False)
+    net.blobs["data"].reshape(batch, 1, 28, 28)
+    net.reshape()
+    net.blobs["data"].data[...] = images[:batch]
+    return median_ms(net.forward_from_to, repeats)
+
+
+# -- PyTorch -----------------------------------------------------------------------------
+def torch_models(torch):
+    nn, F = torch.nn, torch.nn.functional
+
+    class StraightThrough(torch.autograd.Function):
+        """W * T forward; the gradient reaches W unmasked (DNS)."""
+        @staticmethod
+        def forward(ctx, weight, mask):
+            return weight * mask
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad, None
+
+    class CLayer(nn.Module):
+        def __init__(self, core, c_rate):
+            super().__init__()
+            self.core, self.c_rate = core, c_rate
+            self.register_buffer("mask", torch.ones_like(core.weight))
+            self.register_buffer("bias_mask", torch.ones_like(core.bias))
+            self.threshold = None
+
+        @torch.no_grad()
+        def surgery(self):
+            w, b = self.core.weight, self.core.bias
+            if self.threshold is None:
+                x = torch.cat([(w * self.mask).flatten(), (b * self.bias_mask)])
+                x = x[x != 0]
+                self.threshold = max(float(x.abs().mean() + self.c_rate * x.std(unbiased=False)), 0.0)
+            for value, mask in ((w, self.mask), (b, self.bias_mask)):
+                a = value.abs()
+                mask.masked_fill_(mask.eq(1) & a.le(0.9 * self.threshold), 0)
+                mask.masked_fill_(mask.eq(0) & a.gt(1.1 * self.threshold), 1)
+
+        def forward(self, x):
+            if self.training:
+                self.surgery()
+            w = StraightThrough.apply(self.core.weight, self.mask)
+            b = StraightThrough.apply(self.core.bias, self.bias_mask)
+            if isinstance(self.core, nn.Conv2d):
+                return F.conv2d(x, w, b)
+            return F.linear(x, w, b)
+
+    class LeNet5(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = CLayer(nn.Conv2d(1, 20, 5), 2)
+            self.conv2 = CLayer(nn.Conv2d(20, 50, 5), 3)
+            self.ip1 = CLayer(nn.Linear(800, 500), 4)
+            self.ip2 = CLayer(nn.Linear(500, 10), 2.5)
+
+        def forward(self, x):
+            x = F.max_pool2d(self.conv1(x), 2, 2)
+            x = F.max_pool2d(self.conv2(x), 2, 2)
+            return self.ip2(F.relu(self.ip1(x.flatten(1))))
+
+    class LeNet300100(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ip1 = CLayer(nn.Linear(784, 300), 2)
+            self.ip2 = CLayer(nn.Linear(300, 100), 1)
+            self.ip3 = CLayer(nn.Linear(100, 10), 0.5)
+
+        def forward(self, x):
+            return self.ip3(F.relu(self.ip2(F.relu(self.ip1(x.flatten(1))))))
+
+    return {"lenet5": LeNet5, "lenet300100": LeNet300100}
+
+
+def torch_load(torch, model, weights):
+    from npcaffe.fileio.caffemodel import blob_to_array, read_caffemodel
+    layers = {lp.name: lp for lp in read_caffemodel(shared("upstream-dns", weights)).layer}
+    with torch.no_grad():
+        for name, module in model.named_children():
+            lp = layers[name]
+            module.core.weight.copy_(torch.from_numpy(blob_to_array(lp.blobs[0], name).reshape(module.core.weight.shape)))
+            module.core.bias.copy_(torch.from_numpy(blob_to_array(lp.blobs[1], name).reshape(module.core.bias.shape)))
+
+
+def torch_training(torch, name, images, labels, repeats):
+    model = torch_models(torch)[name]()
+    torch_load(torch, model, f"caffe_{name}_original.caffemodel")
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels).long()
+    state = {"i": 0}
+
+    def iteration():
+        k = (state["i"] % (len(images) // 64)) * 64
+        state["i"] += 1
+        optimizer.zero_grad(set_to_none=False)
+        loss = torch.nn.functional.cross_entropy(model(x_all[k:k + 64]), y_all[k:k + 64])
+        loss.backward()
+        optimizer.step()
+
+    return median_ms(iteration, repeats)
+
+
+def torch_inference(torch, name, weights, batch, images, repeats):
+    model = torch_models(torch)[name]()
+    torch_load(torch, model, weights)
+    model.eval()
+    x = torch.from_numpy(images[:batch])
+
+    def forward():
+        with torch.inference_mode():
+            model(x)
+
+    return median_ms(forward, repeats)
+
+
+# -- processes ---------------------------------------------------------------------------
+def child_first_iteration():
+    """Run in a fresh process: build the LeNet-5 DNS solver, run one iteration, report."""
+    images, labels = mnist(64, "t10k")  # the small file: unzipping 60k images is not start-up
+    solver = npcaffe_solver("lenet5")
+    solver.net.blobs["data"].data[...] = images
+    solver.net.blobs["label"].data[...] = labels
+    solver.step(1)
+    print("first-iteration-done", flush=True)
+
+
+def child_training(iterations):
+    images, labels = mnist(6400)
+    solver = npcaffe_solver("lenet5")
+    for i in range(iterations):
+        k = (i % 100) * 64
+        solver.net.blobs["data"].data[...] = images[k:k + 64]
+        solver.net.blobs["label"].data[...] = labels[k:k + 64]
+        solver.step(1)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a
+    # child of this (large, torch-importing) process would report our size.
+    with open("/proc/self/status") as status:
+        peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    print(peak_kb, flush=True)
+
+
+def run_child(flag, env=None):
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), flag], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    return time.perf_counter() - start, out
+
+
+def cold_start(repeats):
+    cold, warm = [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="npcaffe-numba-") as cache:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+            cold.append(run_child("--child-first-iteration", env)[0])
+            warm.append(run_child("--child-first-iteration", env)[0])
+    return statistics.median(cold), statistics.median(warm)
+
+
+# -- the sparse / dense crossover ------------------------------------------------------------
+def threshold_table(repeats):
+    """Sparse vs dense forward per weight layer, randomly pruned to each density."""
+    import npcaffe
+    from npcaffe import sparse
+    images, _ = mnist(100, "t10k")
+    rng = np.random.default_rng(0)
+    densities = [0.01, 0.03, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7]
+    print("density at which the sparse kernels stop winning (random pruning, per layer)")
+    print(f"{'net':12} {'layer':6} {'batch':>5}  " + "  ".join(f"{d:>5}" for d in densities) + "   (dense/sparse time)")
+    crossovers = {1: [], 100: []}
+    for name in ("lenet5", "lenet300100"):
+        for batch in (1, 100):
+            net = npcaffe.Net(shared("upstream-dns", f"{name}.prototxt"),
+                              shared("upstream-dns", f"caffe_{name}_original.caffemodel"), npcaffe.TEST)
+            net.blobs["data"].reshape(batch, 1, 28, 28)
+            net.reshape()
+            net.blobs["data"].data[...] = images[:batch]
+            net.forward_from_to()
+            original = {n: [b.data.copy() for b in blobs] for n, blobs in net.params.items()}
+            for i, (layer_name, layer) in enumerate(zip(net._layer_names, net.layers)):
+                if not layer.blobs:
+                    continue
+                ratios = []
+                for density in densities:
+                    w = original[layer_name][0] * (rng.random(original[layer_name][0].shape) < density)
+                    layer.blobs[0].data[...] = w
+                    forward = lambda: layer.forward(net.bottom_vecs[i], net.top_vecs[i])  # noqa: E731
+                    sparse.sparsify(net, threshold=0)
+                    dense_ms = median_ms(forward, repeats)
+                    sparse.sparsify(net, threshold=1.01, verify=False)  # the kernels, without the weights check
+                    sparse_ms = median_ms(forward, repeats)
+                    ratios.append(dense_ms / sparse_ms)
+                layer.blobs[0].data[...] = original[layer_name][0]
+                above = [d for d, r in zip(densities, ratios) if r < 1]
+                crossover = above[0] if above else densities[-1]
+                if layer.blobs[0].count >= 10000:  # tiny layers cost the same either way
+                    crossovers[batch].append(crossover)
+                print(f"{name:12} {layer_name:6} {batch:>5}  " + "  ".join(f"{r:5.2f}" for r in ratios)
+                      + f"   sparse slower from {crossover}")
+    for batch in (1, 100):
+        print(f"batch {batch}: lowest crossover of the layers with >= 10000 weights: {min(crossovers[batch])}")
+    print(f"npcaffe.sparse: DENSITY_THRESHOLD = {sparse.DENSITY_THRESHOLD}, below batch {sparse.SMALL_BATCH} "
+          f"SMALL_BATCH_DENSITY_THRESHOLD = {sparse.SMALL_BATCH_DENSITY_THRESHOLD}")
+
+
+# -- the table ---------------------------------------------------------------------------
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--threshold", action="store_true", help="measure the sparse/dense crossover instead")
+    parser.add_argument("--child-first-iteration", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-training", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_first_iteration:
+        return child_first_iteration()
+    if args.child_training:
+        return child_training(args.child_training)
+    repeats = 15 if args.quick else 50
+    if args.threshold:
+        return threshold_table(repeats)
+
+    threads = blas_threads()
+    try:
+        import torch
+        torch.set_num_threads(threads)
+        torch_note = f"PyTorch {torch.__version__}, {threads} threads"
+    except ImportError:
+        torch = None
+        torch_note = "PyTorch not installed: its column is empty (pip install torch to fill it)"
+    load = os.getloadavg()[0]
+    print(f"npcaffe bench: {os.cpu_count()} CPUs, {threads} BLAS threads, load average {load:.2f} at start; "
+          f"median of {repeats} after warm-up; {torch_note}")
+    images, labels = mnist()
+    rows = []
+
+    def row(label, ours, theirs=None, target=""):
+        ratio = f"{theirs / ours:.2f}x" if theirs else ""
+        rows.append((label, f"{ours:.2f}", f"{theirs:.2f}" if theirs else "-", ratio, target))
+
+    for name, label in (("lenet5", "LeNet-5"), ("lenet300100", "LeNet-300-100")):
+        total, fwd_bwd, update = npcaffe_training(name, images, labels, repeats)
+        theirs = torch_training(torch, name, images, labels, repeats) if torch else None
+        target = "<= 10 ms, >= 2x PyTorch, >= 2x upstream" if name == "lenet5" else ">= 1.0x PyTorch"
+        row(f"{label} DNS training iteration, batch 64 (ms)", total, theirs, target)
+        row(f"  of which forward+backward (ms)", fwd_bwd)
+        row(f"  of which solver update (ms)", update)
+    for name, label in (("lenet5", "LeNet-5"), ("lenet300100", "LeNet-300-100")):
+        for batch in (1, 100):
+            dense = npcaffe_inference(name, f"caffe_{name}_original.caffemodel", batch, images, repeats)
+            pruned_dense = npcaffe_inference(name, f"caffe_{name}_sparse.caffemodel", batch, images, repeats,
+                                             dense=True)
+            pruned = npcaffe_inference(name, f"caffe_{name}_sparse.caffemodel", batch, images, repeats)
+            fixed = npcaffe_inference(name, f"caffe_{name}_sparse.caffemodel", batch, images, repeats,
+                                      verify=False)
+            theirs = torch_inference(torch, name, f"caffe_{name}_original.caffemodel", batch, images, repeats) \
+                if torch else None
+            row(f"{label} inference, batch {batch}, dense model (ms)", dense, theirs)
+            row(f"{label} inference, batch {batch}, pruned model, dense path (ms)", pruned_dense)
+            target = ">= 3x our dense path" if batch == 1 else ">= 1.5x our dense path"
+            rows.append((f"{label} inference, batch {batch}, pruned model, sparse path, Python API (ms)",
+                         f"{pruned:.3f}", "-", f"{pruned_dense / pruned:.2f}x vs dense path", target))
+            rows.append((f"{label} inference, batch {batch}, pruned model, sparse path, as npcaffe test (ms)",
+                         f"{fixed:.3f}", "-", f"{pruned_dense / fixed:.2f}x vs dense path", target))
+    _, out = run_child("--child-training=50")
+    rows.append(("Peak RSS, LeNet-5 DNS training, 50 iterations (MB)", f"{int(out.split()[-1]) / 1024:.0f}", "-", "",
+                 "<= 400 MB"))
+    cold, warm = cold_start(1 if args.quick else 3)
+    rows.append(("Cold start to first LeNet-5 iteration, empty Numba cache (s)", f"{cold:.2f}", "-", "", ""))
+    rows.append(("Cold start to first LeNet-5 iteration, warm Numba cache (s)", f"{warm:.2f}", "-", "", "<= 3 s"))
+
+    widths = [max(len(r[i]) for r in rows + [("measure", "npcaffe", "PyTorch", "ratio", "target")])
+              for i in range(5)]
+    header = ("measure", "npcaffe", "PyTorch", "ratio", "target")
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print("\nReference figures (not measured here):")
+    for label, value in UPSTREAM_REFERENCE:
+        print(f"  {label}: {value}")
+    print(f"load average at end: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
+
+
+if __name__ == "__main__":
+    main()
