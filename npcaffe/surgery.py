@@ -1,10 +1,12 @@
 """`npcaffe surgery NET`: the DNS paper's Table 1 from our own command.
 
 MNIST -> LMDB -> (a dense reference, if no --weights) -> dynamic network
-surgery -> test on all 10,000 test images -> report (per-layer kept
-parameters, compression, error, iterations, wall time).  The nets and solvers
-are the ones in prototxt/<net>/; data paths in them are rewritten to the run's
-own LMDBs, snapshots go to the run directory.
+surgery -> (a fine-tuning stage with the masks frozen, where the recipe has
+one) -> test on all 10,000 test images -> report (per-layer kept parameters,
+compression, error, iterations, wall time).  The nets and solvers are the
+ones in prototxt/<net>/; data paths in them are rewritten to the run's own
+LMDBs, snapshots go to the run directory.  `iterations` (a quick try) cuts
+the surgery short and skips the fine-tuning stage.
 """
 import json
 import os
@@ -20,7 +22,8 @@ from .proto import caffe_pb2
 
 NETS = {
     "lenet5": {"dense": "lenet5_train_test.prototxt", "dense_solver": "lenet5_solver.prototxt",
-               "dns": "lenet5_dns_train_test.prototxt", "dns_solver": "lenet5_dns_solver.prototxt"},
+               "dns": "lenet5_dns_train_test.prototxt", "dns_solver": "lenet5_dns_solver.prototxt",
+               "finetune_solver": "lenet5_dns_finetune_solver.prototxt"},
     "lenet300100": {"dense": "lenet300100_train_test.prototxt", "dense_solver": "lenet300100_solver.prototxt",
                     "dns": "lenet300100_dns_train_test.prototxt", "dns_solver": "lenet300100_dns_solver.prototxt"},
 }
@@ -118,6 +121,16 @@ def run(net_name, workdir, mnist=None, weights=None, iterations=None, quiet=Fals
                              lmdb_dir, os.path.join(workdir, "snap", f"{net_name}_dns"), iterations)
     surgery_started = time.time()
     solver = _train(dns, weights)
+    if "finetune_solver" in files and iterations is None:
+        stage1 = solver.snapshot_filename(".solverstate")
+        finetune = _solver_with_paths(os.path.join(root, files["finetune_solver"]), os.path.join(root, files["dns"]),
+                                      lmdb_dir, os.path.join(workdir, "snap", f"{net_name}_dns"))
+        from .solvers import get_solver
+        solver = get_solver(finetune)
+        glog.info(f"Fine-tuning with the masks frozen, resuming from {stage1}")
+        solver.restore(stage1)
+        solver.solve()
+        dns = finetune
     surgery_seconds = time.time() - surgery_started
     accuracy, loss = _final_test(solver)
     glog.set_quiet(False)
