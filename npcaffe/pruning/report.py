@@ -46,11 +46,12 @@ def count_net(net, weights=None):
 
 
 def short_count(n):
-    """431080 -> '431K', 3993 -> '4.0K', 37752832 -> '38M' (the paper's style)."""
-    for unit, size in (("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            value = n / size
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+    """431080 -> '431K', 3993 -> '4.0K', 37752832 -> '38M', 4097000 -> '4M' (the DNS paper's tables)."""
+    if n >= 1e6:
+        return f"{n / 1e6:.0f}M"
+    if n >= 1e3:
+        value = n / 1e3
+        return f"{value:.1f}K" if value < 10 else f"{value:.0f}K"
     return str(n)
 
 

@@ -38,3 +38,13 @@ def test_masked_snapshot_counts_mask_times_weight(capsys, tmp_path):
                 expected[layer] = (int(count), int(w) + int(b))
     got = {line.split()[0]: (int(line.split()[2]), int(line.split()[3])) for line in out.splitlines()[1:5]}
     assert got == expected
+
+
+def test_alexnet_dns_fresh_weights_paper_sizes(capsys):
+    import os
+    model = os.path.join(os.path.dirname(__file__), "..", "..", "prototxt", "alexnet", "alexnet_dns_train_val.prototxt")
+    out = report(capsys, "--model", model, "--data-shape", "data=1,3,227,227", "--data-shape", "label=1")
+    sizes = {line.split()[0]: line.split("(")[-1].split(" ->")[0] for line in out.splitlines()[1:9]}
+    assert sizes == {"conv1": "35K", "conv2": "307K", "conv3": "885K", "conv4": "664K", "conv5": "443K",
+                     "fc6": "38M", "fc7": "17M", "fc8": "4M"}
+    assert "of 60965224 parameters kept" in out and "of 61M)" in out
