@@ -17,18 +17,12 @@ import numpy as np
 
 from .data.datum import array_to_datum, datum_to_array  # noqa: F401  (pycaffe names)
 from .errors import DataError
+from .fileio.caffemodel import blob_shape as blobproto_shape
+from .fileio.caffemodel import read_proto_file
 from .proto import caffe_pb2
 
 
 # -- BlobProto -------------------------------------------------------------------
-def blobproto_shape(blob):
-    """The shape a BlobProto describes: legacy num/channels/height/width when
-    any of them is set (Blob::FromProto), else `shape.dim`."""
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
-        return (blob.num, blob.channels, blob.height, blob.width)
-    return tuple(int(d) for d in blob.shape.dim)
-
-
 def blobproto_to_array(blob, return_diff=False):
     """The data (or, with return_diff, the diff) of a BlobProto as a float64
     array of the blob's shape, as pycaffe returns it.  `double_data` /
@@ -78,16 +72,9 @@ def blobprotovector_str_to_arraylist(data):
 def read_blobproto_file(path, where="mean_file"):
     """Parse a binary BlobProto file (a `.binaryproto` mean, say)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise DataError(f"{where}: cannot read BlobProto file '{path}': {exc.strerror}") from exc
-    blob = caffe_pb2.BlobProto()
-    try:
-        blob.ParseFromString(raw)
-    except Exception as exc:
-        raise DataError(f"{where}: '{path}' is not a binary BlobProto ({exc})") from exc
-    return blob
+        return read_proto_file(path, caffe_pb2.BlobProto(), "binary BlobProto", DataError)
+    except DataError as e:
+        raise DataError(f"{where}: {e}") from None
 
 
 # -- images ----------------------------------------------------------------------

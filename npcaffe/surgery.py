@@ -18,7 +18,6 @@ import numpy as np
 from . import glog
 from .errors import NpcaffeError
 from .fileio.prototxt import read_net, read_solver
-from .proto import caffe_pb2
 
 NETS = {
     "lenet5": {"dense": "lenet5_train_test.prototxt", "dense_solver": "lenet5_solver.prototxt",

@@ -20,7 +20,6 @@ def test_bundle_matches_upstream(bundle, tmp_path):
 def test_report_fails_on_a_perturbed_run(tmp_path, monkeypatch):
     """The comparison can fail: a different c_rate in one layer breaks the iteration-0 masks and the losses."""
     import os
-    import shutil
     bundle = tmp_path / "bundle"
     src = shared_path("crosscheck", "lenet300100-dns")
     os.makedirs(bundle)

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from helpers import layer_param
 from npcaffe import rng
 from npcaffe.blob import Blob
 from npcaffe.errors import NetError

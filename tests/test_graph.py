@@ -1,10 +1,8 @@
 import pytest
 
-from helpers import layer_param
 from npcaffe.errors import NetError
 from npcaffe.fileio.prototxt import read_net
 from npcaffe.graph import filter_net, insert_splits
-from npcaffe.proto import caffe_pb2
 
 
 def net(text):

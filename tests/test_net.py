@@ -182,7 +182,6 @@ def test_save_and_copy_from_round_trip(tmp_path):
         for a, b in zip(net.params[name], other.params[name]):
             assert np.array_equal(a.data, b.data)
     # And through the pycaffe constructor forms.
-    from npcaffe.fileio.prototxt import to_text
     model = tmp_path / "mlp.prototxt"
     model.write_text(MLP)
     for n in (npcaffe.Net(str(model), str(path), npcaffe.TEST), npcaffe.Net(str(model), npcaffe.TEST, weights=str(path))):

@@ -65,26 +65,28 @@ def _fix_bvlc_fields_after_read(net):
             layer.ClearField(ours)
 
 
-def _read_bytes(path):
+def read_proto_file(path, message, what, error=WeightsError):
+    """Parse a binary proto file into `message`; a missing, unreadable or corrupt file
+    raises `error` naming the path and what the file should have been."""
+    path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read()
     except FileNotFoundError:
-        raise WeightsError(f"{path}: file not found") from None
+        raise error(f"{path}: file not found") from None
     except OSError as e:
-        raise WeightsError(f"{path}: cannot read: {e.strerror}") from None
+        raise error(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        message.ParseFromString(data)
+    except DecodeError as e:
+        raise error(f"{path}: not a valid {what} (truncated or corrupt file, {len(data)} bytes): {e}") from None
+    return message
 
 
 def read_caffemodel(path, upgrade=True):
     """NetParameter (with blobs) from a binary .caffemodel, upgraded from V0/V1."""
     path = os.fspath(path)
-    data = _read_bytes(path)
-    net = caffe_pb2.NetParameter()
-    try:
-        net.ParseFromString(data)
-    except DecodeError as e:
-        raise WeightsError(f"{path}: not a valid caffemodel (truncated or corrupt binary NetParameter, "
-                           f"{len(data)} bytes): {e}") from None
+    net = read_proto_file(path, caffe_pb2.NetParameter(), "caffemodel (binary NetParameter)")
     if not len(net.layer) and not len(net.layers):
         raise WeightsError(f"{path}: no layers in this file; is it a caffemodel? "
                            "(a .prototxt or .solverstate given by mistake?)")
@@ -138,14 +140,7 @@ def write_caffemodel(net, path):
 
 def read_binaryproto(path):
     """A BlobProto from a .binaryproto file (e.g. a mean image)."""
-    path = os.fspath(path)
-    data = _read_bytes(path)
-    proto = caffe_pb2.BlobProto()
-    try:
-        proto.ParseFromString(data)
-    except DecodeError as e:
-        raise WeightsError(f"{path}: not a valid binaryproto BlobProto: {e}") from None
-    return proto
+    return read_proto_file(path, caffe_pb2.BlobProto(), "binaryproto (BlobProto)")
 
 
 def write_binaryproto(proto, path):

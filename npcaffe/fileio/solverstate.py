@@ -16,12 +16,11 @@ import json
 import os
 
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from ..errors import SolverError, WeightsError
 from ..proto import caffe_pb2
 from .atomic import atomic_write
-from .caffemodel import array_to_blob, blob_shape, blob_to_array
+from .caffemodel import array_to_blob, blob_shape, blob_to_array, read_proto_file
 
 SIDECAR_SUFFIX = ".npcaffe.json"
 SIDECAR_FORMAT = "npcaffe-solverstate-sidecar"
@@ -51,19 +50,7 @@ def read_solverstate(path):
     path = os.fspath(path)
     if is_hdf5(path):
         return _read_solverstate_hdf5(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: solver state file not found") from None
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot read solver state: {e.strerror}") from None
-    state = caffe_pb2.SolverState()
-    try:
-        state.ParseFromString(data)
-    except DecodeError as e:
-        raise WeightsError(f"{path}: not a valid binary SolverState (truncated or corrupt?): {e}") from None
-    return state
+    return read_proto_file(path, caffe_pb2.SolverState(), "binary SolverState")
 
 
 def write_solverstate(state, path):

@@ -143,7 +143,7 @@ def test_bad_params(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="mean_file and mean_value"):
         DataTransformer(_param('mean_file: "m" mean_value: 1'))
-    with pytest.raises(DataError, match="'missing.binaryproto'"):
+    with pytest.raises(DataError, match="missing.binaryproto: file not found"):
         DataTransformer(_param('mean_file: "missing.binaryproto"'))
     (tmp_path / "m").write_bytes(array_to_blobproto(np.zeros((1, 3, 2, 2), np.float32)).SerializeToString())
     with pytest.raises(DataError, match=r"\(3, 2, 2\) but the data is \(3, 7, 6\)"):

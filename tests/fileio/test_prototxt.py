@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from helpers import SHARED, shared_path
+from helpers import shared_path
 from npcaffe.errors import NetError, ParseError
 from npcaffe.fileio.prototxt import read_net, read_solver, to_text
 from npcaffe.proto import caffe_pb2

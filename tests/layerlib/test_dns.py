@@ -214,6 +214,7 @@ def test_statistics_once_at_iteration_zero():
     mu, std = layer.mu, layer.std
     layer.blobs[0].data[...] *= 3
     layer.forward(bottom, top)      # iteration 0 again, but std != 0
+    assert (layer.mu, layer.std) == (mu, std)
     layer.iter = 1
     layer.std = np.float32(0)
     layer.forward(bottom, top)      # std == 0, but iteration 1

@@ -41,7 +41,6 @@ def test_masked_snapshot_counts_mask_times_weight(capsys, tmp_path):
 
 
 def test_alexnet_dns_fresh_weights_paper_sizes(capsys):
-    import os
     model = os.path.join(os.path.dirname(__file__), "..", "..", "prototxt", "alexnet", "alexnet_dns_train_val.prototxt")
     out = report(capsys, "--model", model, "--data-shape", "data=1,3,227,227", "--data-shape", "label=1")
     sizes = {line.split()[0]: line.split("(")[-1].split(" ->")[0] for line in out.splitlines()[1:9]}
