@@ -74,3 +74,16 @@ def test_elu_and_bias_parameters_use_bvlc_field_numbers():
     assert parsed.layer[0].elu_param.alpha == pytest.approx(0.25)
     assert parsed.layer[1].bias_param.axis == 2 and parsed.layer[1].bias_param.num_axes == 1
     assert not parsed.layer[0].HasField("cconvolution_param") and not parsed.layer[1].HasField("cinner_product_param")
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+    from npcaffe.fileio.atomic import atomic_write
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "x.caffemodel", b"abc")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "x.caffemodel").st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["x.caffemodel"]  # no temporary left behind
