@@ -4,21 +4,44 @@
 writes into the blob, as in pycaffe.  Storage grows on reshape but never
 shrinks (Caffe's capacity rule), so reshaping back and forth does not
 allocate.  Parameters shared between layers share one storage object.
+
+`data_stamp()` lets a cache of values derived from the data (the packed
+sparse weights, npcaffe.sparse) know, without reading the data, that it
+cannot have changed: every hand-out of the data (`data`, `flat_data`, the
+setter) and every reallocation gives the storage a new stamp from one
+process-wide counter, and the stamp is only offered while no view of the
+storage is alive (its reference count).  Writing needs a view, so two equal
+stamps mean that nothing wrote the data in between.  (Raw pointers taken
+through ctypes and kept past the view's life are not seen.)
 """
+import itertools
+import sys
+
 import numpy as np
 
 from .errors import NetError
 
 
+_stamps = itertools.count()
+
+
 class _Storage:
-    __slots__ = ("array",)
+    __slots__ = ("array", "stamp")
 
     def __init__(self, size=0):
         self.array = np.zeros(size, dtype=np.float32)
+        self.stamp = next(_stamps)
 
     def ensure(self, size):
         if self.array.size < size:
             self.array = np.zeros(size, dtype=np.float32)
+            self.stamp = next(_stamps)
+
+
+# References to a storage's array when no view of it is alive, as sys.getrefcount counts them.
+_probe = _Storage(1)
+_UNVIEWED_REFS = sys.getrefcount(_probe.array)
+del _probe
 
 
 class Blob:
@@ -28,7 +51,7 @@ class Blob:
         self.name = name
         self._data = _Storage()
         self._diff = _Storage()
-        self._shape = ()
+        self._shape = None  # matches no shape: the first reshape sizes the storage
         self._count = 1
         self.reshape(shape)
 
@@ -36,6 +59,8 @@ class Blob:
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list, np.ndarray)):
             shape = tuple(shape[0])
+        if shape == self._shape and all(type(d) is int for d in shape):
+            return  # layers reshape their tops every forward; most often nothing changes
         shape = tuple(int(d) for d in shape)
         for d in shape:
             if d < 0:
@@ -89,7 +114,9 @@ class Blob:
     # -- contents ------------------------------------------------------------
     @property
     def data(self):
-        return self._data.array[: self._count].reshape(self._shape)
+        storage = self._data
+        storage.stamp = next(_stamps)
+        return storage.array[: self._count].reshape(self._shape)
 
     @data.setter
     def data(self, value):
@@ -105,7 +132,17 @@ class Blob:
 
     @property
     def flat_data(self):
-        return self._data.array[: self._count]
+        storage = self._data
+        storage.stamp = next(_stamps)
+        return storage.array[: self._count]
+
+    def data_stamp(self):
+        """None while a view of the data may be alive, else the storage's stamp:
+        equal stamps at two moments mean the data was not written in between."""
+        storage = self._data
+        if sys.getrefcount(storage.array) > _UNVIEWED_REFS:
+            return None
+        return storage.stamp
 
     @property
     def flat_diff(self):

@@ -161,6 +161,10 @@ def _train(args):
         return pending.pop(0) if pending else "none"
 
     solver.action_function = action
+    trace = None
+    if args.dns_trace:
+        from .dnstrace import trace_dns
+        trace = trace_dns(solver, args.dns_trace)
     previous = {}
     for name in effects:
         if hasattr(signal, name):
@@ -178,6 +182,8 @@ def _train(args):
     finally:
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
+        if trace is not None:
+            trace.close()
     return 0
 
 
@@ -198,9 +204,14 @@ def cmd_prepare_mnist(args):
 
 def cmd_prune_report(args):
     """The DNS paper's Table 4 for a net: per layer parameters, share kept, compression."""
+    from .fileio.prototxt import read_net
+    from .graph import replace_data_layers
     from .net import Net
     from .pruning.report import count_net, format_report
-    net = Net(args.model, _phase(args.phase))
+    from .synthetic import parse_data_shapes
+    shapes = parse_data_shapes(args.data_shape)
+    model = replace_data_layers(read_net(args.model), shapes) if shapes else args.model
+    net = Net(model, _phase(args.phase))
     print(format_report(count_net(net, args.weights)))
     return 0
 
@@ -246,6 +257,32 @@ def cmd_compress(args):
     return 0
 
 
+def cmd_explain(args):
+    """One DNS layer at one iteration: Algorithm 1's quantities with their formulas and numbers."""
+    from .explain import explain_run, explain_trace, format_explanation
+    if args.trace:
+        step = explain_trace(args.trace, args.layer, args.iteration, model=args.model)
+    elif args.solver:
+        glog.set_quiet(True)
+        try:
+            step = explain_run(args.solver, args.layer, args.iteration, weights=args.weights, k=args.nearest)
+        finally:
+            glog.set_quiet(False)
+    else:
+        raise NpcaffeError("give --solver (and --weights to start from) to train up to the iteration, "
+                           "or --trace CSV (from npcaffe train --dns-trace)")
+    print(format_explanation(step))
+    return 0
+
+
+def cmd_plot(args):
+    """Teaching figures from a DNS trace, a glog log, or snapshots (needs matplotlib: pip install npcaffe[plot])."""
+    from .plot import plot_command
+    path = plot_command(args)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="npcaffe", description="Caffe rebuilt in NumPy + Numba.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -272,6 +309,9 @@ def build_parser():
     p.add_argument("--upstream_resume", action="store_true",
                    help="with --snapshot: ignore npcaffe's sidecar and resume as a restarted upstream Caffe "
                         "does (fresh random streams, DNS statistics reset)")
+    p.add_argument("--dns-trace", metavar="CSV",
+                   help="write every DNS gate draw to CSV: one row per C-layer per TRAIN forward "
+                        "(columns: npcaffe.dnstrace)")
     p.add_argument("--quiet", action="store_true", help="print warnings and errors only")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("test", help="score a model on its TEST-phase data")
@@ -297,6 +337,8 @@ def build_parser():
     p.add_argument("--model", required=True, help="net definition .prototxt")
     p.add_argument("--weights", help=".caffemodel (2-blob plain or 4-blob DNS snapshot); default: fresh initialisation")
     p.add_argument("--phase", default="TEST", choices=["TRAIN", "TEST", "train", "test"])
+    p.add_argument("--data-shape", action="append", default=[], metavar="TOP=N,C,H,W",
+                   help="replace the data layers by inputs of this shape (nets whose datasets are not here)")
     p.set_defaults(func=cmd_prune_report)
     p = sub.add_parser("surgery", help="DNS on LeNet-5 / LeNet-300-100 over MNIST, end to end, with a report")
     p.add_argument("net", choices=["lenet5", "lenet300100"])
@@ -311,6 +353,19 @@ def build_parser():
     p.add_argument("--workdir", help="scratch directory for our run (default: a new temporary directory)")
     p.add_argument("--verbose", action="store_true", help="also print our training log")
     p.set_defaults(func=cmd_crosscheck)
+    p = sub.add_parser("explain", help="one DNS layer at one iteration: Algorithm 1 with the numbers plugged in")
+    p.add_argument("--layer", required=True, help="a CConvolution / CInnerProduct layer")
+    p.add_argument("--iteration", type=int, required=True)
+    p.add_argument("--solver", help="solver .prototxt: train up to --iteration, then explain it")
+    p.add_argument("--weights", help="with --solver: .caffemodel(s) to start from (comma-separated)")
+    p.add_argument("--trace", help="instead of training: a trace CSV from `npcaffe train --dns-trace`")
+    p.add_argument("--model", help="with --trace: the net .prototxt, for c_rate, gamma, power and iter_stop")
+    p.add_argument("--nearest", type=int, default=3, help="weights shown on each side of a and b (default 3)")
+    p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("plot", help="DNS teaching figures (PNG/SVG) from a trace, a log or snapshots")
+    from .plot import add_plot_arguments
+    add_plot_arguments(p)
+    p.set_defaults(func=cmd_plot)
     p = sub.add_parser("prepare-mnist", help="MNIST LMDBs for the nets in prototxt/ (data/mnist/ by default)")
     p.add_argument("--mnist", help="directory with the four MNIST .gz IDX files (else $NPCAFFE_MNIST_DIR or download)")
     p.add_argument("--out", default="data/mnist", help="output directory (default: data/mnist)")

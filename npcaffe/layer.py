@@ -86,6 +86,12 @@ class Layer:
     max_top = -1
     equal_num_bottom_top = False
     auto_top_blobs = False
+    # True when `reshape` reads nothing but the bottom and top shapes (and fixed
+    # parameters): `forward` then skips it while those shapes are the ones the
+    # last reshape left.  Not for layers whose top shape depends on bottom
+    # values (Caffe's Filter) or on anything else that can change.
+    reshape_from_shapes = False
+    _reshaped_for = None
 
     def __init__(self, param, phase=None):
         self.layer_param = param
@@ -150,11 +156,15 @@ class Layer:
 
     # -- forward / backward ----------------------------------------------------
     def forward(self, bottom, top):
-        self.reshape(bottom, top)
+        if not self.reshape_from_shapes:
+            self.reshape(bottom, top)
+        elif [b._shape for b in bottom] + [t._shape for t in top] != self._reshaped_for:
+            self.reshape(bottom, top)
+            self._reshaped_for = [b._shape for b in bottom] + [t._shape for t in top]
         self.forward_cpu(bottom, top)
         loss = np.float32(0)
-        for i, t in enumerate(top):
-            if self.loss(i):
+        for t, weight in zip(top, self.loss_weights):
+            if weight:
                 loss += np.float32(np.dot(t.flat_data, t.flat_diff))
         return loss
 

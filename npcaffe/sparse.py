@@ -8,24 +8,29 @@ the kernels in npcaffe.kernels.sparse, instead of im2col + GEMM.  The Net
 calls `sparsify(net)` after loading weights (Net(model, weights, TEST),
 net.copy_from(...)).  Outputs equal the dense path's to float rounding (the
 sums are taken in another order; tests/test_sparse.py checks 1e-5 relative).
-The packed form is a cache: each forward first checks, exactly, that the
-layer's weights (and masks) still hold the values it was packed from, and
-repacks (or returns to the dense path) if not, so writing into
-net.params[...] keeps working as in pycaffe.  That check reads every weight
-once (about as long as a dense batch-1 InnerProduct); `npcaffe test`, which
-never changes weights, packs with verify=False and skips it.  Convolution
-with group > 1 stays dense.
+The packed form is a cache: each forward first makes sure that the layer's
+weights (and masks) still hold the values it was packed from, and repacks
+(or returns to the dense path) if not, so writing into net.params[...]
+keeps working as in pycaffe.  When no view of those blobs has been handed
+out since the last check and none is alive (Blob.data_stamp), they cannot
+have been written and the check is free; otherwise it compares every value
+with a copy (about as long as a dense batch-1 InnerProduct).  `npcaffe
+test`, which never changes weights, packs with verify=False and skips it.  Convolution
+with group > 1 stays dense.  Below SMALL_BATCH images a convolution unrolls
+its input (im2col, small then) and adds one column row per kept weight;
+from SMALL_BATCH on it uses the batch-innermost direct kernel.
 
 DENSITY_THRESHOLD and SMALL_BATCH_DENSITY_THRESHOLD were measured with
 `python tools/bench.py --threshold`: each weight layer of LeNet-5 and
 LeNet-300-100, pruned at random to a given density, sparse kernels against
 the dense path at batch 1 and 100 (one BLAS thread).  At batch 100 the
 sparse kernels stop winning between 20% and 40% density (lowest: LeNet-5's
-ip1 and LeNet-300-100's ip1/ip2, 10-20%); at batch 1 between 1% and 10%
-(lowest: LeNet-5's conv2, 1-3%, whose per-image planes are only 8 wide).
-Each threshold is about the lowest crossover of its regime, so a layer runs
-sparse only where that was faster on every layer shape measured; batches
-below SMALL_BATCH use the second.  Figures in README, section Speed.
+ip1 and LeNet-300-100's ip1/ip2, 10-20%); at batch 1 between 20% and 40%
+for the convolutions but 3-10% for the inner products (a batch-1 product is
+a matrix-vector one, fast dense).  Each threshold is about the lowest
+crossover of its regime, so a layer runs sparse only where that was faster
+on every layer shape measured; inner products below SMALL_BATCH samples use
+the second.  Figures in README, section Speed.
 
 Storage (`npcaffe compress`, `write_compressed` / `read_compressed`): an
 .npz (NumPy zip, deflated) with, for every layer with parameters, in net
@@ -46,14 +51,22 @@ import os
 import numpy as np
 
 from .errors import WeightsError
-from .kernels.sparse import csr_convolution, csr_inner_product, dense_to_csr, same_values_chunked
+from .kernels.sparse import (csr_columns_product, csr_convolution, csr_inner_product, dense_to_csr,
+                             same_values_chunked)
 from .layer import TEST
 from .proto import caffe_pb2
 
 # Measured crossovers (see the module docstring); a layer denser than this runs dense.
 DENSITY_THRESHOLD = 0.15
 SMALL_BATCH = 8
-SMALL_BATCH_DENSITY_THRESHOLD = 0.02
+SMALL_BATCH_DENSITY_THRESHOLD = 0.05  # inner products only
+# Training (the DNS layers, npcaffe.layerlib.dns): W * T below these densities runs the
+# forward product and the bottom gradient on the sparse kernels.  Measured on LeNet-5's
+# layers at batch 64, forward + backward, random masks: the sparse path stops winning
+# near 30% for conv1 and conv2 and near 7% for ip1 (its dense products are two GEMMs
+# BLAS does well, and packing 400k masked weights costs about one more pass).
+TRAIN_CONV_DENSITY_THRESHOLD = 0.2
+TRAIN_IP_DENSITY_THRESHOLD = 0.05
 
 _SPARSE_TYPES = ("InnerProduct", "Convolution", "CInnerProduct", "CConvolution")
 _EMPTY = np.zeros(0, np.float32)
@@ -68,14 +81,22 @@ class PackedWeights:
         weight, bias = effective_params(layer)
         self.density = np.count_nonzero(weight) / max(weight.size, 1)
         self.indptr, self.indices, self.values = dense_to_csr(weight.reshape(weight.shape[0], -1))
-        self.bias = _EMPTY if bias is None else np.ascontiguousarray(bias, np.float32)
+        self.bias = _EMPTY if bias is None else np.array(bias, np.float32)  # a copy: no view kept alive
         self.scratch = {}  # the convolution kernel's work arrays, reused across forwards
+        self.stamps = None  # the blobs' data stamps when last found unchanged
 
     def current(self, layer):
         if not self.verify:
             return True
         blobs = _source_blobs(layer)
-        return all(s.size == b.count and same_values_chunked(s, b.flat_data) for s, b in zip(self.sources, blobs))
+        if self.stamps is not None and self.stamps == [b.data_stamp() for b in blobs]:
+            return True
+        same = len(blobs) == len(self.sources) and all(
+            s.size == b.count and same_values_chunked(s, b.flat_data) for s, b in zip(self.sources, blobs))
+        # Stamps taken after the comparison (which handed out views of its own).
+        stamps = [b.data_stamp() for b in blobs] if same else [None]
+        self.stamps = None if None in stamps else stamps
+        return same
 
 
 def _source_blobs(layer):
@@ -133,24 +154,35 @@ def sparse_forward(layer, bottom, top):
     changed since packing are packed again if still sparse enough.
     """
     packed = layer.packed
+    inner_product = layer.type.endswith("InnerProduct")
+    num = layer.M if inner_product else layer.num
+    # Decided before the weights check: a layer that runs dense at this batch reads its weights anyway.
+    if inner_product and num < SMALL_BATCH and \
+            packed.density >= min(SMALL_BATCH_DENSITY_THRESHOLD, layer.sparse_threshold):
+        return False
     if not packed.current(layer):
         packed = PackedWeights(layer, packed.verify)
         layer.packed = packed if packed.density < layer.sparse_threshold else None
         if layer.packed is None:
             return False
-    num = layer.M if layer.type.endswith("InnerProduct") else layer.num
-    if num < SMALL_BATCH and packed.density >= min(SMALL_BATCH_DENSITY_THRESHOLD, layer.sparse_threshold):
-        return False
-    if layer.type.endswith("InnerProduct"):
+        return sparse_forward(layer, bottom, top)
+    if inner_product:
         x = bottom[0].flat_data.reshape(layer.M, layer.K)
         y = top[0].flat_data.reshape(layer.M, layer.num_output)
         csr_inner_product(x, packed.indptr, packed.indices, packed.values, packed.bias, y)
         return True
     geometry = (*layer.kernel, *layer.pad, *layer.stride, *layer.dilation)
     for b, t in zip(bottom, top):
-        csr_convolution(layer._image(b.data), packed.indptr, packed.indices, packed.values, packed.bias,
-                        *geometry, t.data.reshape((layer.num, layer.num_output, layer.out_h, layer.out_w)),
-                        packed.scratch)
+        if num < SMALL_BATCH:
+            # A few images: unroll them (the column matrix is small) and add one
+            # contiguous column row per kept weight.
+            col = layer._columns(b.data)[0]
+            csr_columns_product(packed.indptr, packed.indices, packed.values, packed.bias, col,
+                                t.data.reshape(num, layer.num_output, layer.out_h * layer.out_w))
+        else:
+            csr_convolution(layer._image(b.data), packed.indptr, packed.indices, packed.values, packed.bias,
+                            *geometry, t.data.reshape((num, layer.num_output, layer.out_h, layer.out_w)),
+                            packed.scratch)
     return True
 
 

@@ -38,3 +38,37 @@ def test_bad_shapes():
     with pytest.raises(NetError, match="axis 3 out of range"):
         Blob((2, 3)).canonical_axis(3)
     assert Blob((2, 3)).canonical_axis(-1) == 1
+
+
+def test_data_stamp_changes_whenever_the_data_could_be_written():
+    b = Blob((3, 4))
+    first = b.data_stamp()
+    assert first is not None and b.data_stamp() == first        # nothing handed out: unchanged
+    b.data[...] = 1                                              # every hand-out takes a new stamp
+    second = b.data_stamp()
+    assert second not in (None, first)
+    view = b.flat_data                                           # a live view: no stamp at all
+    assert b.data_stamp() is None
+    view[0] = 5
+    del view
+    assert b.data_stamp() not in (None, second)
+    shared = Blob((3, 4))
+    shared.share_data(b)
+    before = b.data_stamp()
+    shared.data[...] = 2                                         # through another blob on the same storage
+    assert b.data_stamp() != before
+    before = b.data_stamp()
+    b.reshape(10, 10)                                            # reallocated
+    assert b.data_stamp() != before
+    b.diff[...] = 3                                              # the diff is not the data
+    assert b.data_stamp() == b.data_stamp()
+
+
+def test_reshape_to_the_same_shape_keeps_everything():
+    b = Blob((2, 3))
+    storage = b._data.array
+    b.reshape((2, 3))
+    b.reshape(np.int64(2), 3)
+    assert b._data.array is storage and b.shape == (2, 3) and all(type(d) is int for d in b.shape)
+    scalar = Blob(())
+    assert scalar.count == 1 and scalar.data.shape == () and scalar.flat_data.size == 1

@@ -77,6 +77,37 @@ def test_writing_weights_after_loading_is_seen():
     assert not np.allclose(before, doubled)
 
 
+def test_writes_through_views_held_across_forwards_are_seen():
+    """A forward with no view of the weights alive skips the comparison; any hand-out or
+    live view of them makes the next forward compare again."""
+    net = npcaffe.Net(shared_path("upstream-dns", "lenet300100.prototxt"),
+                      shared_path("upstream-dns", "caffe_lenet300100_sparse.caffemodel"), npcaffe.TEST)
+    images = _images(2)
+    layer = net.layer_dict["ip1"]
+    first = _forward(net, images, "ip3")
+    _forward(net, images, "ip3")
+    assert layer.packed.stamps is not None                   # untouched: the cheap check holds
+    held = net.params["ip1"][0].data                         # a view kept across forwards
+    _forward(net, images, "ip3")
+    assert layer.packed.stamps is None
+    held[...] *= 0.5                                         # written while packed
+    halved = _forward(net, images, "ip3")
+    del held
+    assert not np.allclose(first, halved)
+    dense = npcaffe.Net(shared_path("upstream-dns", "lenet300100.prototxt"), npcaffe.TEST)
+    for name in net.params:
+        for mine, theirs in zip(net.params[name], dense.params[name]):
+            theirs.data[...] = mine.data
+    _close(halved, _forward(dense, images, "ip3"))
+    flat = net.params["ip2"][1].flat_data                    # a flat view, written after a forward, then dropped
+    _forward(net, images, "ip3")
+    flat[:] = 0
+    del flat
+    zero_bias = _forward(net, images, "ip3")
+    dense.params["ip2"][1].data[...] = 0
+    _close(zero_bias, _forward(dense, images, "ip3"))
+
+
 @pytest.mark.parametrize("net_name, logits", NETS)
 def test_compress_round_trip(net_name, logits, tmp_path, capsys):
     weights = shared_path("upstream-dns", f"caffe_{net_name}_sparse.caffemodel")

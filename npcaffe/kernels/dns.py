@@ -134,3 +134,51 @@ def gate_probability(gamma, iteration, power):
 def gate_probability_ref(gamma, iteration, power):
     base = np.float32(1) + np.float32(gamma) * np.float32(iteration)
     return np.float32(base ** -np.float32(power))
+
+
+@numba.njit(cache=True)
+def masked_product_csr(values, mask, rows, max_nnz, out, indptr, indices, csr_values):
+    """out = values * mask, as `masked_product`, and while it has at most `max_nnz`
+    nonzeros, those in CSR: returns their count, or -1 once there are more.
+
+    `out` is read as `rows` rows of out.size // rows; indptr (rows + 1),
+    indices and csr_values (out.size each) receive the row pointers, column
+    indices and values (left incomplete when -1).  A TRAIN forward of a
+    C-layer needs W * T dense (the dense path, the weight gradient) and, when
+    W * T is sparse, in CSR (npcaffe.kernels.sparse); one pass does both, a
+    row at a time so the scan reads the row just written.  The scan is
+    branch-free: every entry is written at the next free slot and only a
+    nonzero advances it (so a write never passes the entry's own flat index),
+    which costs the same at any density, where a test per entry mispredicts.
+    """
+    width = out.size // rows
+    nnz = 0
+    indptr[0] = 0
+    for r in range(rows):
+        base = r * width
+        for c in range(width):
+            out[base + c] = values[base + c] * mask[base + c]
+        if nnz < 0:
+            continue
+        for c in range(width):
+            v = out[base + c]
+            indices[nnz] = c
+            csr_values[nnz] = v
+            nnz += np.int64(v != 0)
+        if nnz > max_nnz:
+            nnz = -1
+        else:
+            indptr[r + 1] = nnz
+    return nnz
+
+
+def masked_product_csr_ref(values, mask, rows, max_nnz, out, indptr, indices, csr_values):
+    np.multiply(values, mask, out=out)
+    r, c = np.nonzero(out.reshape(rows, -1))
+    if r.size > max_nnz:
+        return -1
+    indptr[0] = 0
+    np.cumsum(np.bincount(r, minlength=rows), out=indptr[1:])
+    indices[:r.size] = c
+    csr_values[:r.size] = out.reshape(rows, -1)[r, c]
+    return r.size

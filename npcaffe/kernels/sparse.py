@@ -14,13 +14,25 @@ float32 over the kept weights in index order, then the bias is added once,
 as the dense path adds it after its GEMM; the dense path's BLAS sums in
 another order, so the two agree to float rounding, not to the bit.
 
+Training (the DNS layers' TRAIN forward and backward, when W * T is sparse;
+npcaffe.layerlib.dns): the forward product from the column matrix that the
+weight gradient needs anyway, and the bottom gradients
+
+    convolution:    bottom_diff[n, c, h, w] = sum over kept W[o, (c, i, j)] and the
+                        (y, x) that read (h, w): W[o, (c, i, j)] * top_diff[n, o, y, x]
+    inner product:  bottom_diff (M, K) = top_diff (M, O) . W
+
+each summed over the kept weights in (o, index) order, so again equal to
+the dense path's to float rounding.  The weight gradient stays dense (DNS
+gives it to every weight, pruned or not).
+
 Each Numba kernel has a NumPy reference beside it (through the dense
 weights, im2col and a matrix product); the tests compare the two.
 """
 import numpy as np
 from numba import njit
 
-from .im2col import im2col_reference
+from .im2col import col2im_reference, im2col_reference
 
 _jit = njit(cache=True, error_model="numpy")
 
@@ -205,6 +217,134 @@ def csr_convolution_reference(bottom, indptr, indices, values, bias, kernel_h, k
     weight = csr_to_dense(indptr, indices, values, (outputs, col.shape[0]))
     out = np.dot(weight, col).reshape(outputs, num, out_h, out_w).transpose(1, 0, 2, 3)
     top[...] = out + bias.reshape(-1, 1, 1) if bias.size else out
+
+
+# -- training ----------------------------------------------------------------------
+@_jit
+def csr_columns_product(indptr, indices, values, bias, col, top):
+    """top (N, O, P) = W (O, K) . col (K, N*P), per image, (+ bias when bias.size > 0).
+
+    `col` is npcaffe.kernels.im2col's column matrix.  Image by image, each
+    kept weight adds its scaled column segment (P long, contiguous) into the
+    output row, which stays in L1; the bias is added after the sum."""
+    num, outputs, plane = top.shape
+    for n in range(num):
+        start = n * plane
+        for o in range(outputs):
+            dst = top[n, o]
+            dst[:] = 0
+            for p in range(indptr[o], indptr[o + 1]):
+                v = values[p]
+                src = col[indices[p], start:start + plane]
+                for q in range(plane):
+                    dst[q] += v * src[q]
+            if bias.size:
+                b = bias[o]
+                for q in range(plane):
+                    dst[q] += b
+
+
+def csr_columns_product_reference(indptr, indices, values, bias, col, top):
+    """NumPy reference for `csr_columns_product`."""
+    num, outputs, plane = top.shape
+    weight = csr_to_dense(indptr, indices, values, (outputs, col.shape[0]))
+    out = np.dot(weight, col).reshape(outputs, num, plane).transpose(1, 0, 2)
+    top[...] = out + bias.reshape(-1, 1) if bias.size else out
+
+
+@_jit
+def _csr_convolution_backward_t(indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w,
+                                stride_h, stride_w, dilation_h, dilation_w, top_t, bottom_t):
+    outputs, out_h, out_w, num = top_t.shape
+    height, width = bottom_t.shape[1], bottom_t.shape[2]
+    taps = kernel_h * kernel_w
+    bottom_t[...] = 0
+    for o in range(outputs):
+        for p in range(indptr[o], indptr[o + 1]):
+            k = indices[p]
+            c = k // taps
+            i = (k % taps) // kernel_w
+            j = k % kernel_w
+            v = values[p]
+            off_h = i * dilation_h - pad_h
+            off_w = j * dilation_w - pad_w
+            y0, y1 = _valid_range(off_h, stride_h, height, out_h)
+            x0, x1 = _valid_range(off_w, stride_w, width, out_w)
+            for y in range(y0, y1):
+                h = y * stride_h + off_h
+                for x in range(x0, x1):
+                    w = x * stride_w + off_w
+                    for n in range(num):
+                        bottom_t[c, h, w, n] += v * top_t[o, y, x, n]
+
+
+def csr_convolution_backward(top_diff, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w,
+                             stride_h, stride_w, dilation_h, dilation_w, bottom_diff, top_t, bottom_t):
+    """Overwrite bottom_diff (N, C, H, W) with the gradient through CSR weights (O, C*kh*kw).
+
+    As the batched forward kernel, the batch is the innermost axis of the
+    scratch copies top_t (O, OH, OW, N) and bottom_t (C, H, W, N): each kept
+    weight, at each output pixel, is an axpy over the images.  NumPy makes
+    the two transposed copies (its blocked copy is several times faster
+    than a plain loop writing with a stride)."""
+    num = top_diff.shape[0]
+    np.copyto(top_t.reshape(-1, num), top_diff.reshape(num, -1).T)
+    _csr_convolution_backward_t(indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w,
+                                stride_h, stride_w, dilation_h, dilation_w, top_t, bottom_t)
+    np.copyto(bottom_diff.reshape(num, -1), bottom_t.reshape(-1, num).T)
+
+
+def csr_convolution_backward_reference(top_diff, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w,
+                                       stride_h, stride_w, dilation_h, dilation_w, bottom_diff,
+                                       top_t=None, bottom_t=None):
+    """NumPy reference for `csr_convolution_backward` (dense W^T . top_diff, then col2im)."""
+    num, outputs, out_h, out_w = top_diff.shape
+    taps = bottom_diff.shape[1] * kernel_h * kernel_w
+    weight = csr_to_dense(indptr, indices, values, (outputs, taps))
+    dy = top_diff.reshape(num, outputs, -1).transpose(1, 0, 2).reshape(outputs, -1)
+    col2im_reference(np.dot(weight.T, dy), kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                     dilation_h, dilation_w, out_h, out_w, bottom_diff)
+
+
+@_jit
+def _csr_inner_product_backward_t(indptr, indices, values, top_t, bottom_t):
+    num = top_t.shape[1]
+    bottom_t[...] = 0
+    for o in range(top_t.shape[0]):
+        for p in range(indptr[o], indptr[o + 1]):
+            v = values[p]
+            k = indices[p]
+            for m in range(num):
+                bottom_t[k, m] += v * top_t[o, m]
+
+
+@_jit
+def _csr_inner_product_backward_one(top_diff, indptr, indices, values, bottom_diff):
+    bottom_diff[...] = 0
+    for o in range(top_diff.shape[1]):
+        g = top_diff[0, o]
+        for p in range(indptr[o], indptr[o + 1]):
+            bottom_diff[0, indices[p]] += values[p] * g
+
+
+def csr_inner_product_backward(top_diff, indptr, indices, values, bottom_diff, top_t, bottom_t):
+    """bottom_diff (M, K) = top_diff (M, O) . W, W (O, K) in CSR, overwritten.
+
+    Several samples: each kept weight is an axpy over the samples, on the
+    transposed scratch copies top_t (O, M) and bottom_t (K, M)."""
+    if top_diff.shape[0] == 1:
+        _csr_inner_product_backward_one(top_diff, indptr, indices, values, bottom_diff)
+        return
+    np.copyto(top_t, top_diff.T)
+    _csr_inner_product_backward_t(indptr, indices, values, top_t, bottom_t)
+    np.copyto(bottom_diff, bottom_t.T)
+
+
+def csr_inner_product_backward_reference(top_diff, indptr, indices, values, bottom_diff, top_t=None,
+                                         bottom_t=None):
+    """NumPy reference for `csr_inner_product_backward`."""
+    weight = csr_to_dense(indptr, indices, values, (top_diff.shape[1], bottom_diff.shape[1]))
+    bottom_diff[...] = np.dot(top_diff, weight)
 
 
 @_jit

@@ -9,8 +9,11 @@ from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
 from ..kernels.softmax import softmax_backward, softmax_forward
+from ..kernels.sparse import csr_inner_product, csr_inner_product_backward
 from ..layer import Layer, register
 from ..sparse import sparse_forward
+
+_EMPTY = np.zeros(0, np.float32)
 
 
 @register("InnerProduct")
@@ -44,10 +47,14 @@ class InnerProductLayer(Layer):
     weight and bias arrays to compute with (here the blobs' own data).  A
     subclass passes masked arrays instead; `ip_backward` still accumulates the gradients into
     `self.blobs[0].diff` / `self.blobs[1].diff` (when param_needs_backward)
-    and uses the given `weight` for the bottom diff.
+    and uses the given `weight` for the bottom diff.  Both take an optional
+    `csr`, the same weight (N x K, not transposed) as (indptr, indices,
+    values) rows: the product and the bottom diff then run on the sparse
+    kernels (npcaffe.kernels.sparse); the weight gradient stays dense.
     """
     exact_num_bottom = 1
     exact_num_top = 1
+    reshape_from_shapes = True
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.inner_product_param
@@ -71,6 +78,7 @@ class InnerProductLayer(Layer):
         self._weight_grad = np.zeros(self.blobs[0].shape, np.float32)
         self._bias_grad = np.zeros(self.num_output, np.float32)
         self._bias_multiplier = np.ones(0, np.float32)
+        self._backward_scratch = None  # the sparse bottom gradient's transposed copies
 
     def _check_blob_shapes(self):
         want = [(self.K, self.num_output) if self.transpose else (self.num_output, self.K)]
@@ -107,14 +115,17 @@ class InnerProductLayer(Layer):
 
     # np.dot, not np.matmul: with out= and a transposed operand NumPy 2's matmul
     # can leave BLAS for a loop ten times slower; np.dot always calls sgemm/sgemv.
-    def ip_forward(self, bottom, top, weight, bias):
+    def ip_forward(self, bottom, top, weight, bias, csr=None):
         x = bottom[0].flat_data.reshape(self.M, self.K)
         y = top[0].flat_data.reshape(self.M, self.num_output)
+        if csr is not None:
+            csr_inner_product(x, *csr, _EMPTY if bias is None else bias, y)
+            return
         np.dot(x, weight if self.transpose else weight.T, out=y)
         if bias is not None:
             y += bias
 
-    def ip_backward(self, top, propagate_down, bottom, weight):
+    def ip_backward(self, top, propagate_down, bottom, weight, csr=None):
         dy = top[0].flat_diff.reshape(self.M, self.num_output)
         if self.param_needs_backward(0):
             x = bottom[0].flat_data.reshape(self.M, self.K)
@@ -130,7 +141,13 @@ class InnerProductLayer(Layer):
             db += self._bias_grad
         if propagate_down[0]:
             dx = bottom[0].flat_diff.reshape(self.M, self.K)
-            np.dot(dy, weight.T if self.transpose else weight, out=dx)
+            if csr is not None:
+                if self._backward_scratch is None or self._backward_scratch[0].shape[1] != self.M:
+                    self._backward_scratch = (np.empty((self.num_output, self.M), np.float32),
+                                              np.empty((self.K, self.M), np.float32))
+                csr_inner_product_backward(dy, *csr, dx, *self._backward_scratch)
+            else:
+                np.dot(dy, weight.T if self.transpose else weight, out=dx)
 
 
 @register("Split")
@@ -217,6 +234,7 @@ class SoftmaxLayer(Layer):
     """
     exact_num_bottom = 1
     exact_num_top = 1
+    reshape_from_shapes = True
 
     def reshape(self, bottom, top):
         axis = self.axis = bottom[0].canonical_axis(self.layer_param.softmax_param.axis)

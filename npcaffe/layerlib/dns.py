@@ -55,6 +55,18 @@ Deliberate differences (errors where upstream misbehaves):
 - CInnerProduct refuses `transpose: true`; the fork's InnerProductParameter
   has no such field (and the summation order of the statistics would change).
 
+Teaching option (not upstream): a layer's `splicing` attribute (default
+True, upstream's rule) switches the 0 -> 1 rule off when False: masks are
+then only ever pruned, the "pruning only" ablation of the paper's argument
+for splicing.  `set_splicing(net, False)` sets it on every C-layer; the gate
+draws are unchanged, so a run without splicing stays in step with rand().
+
+Speed (not upstream, same results to float rounding): in TRAIN, when W * T
+is sparse enough (npcaffe.sparse.TRAIN_CONV_DENSITY_THRESHOLD /
+TRAIN_IP_DENSITY_THRESHOLD), the masked product and the bottom gradient run
+on CSR kernels; the weight gradient, which DNS gives to every weight, stays
+dense.  See `masked_params`.
+
 Solver snapshots: `get_state`/`set_state` carry mu and std (bit exact);
 the solver saves them with glibc_rand.get_state(), so a resumed run goes on
 exactly as an uninterrupted one.  An upstream resume (a new process) instead
@@ -63,16 +75,18 @@ the statistics are not recomputed, so the threshold is 0 and the first open
 gate splices every nonzero weight back.  `upstream_resume(net)` reproduces
 exactly that.
 """
+import math
 from typing import NamedTuple
 
 import numpy as np
 
-from .. import glog
+from .. import glog, sparse
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
 from ..kernels import glibc_rand
-from ..kernels.dns import dns_statistics, dns_threshold, dns_update_masks, gate_probability, masked_product
+from ..kernels.dns import (dns_statistics, dns_threshold, dns_update_masks, gate_probability, masked_product,
+                           masked_product_csr)
 from ..layer import TRAIN, register
 from ..sparse import sparse_forward
 from .common import InnerProductLayer
@@ -115,6 +129,7 @@ class _Surgery:
     surgery_field = None        # "cconvolution_param" / "cinner_product_param"
     masked_statistics = None    # CConvolution: mask*w; CInnerProduct: w
     logs_statistics = None
+    splicing = True             # False: the 0 -> 1 rule is off (set_splicing; a teaching ablation)
 
     def layer_setup(self, bottom, top):
         if not self.base_param().bias_term:
@@ -139,6 +154,8 @@ class _Surgery:
             self.blobs.append(mask)
         self._weight_tmp = np.zeros(self.blobs[0].count, np.float32)
         self._bias_tmp = np.zeros(self.blobs[1].count, np.float32)
+        self._csr_arrays = None
+        self.train_csr = None
         self.gamma = np.float32(cparam.gamma)
         self.power = np.float32(cparam.power)
         self.c_rate = np.float32(cparam.c_rate)
@@ -152,10 +169,29 @@ class _Surgery:
 
     # -- forward ---------------------------------------------------------------
     def masked_params(self):
-        """W * T and b * T_b (as blob-shaped views of preallocated buffers)."""
-        masked_product(self.blobs[0].flat_data, self.blobs[2].flat_data, self._weight_tmp)
+        """W * T and b * T_b (as blob-shaped views of preallocated buffers).
+
+        In TRAIN also `train_csr`: W * T as CSR rows when its density is
+        below `train_density_threshold()` (npcaffe.sparse.TRAIN_*), else None.
+        Forward and the bottom gradient then use the sparse kernels (the masks
+        of a DNS run keep a few percent of the weights); the weight gradient
+        is dense."""
+        weight, weight_mask = self.blobs[0], self.blobs[2]
+        self.train_csr = None
+        max_nnz = math.ceil(self.train_density_threshold() * weight.count) - 1  # sparse: below the threshold
+        if self.phase == TRAIN and max_nnz >= 0:
+            if self._csr_arrays is None:
+                self._csr_arrays = (np.zeros(weight.shape[0] + 1, np.int32), np.zeros(weight.count, np.int32),
+                                    np.zeros(weight.count, np.float32))
+            indptr, indices, values = self._csr_arrays
+            nnz = masked_product_csr(weight.flat_data, weight_mask.flat_data, weight.shape[0], max_nnz,
+                                     self._weight_tmp, indptr, indices, values)
+            if nnz >= 0:
+                self.train_csr = (indptr, indices[:nnz], values[:nnz])
+        else:
+            masked_product(weight.flat_data, weight_mask.flat_data, self._weight_tmp)
         masked_product(self.blobs[1].flat_data, self.blobs[3].flat_data, self._bias_tmp)
-        return self._weight_tmp.reshape(self.blobs[0].shape), self._bias_tmp
+        return self._weight_tmp.reshape(weight.shape), self._bias_tmp
 
     def surgery(self):
         """The TRAIN-phase prologue of the fork's Forward_cpu: statistics, gate, mask update."""
@@ -176,9 +212,17 @@ class _Surgery:
         threshold = dns_threshold(self.mu, self.std, self.c_rate)
         counts = (0, 0, 0, 0)
         if mask_update:
-            counts = dns_update_masks(weight, weight_mask, threshold) + dns_update_masks(bias, bias_mask, threshold)
+            counts = self._update(weight, weight_mask, threshold) + self._update(bias, bias_mask, threshold)
         self.last_update = MaskUpdate(self.iter, raw, float(r), float(p), gate_open, mask_update, float(threshold),
                                       *counts)
+
+    def _update(self, values, mask, threshold):
+        if self.splicing:
+            return dns_update_masks(values, mask, threshold)
+        was_pruned = mask == 0
+        pruned, _ = dns_update_masks(values, mask, threshold)
+        mask[was_pruned] = 0
+        return pruned, 0
 
     # -- snapshots ---------------------------------------------------------------
     def get_state(self):
@@ -213,7 +257,10 @@ class CConvolution(_Surgery, Convolution):
         elif self.packed is not None and sparse_forward(self, bottom, top):
             return
         weight, bias = self.masked_params()
-        self.conv_forward(bottom, top, weight, bias)
+        self.conv_forward(bottom, top, weight, bias, self.train_csr)
+
+    def train_density_threshold(self):
+        return sparse.TRAIN_CONV_DENSITY_THRESHOLD if self.group == 1 else 0.0
 
     def backward_cpu(self, top, propagate_down, bottom):
         weight = self._weight_tmp.reshape(self.blobs[0].shape)
@@ -222,7 +269,7 @@ class CConvolution(_Surgery, Convolution):
                 np.multiply(self.blobs[1].flat_diff, self.blobs[3].flat_data, out=self.blobs[1].flat_diff)
             if self.param_needs_backward(0) or propagate_down[i]:
                 np.multiply(self.blobs[0].flat_diff, self.blobs[2].flat_data, out=self.blobs[0].flat_diff)
-            self.conv_backward([top[i]], [propagate_down[i]], [bottom[i]], weight)
+            self.conv_backward([top[i]], [propagate_down[i]], [bottom[i]], weight, self.train_csr)
 
 
 @register("CInnerProduct", "CMaskedInnerProduct")
@@ -255,14 +302,29 @@ class CInnerProduct(_Surgery, InnerProductLayer):
         elif self.packed is not None and sparse_forward(self, bottom, top):
             return
         weight, bias = self.masked_params()
-        self.ip_forward(bottom, top, weight, bias)
+        self.ip_forward(bottom, top, weight, bias, self.train_csr)
+
+    def train_density_threshold(self):
+        return sparse.TRAIN_IP_DENSITY_THRESHOLD
 
     def backward_cpu(self, top, propagate_down, bottom):
         if self.param_needs_backward(0):
             np.multiply(self.blobs[0].flat_diff, self.blobs[2].flat_data, out=self.blobs[0].flat_diff)
         if self.param_needs_backward(1):
             np.multiply(self.blobs[1].flat_diff, self.blobs[3].flat_data, out=self.blobs[1].flat_diff)
-        self.ip_backward(top, propagate_down, bottom, self._weight_tmp.reshape(self.blobs[0].shape))
+        self.ip_backward(top, propagate_down, bottom, self._weight_tmp.reshape(self.blobs[0].shape), self.train_csr)
+
+
+def set_splicing(net, enabled):
+    """Switch the splice rule (mask 0 -> 1 at |w| > 1.1 T) on or off in every C-layer of `net`.
+
+    Off is not an upstream behaviour: it is the "prune only" ablation, to see
+    what splicing contributes.  Pruning, the statistics and the gate draws are
+    unchanged.
+    """
+    for layer in net.layers:
+        if isinstance(layer, _Surgery):
+            layer.splicing = bool(enabled)
 
 
 def upstream_resume(net):

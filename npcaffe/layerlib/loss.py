@@ -104,6 +104,7 @@ class SoftmaxWithLossLayer(LossLayer):
     min_top = 1
     max_top = 2
     exact_num_top = -1
+    reshape_from_shapes = True
 
     def layer_setup(self, bottom, top):
         super().layer_setup(bottom, top)
@@ -200,6 +201,7 @@ class AccuracyLayer(Layer):
     exact_num_bottom = 2
     min_top = 1
     max_top = 2
+    reshape_from_shapes = True
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.accuracy_param

@@ -10,6 +10,7 @@ class NeuronLayer(Layer):
     """Base of element-wise layers (BVLC src/caffe/layers/neuron_layer.cpp): top is shaped like bottom."""
     exact_num_bottom = 1
     exact_num_top = 1
+    reshape_from_shapes = True
 
     def reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])

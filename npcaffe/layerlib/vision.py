@@ -13,11 +13,20 @@ from ..errors import NetError
 from ..filler import fill
 from ..kernels.im2col import col2im, im2col, same_values
 from ..kernels.pooling import ave_pool_backward, ave_pool_forward, max_pool_backward, max_pool_forward
+from ..kernels.sparse import csr_columns_product, csr_convolution_backward
 from ..layer import Layer, register
 from ..proto import caffe_pb2
 from ..sparse import sparse_forward
 
 _Pool = caffe_pb2.PoolingParameter
+_EMPTY = np.zeros(0, np.float32)
+# Up to this many weights per output (C/group * kh * kw), the weight gradient is one
+# GEMM per image (N small products, summed) rather than one over the batch: for
+# LeNet-5's conv1 (25) that is twice as fast and needs no transposed copy of the
+# top diff; for conv2 (500) one GEMM is (README, section Speed).
+PER_IMAGE_WEIGHT_GRAD_TAPS = 64
+# The sparse (TRAIN, DNS) path unrolls this many floats of columns at a time.
+COLUMN_CHUNK_FLOATS = 1 << 17
 
 
 class _Scratch:
@@ -109,7 +118,10 @@ class Convolution(Layer):
     `forward_cpu` calls `conv_forward(bottom, top, weight, bias)` and
     `backward_cpu` calls `conv_backward(top, propagate_down, bottom, weight)`,
     where `weight` (shaped like blobs[0]) and `bias` (like blobs[1], or None)
-    are the arrays to convolve with.  conv_backward accumulates the weight
+    are the arrays to convolve with.  Both take an optional `csr`, the same
+    weight as (indptr, indices, values) rows (group 1 only): the forward
+    product and the bottom gradient then run on the sparse kernels
+    (npcaffe.kernels.sparse), the weight gradient stays a dense GEMM.  conv_backward accumulates the weight
     gradient into blobs[0].diff (if param_needs_backward(0)), the bias
     gradient into blobs[1].diff (if bias_term and param_needs_backward(1)),
     and writes the bottom diffs computed with the given `weight`.
@@ -117,6 +129,7 @@ class Convolution(Layer):
     min_bottom = 1
     min_top = 1
     equal_num_bottom_top = True
+    reshape_from_shapes = True
 
     def layer_setup(self, bottom, top):
         param = self.layer_param.convolution_param
@@ -228,10 +241,20 @@ class Convolution(Layer):
     # np.dot, not np.matmul, throughout: with out= and a transposed operand
     # NumPy 2's matmul can leave BLAS for a far slower loop; np.dot always
     # calls sgemm, passing transposes as flags.
-    def conv_forward(self, bottom, top, weight, bias):
+    def conv_forward(self, bottom, top, weight, bias, csr=None):
         g, positions = self.group, self.out_h * self.out_w
         w = weight.reshape(g, self.num_output // g, -1)
         out = self._scratch.get("out", (g, self.num_output // g, self.num * positions))
+        if csr is not None:
+            # A chunk of images at a time, so the columns stay in cache; backward
+            # unrolls them again (cheaper than a batch-sized matrix through memory).
+            self._col_source = None
+            bias = _EMPTY if bias is None else bias
+            for b, t in zip(bottom, top):
+                out = t.data.reshape(self.num, self.num_output, positions)
+                for start, stop, col in self._column_chunks(b.data):
+                    csr_columns_product(*csr, bias, col, out[start:stop])
+            return
         for b, t in zip(bottom, top):
             col = self._columns(b.data)
             for k in range(g):
@@ -249,6 +272,19 @@ class Convolution(Layer):
         self._col_source = last
         np.copyto(self._scratch.get("col_source", (last.count,)), last.flat_data)
 
+    def _column_chunks(self, bottom_data):
+        """(start, stop, im2col of images start:stop) over the batch, group 1, chunks of
+        about COLUMN_CHUNK_FLOATS."""
+        rows = self.channels * self.kernel[0] * self.kernel[1]
+        positions = self.out_h * self.out_w
+        chunk = max(1, COLUMN_CHUNK_FLOATS // (rows * positions))
+        image = self._image(bottom_data)
+        for start in range(0, self.num, chunk):
+            stop = min(start + chunk, self.num)
+            col = self._scratch.get("col_chunk", (rows, (stop - start) * positions))
+            im2col(image[start:stop], *self._geometry(), col)
+            yield start, stop, col
+
     def _columns_for_backward(self, b):
         saved = self._scratch.get("col_source", (b.count,))
         if getattr(self, "_col_source", None) is b and same_values(saved, b.flat_data):
@@ -258,7 +294,25 @@ class Convolution(Layer):
         self._col_source = None
         return self._columns(b.data)
 
-    def conv_backward(self, top, propagate_down, bottom, weight):
+    def _chunked_weight_grad(self, b, by_image, dy, per_image):
+        """blobs[0].diff += the weight gradient, group 1, from columns unrolled a chunk at a time."""
+        positions = self.out_h * self.out_w
+        taps = self.blobs[0].count // self.num_output
+        grad = self._scratch.get("weight_grad", (self.num_output, taps))
+        part = self._scratch.get("weight_grad_part", (self.num_output, taps))
+        grad[...] = 0
+        for start, stop, col in self._column_chunks(b.data):
+            if per_image:
+                images = self._scratch.get("weight_grad_images", (stop - start, self.num_output, taps))
+                np.matmul(by_image[start:stop], col.reshape(taps, stop - start, positions).transpose(1, 2, 0),
+                          out=images)
+                np.sum(images, axis=0, out=part)
+            else:
+                np.dot(dy[0][:, start * positions:stop * positions], col.T, out=part)
+            grad += part
+        self.blobs[0].diff.reshape(grad.shape)[...] += grad
+
+    def conv_backward(self, top, propagate_down, bottom, weight, csr=None):
         g, positions = self.group, self.out_h * self.out_w
         need_weight = self.param_needs_backward(0)
         need_bias = self.bias_term and self.param_needs_backward(1)
@@ -266,20 +320,45 @@ class Convolution(Layer):
         for i, (t, b) in enumerate(zip(top, bottom)):
             if not (need_weight or need_bias or propagate_down[i]):
                 continue
-            dy = self._scratch.get("dy", (self.num_output, self.num, positions))
-            np.copyto(dy, t.diff.reshape(self.num, self.num_output, positions).transpose(1, 0, 2))
-            dy = dy.reshape(g, self.num_output // g, self.num * positions)
+            by_image = t.diff.reshape(self.num, self.num_output, positions)
+            per_image = need_weight and g == 1 and w.shape[2] <= PER_IMAGE_WEIGHT_GRAD_TAPS
+            dy = None
+            if (need_weight and not per_image) or (propagate_down[i] and csr is None):
+                dy = self._scratch.get("dy", (self.num_output, self.num, positions))
+                np.copyto(dy, by_image.transpose(1, 0, 2))
+                dy = dy.reshape(g, self.num_output // g, self.num * positions)
             if need_bias:
                 total = self._scratch.get("bias_sum", (self.num_output,))
-                np.sum(dy.reshape(self.num_output, -1), axis=1, out=total)
+                if dy is None:
+                    np.sum(by_image, axis=(0, 2), out=total)
+                else:
+                    np.sum(dy.reshape(self.num_output, -1), axis=1, out=total)
                 self.blobs[1].diff += total
-            if need_weight:
+            if need_weight and csr is not None:
+                self._chunked_weight_grad(b, by_image, dy, per_image)
+            elif need_weight:
                 col = self._columns_for_backward(b)
                 grad = self._scratch.get("weight_grad", w.shape)
-                for k in range(g):
-                    np.dot(dy[k], col[k].T, out=grad[k])
+                if per_image:
+                    # One small GEMM per image, straight from the top diff's (N, O, P) layout.
+                    taps = w.shape[2]
+                    images = self._scratch.get("weight_grad_images", (self.num, self.num_output, taps))
+                    np.matmul(by_image, col[0].reshape(taps, self.num, positions).transpose(1, 2, 0), out=images)
+                    np.sum(images, axis=0, out=grad[0])
+                else:
+                    for k in range(g):
+                        np.dot(dy[k], col[k].T, out=grad[k])
                 self.blobs[0].diff.reshape(w.shape)[...] += grad
-            if propagate_down[i]:
+            if not propagate_down[i]:
+                continue
+            if csr is not None:
+                height, width = b.shape[-2:]
+                csr_convolution_backward(
+                    t.diff.reshape(self.num, self.num_output, self.out_h, self.out_w), *csr, *self._geometry()[:8],
+                    self._image(b.diff),
+                    self._scratch.get("top_t", (self.num_output, self.out_h, self.out_w, self.num)),
+                    self._scratch.get("bottom_t", (self.channels, height, width, self.num)))
+            else:
                 dcol = self._scratch.get("dcol", (g, w.shape[2], self.num * positions))
                 for k in range(g):
                     np.dot(w[k].T, dy[k], out=dcol[k])
@@ -328,6 +407,7 @@ class Pooling(Layer):
     exact_num_bottom = 1
     min_top = 1
     max_top = 2
+    reshape_from_shapes = True
 
     def __init__(self, param, phase=None):
         super().__init__(param, phase)

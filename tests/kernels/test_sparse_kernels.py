@@ -75,3 +75,56 @@ def test_same_values_chunked():
     b = a.copy()
     b[0] = np.nan
     assert not S.same_values_chunked(b, b.copy())
+
+
+# -- training kernels ----------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_columns_product_matches_reference(case, bias):
+    from npcaffe.kernels.im2col import im2col_reference
+    n, c, h, w, o, kh, kw, ph, pw, sh, sw, dh, dw = case
+    oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    rng = np.random.default_rng(sum(case) + 1)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    col = np.empty((c * kh * kw, n * oh * ow), np.float32)
+    im2col_reference(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+    csr = S.dense_to_csr(_pruned(rng, (o, c * kh * kw), 0.1))
+    b = rng.standard_normal(o).astype(np.float32) if bias else np.zeros(0, np.float32)
+    got, want = np.full((n, o, oh * ow), np.nan, np.float32), np.full((n, o, oh * ow), np.nan, np.float32)
+    S.csr_columns_product(*csr, b, col, got)
+    S.csr_columns_product_reference(*csr, b, col, want)
+    _close(got, want)
+    # The same as the direct convolution kernel.
+    direct = np.empty((n, o, oh, ow), np.float32)
+    S.csr_convolution(x, *csr, b, kh, kw, ph, pw, sh, sw, dh, dw, direct)
+    _close(got.reshape(direct.shape), direct)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_convolution_backward_matches_reference(case):
+    n, c, h, w, o, kh, kw, ph, pw, sh, sw, dh, dw = case
+    oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    rng = np.random.default_rng(sum(case) + 2)
+    dy = rng.standard_normal((n, o, oh, ow)).astype(np.float32)
+    csr = S.dense_to_csr(_pruned(rng, (o, c * kh * kw), 0.1))
+    geometry = (kh, kw, ph, pw, sh, sw, dh, dw)
+    got, want = np.full((n, c, h, w), np.nan, np.float32), np.full((n, c, h, w), np.nan, np.float32)
+    S.csr_convolution_backward(dy, *csr, *geometry, got, np.empty((o, oh, ow, n), np.float32),
+                               np.empty((c, h, w, n), np.float32))
+    S.csr_convolution_backward_reference(dy, *csr, *geometry, want)
+    _close(got, want)
+
+
+@pytest.mark.parametrize("m, k, o, density", [(1, 800, 500, 0.01), (64, 800, 500, 0.02), (5, 37, 11, 0.3),
+                                              (3, 9, 4, 0.0)])
+def test_inner_product_backward_matches_reference(m, k, o, density):
+    rng = np.random.default_rng(m + k + o + 1)
+    dy = rng.standard_normal((m, o)).astype(np.float32)
+    csr = S.dense_to_csr(_pruned(rng, (o, k), density))
+    got, want = np.full((m, k), np.nan, np.float32), np.full((m, k), np.nan, np.float32)
+    S.csr_inner_product_backward(dy, *csr, got, np.empty((o, m), np.float32), np.empty((k, m), np.float32))
+    S.csr_inner_product_backward_reference(dy, *csr, want)
+    _close(got, want)

@@ -1,0 +1,78 @@
+"""TRAIN-phase DNS layers on the sparse kernels (W * T sparse): the same forward, bottom
+gradient and parameter gradients as the dense path, to float rounding."""
+import numpy as np
+import pytest
+
+from helpers import layer_param, make_blob
+from npcaffe.blob import Blob
+from npcaffe.kernels import glibc_rand
+from npcaffe.layer import TRAIN, create_layer
+from npcaffe import sparse as sparse_module
+
+CONV = """name: "c" type: "CConvolution"
+convolution_param {{ num_output: 7 kernel_size: {kernel} stride: {stride} pad: {pad}
+  weight_filler {{ type: "gaussian" std: 0.5 }} bias_filler {{ type: "uniform" min: -1 max: 1 }} }}
+cconvolution_param {{ gamma: 0.0001 power: 1 c_rate: 10 iter_stop: 0
+  weight_mask_filler {{ type: "constant" value: 1 }} bias_mask_filler {{ type: "constant" value: 1 }} }}"""
+
+IP = """name: "f" type: "CInnerProduct"
+inner_product_param { num_output: 9
+  weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "uniform" min: -1 max: 1 } }
+cinner_product_param { gamma: 0.0001 power: 1 c_rate: 10 iter_stop: 0
+  weight_mask_filler { type: "constant" value: 1 } bias_mask_filler { type: "constant" value: 1 } }"""
+
+
+def _run(text, shape, density, sparse, seed=0):
+    """forward + backward of a TRAIN layer with masks keeping `density` of the weights."""
+    glibc_rand.reset()
+    layer = create_layer(layer_param(text), TRAIN)
+    bottom, top = [make_blob(shape, seed=seed)], [Blob(())]
+    layer.setup(bottom, top)
+    rng = np.random.default_rng(seed + 1)
+    for j in (0, 1):
+        layer.blobs[j].data[...] = rng.standard_normal(layer.blobs[j].shape)
+    layer.blobs[2].data[...] = rng.random(layer.blobs[2].shape) < density
+    for j in (0, 1):
+        layer.blobs[j].diff[...] = rng.standard_normal(layer.blobs[j].shape)  # accumulated onto
+    thresholds = sparse_module.TRAIN_CONV_DENSITY_THRESHOLD, sparse_module.TRAIN_IP_DENSITY_THRESHOLD
+    sparse_module.TRAIN_CONV_DENSITY_THRESHOLD = sparse_module.TRAIN_IP_DENSITY_THRESHOLD = 1.01 if sparse else 0.0
+    try:
+        layer.forward(bottom, top)
+        assert (layer.train_csr is not None) == sparse
+        top[0].diff[...] = rng.standard_normal(top[0].shape)
+        layer.backward(top, [True], bottom)
+    finally:
+        sparse_module.TRAIN_CONV_DENSITY_THRESHOLD, sparse_module.TRAIN_IP_DENSITY_THRESHOLD = thresholds
+    return [top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy()]
+
+
+def _close(got, want):
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * max(float(np.abs(w).max()), 1e-30))
+
+
+@pytest.mark.parametrize("kernel, stride, pad, shape", [
+    (5, 1, 0, (3, 4, 12, 12)),      # LeNet-like: the chunked columns and one GEMM for the weight gradient
+    (3, 2, 1, (2, 2, 9, 7)),        # padding and stride
+    (2, 1, 0, (70, 1, 6, 6)),       # one channel, many images: several column chunks, per-image GEMMs
+])
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.4])
+def test_conv_sparse_path_matches_dense(kernel, stride, pad, shape, density):
+    text = CONV.format(kernel=kernel, stride=stride, pad=pad)
+    _close(_run(text, shape, density, sparse=True), _run(text, shape, density, sparse=False))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 2, 5), (16, 30)])
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.4])
+def test_inner_product_sparse_path_matches_dense(shape, density):
+    _close(_run(IP, shape, density, sparse=True), _run(IP, shape, density, sparse=False))
+
+
+def test_dense_masks_stay_on_the_dense_path():
+    got = _run(IP, (4, 30), 1.0, sparse=False)
+    glibc_rand.reset()
+    layer = create_layer(layer_param(IP), TRAIN)
+    bottom, top = [make_blob((4, 30))], [Blob(())]
+    layer.setup(bottom, top)
+    layer.forward(bottom, top)
+    assert layer.train_csr is None and got[0].shape == (4, 9)

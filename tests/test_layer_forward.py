@@ -1,0 +1,42 @@
+"""Layer.forward skips `reshape` only while the bottom and top shapes are those it last left."""
+import numpy as np
+
+from helpers import layer_param, make_blob
+from npcaffe.blob import Blob
+from npcaffe.layer import TEST, create_layer
+
+
+def test_reshape_skipped_while_shapes_hold_and_rerun_when_they_change():
+    layer = create_layer(layer_param('name: "p" type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 }'),
+                         TEST)
+    assert layer.reshape_from_shapes
+    bottom, top = [make_blob((2, 3, 4, 4))], [Blob(())]
+    layer.setup(bottom, top)
+    calls = []
+    reshape = layer.reshape
+    layer.reshape = lambda b, t: (calls.append(1), reshape(b, t))
+    layer.forward(bottom, top)
+    layer.forward(bottom, top)
+    assert len(calls) == 1 and top[0].shape == (2, 3, 2, 2)
+    bottom[0].reshape(5, 3, 6, 6)                      # a new batch and size: reshaped again
+    bottom[0].data[...] = np.arange(bottom[0].count).reshape(bottom[0].shape)
+    layer.forward(bottom, top)
+    assert len(calls) == 2 and top[0].shape == (5, 3, 3, 3)
+    assert top[0].data[4, 2, 2, 2] == bottom[0].data[4, 2, 5, 5]
+    top[0].reshape(1)                                   # someone else reshaped the top: reshaped again
+    layer.forward(bottom, top)
+    assert len(calls) == 3 and top[0].shape == (5, 3, 3, 3)
+
+
+def test_layers_without_the_flag_reshape_every_forward():
+    layer = create_layer(layer_param('name: "e" type: "Eltwise"'), TEST)
+    assert not layer.reshape_from_shapes
+    bottom, top = [make_blob((2, 3)), make_blob((2, 3), seed=1)], [Blob(())]
+    layer.setup(bottom, top)
+    calls = []
+    reshape = layer.reshape
+    layer.reshape = lambda b, t: (calls.append(1), reshape(b, t))
+    layer.forward(bottom, top)
+    layer.forward(bottom, top)
+    assert len(calls) == 2
+    np.testing.assert_allclose(top[0].data, bottom[0].data + bottom[1].data, rtol=1e-6)
