@@ -25,7 +25,6 @@ that run's, which shows which of upstream's trajectories ours follows.
 """
 import csv
 import glob
-import gzip
 import io
 import os
 import re
@@ -36,7 +35,7 @@ import numpy as np
 from . import glog, rng
 from .dnstrace import GateTrace
 from .errors import NpcaffeError
-from .fileio.caffemodel import blob_to_array, read_caffemodel
+from .fileio.caffemodel import caffemodel_arrays
 from .fileio.prototxt import read_net, read_solver
 from .kernels import glibc_rand
 
@@ -77,20 +76,6 @@ def _weights_arg(bundle):
                 return os.path.normpath(os.path.join(bundle, match.group(1)))
     default = os.path.join(bundle, "init.caffemodel")
     return default if os.path.exists(default) else None
-
-
-def _snapshot_blobs(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    tmp = tempfile.NamedTemporaryFile(suffix=".caffemodel", delete=False)
-    try:
-        tmp.write(data)
-        tmp.close()
-        net = read_caffemodel(tmp.name)
-    finally:
-        os.unlink(tmp.name)
-    return {l.name: [blob_to_array(b) for b in l.blobs] for l in net.layer if len(l.blobs)}
 
 
 def _alt_blas_spread(bundle):
@@ -147,12 +132,31 @@ def is_statistical(bundle):
 
 def run(bundle, workdir=None, echo_log=None):
     """Train the bundle's run in `workdir` and compare with upstream; returns a Report."""
-    from .solvers import get_solver
     bundle = os.path.abspath(bundle)
     if not os.path.exists(os.path.join(bundle, "solver.prototxt")):
         raise NpcaffeError(f"{bundle}: not a crosscheck bundle (no solver.prototxt)")
     if is_statistical(bundle):
         return run_statistical(bundle, workdir, echo_log)
+    first_masks, traces = {}, []
+
+    def keep_first_masks(net):
+        if not first_masks:
+            for name, layer in zip(net._layer_names, net.layers):
+                if hasattr(layer, "last_update"):
+                    first_masks[name] = (layer.blobs[2].flat_data.copy(), layer.blobs[3].flat_data.copy())
+
+    def attach(solver):
+        traces.append(GateTrace(solver.net))
+        solver.net.forward_hooks.append(keep_first_masks)
+
+    workdir, solver_param, _, log_lines = _train_bundle(bundle, workdir, echo_log, attach)
+    return _compare(bundle, workdir, solver_param, log_lines, traces[0], first_masks)
+
+
+def _train_bundle(bundle, workdir, echo_log, attach=None):
+    """Run the bundle's training in workdir as a fresh upstream process would; returns
+    (workdir, solver parameter, solver, log lines).  attach(solver) runs before training."""
+    from .solvers import get_solver
     workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="npcaffe-crosscheck-"))
     solver_param = _prepare(bundle, workdir)
     # A fresh process upstream: glibc rand() at its default seed, so do the same here.
@@ -165,20 +169,12 @@ def run(bundle, workdir=None, echo_log=None):
         weights = _weights_arg(bundle)
         if weights:
             solver.copy_weights(weights)
-        trace = GateTrace(solver.net)
-        first_masks = {}
-
-        def keep_first_masks(net):
-            if not first_masks:
-                for name, layer in zip(net._layer_names, net.layers):
-                    if hasattr(layer, "last_update"):
-                        first_masks[name] = (layer.blobs[2].flat_data.copy(), layer.blobs[3].flat_data.copy())
-
-        solver.net.forward_hooks.append(keep_first_masks)
+        if attach:
+            attach(solver)
         solver.solve()
     finally:
         glog.set_stream(None)
-    return _compare(bundle, workdir, solver_param, tee.lines, trace, first_masks)
+    return workdir, solver_param, solver, tee.lines
 
 
 def _compare(bundle, workdir, solver_param, log_lines, trace, first_masks):
@@ -255,7 +251,7 @@ def _compare(bundle, workdir, solver_param, log_lines, trace, first_masks):
         if not os.path.exists(mine):
             report.check(f"snapshot {it}", False, f"{mine} was not written")
             continue
-        a, b = _snapshot_blobs(mine), _snapshot_blobs(path)
+        a, b = caffemodel_arrays(mine), caffemodel_arrays(path)
         worst_rel, worst_blob, mask_notes, masks_ok = 0.0, "", [], True
         for name, blobs in b.items():
             mine_blobs = a.get(name)
@@ -317,22 +313,9 @@ def kept_parameters(net):
 
 def run_statistical(bundle, workdir=None, echo_log=None):
     """A full Table-1 run, compared with the spread of upstream's own runs (mean +- 3 sd)."""
-    from .solvers import get_solver
-    workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="npcaffe-crosscheck-"))
-    solver_param = _prepare(bundle, workdir)
-    glibc_rand.reset()
-    tee = _Tee(echo_log)
-    glog.set_stream(tee)
-    try:
-        solver = get_solver(solver_param)
-        weights = _weights_arg(bundle)
-        if weights:
-            solver.copy_weights(weights)
-        solver.solve()
-    finally:
-        glog.set_stream(None)
+    workdir, solver_param, solver, log_lines = _train_bundle(bundle, workdir, echo_log)
     report = Report()
-    tests = test_results(tee.lines)
+    tests = test_results(log_lines)
     final = tests.get(solver_param.max_iter, {})
     if "accuracy" not in final:
         report.check("final test accuracy", False, "no test at max_iter in our log")

@@ -16,10 +16,8 @@ is an optional dependency: `pip install npcaffe[plot]`.  Each plot_* function
 takes plain data (rows, arrays) so scripts such as docs/make_tutorial.py call
 them directly.
 """
-import gzip
 import os
 import re
-import tempfile
 
 import numpy as np
 
@@ -89,21 +87,8 @@ def snapshot_iteration(path):
 
 def read_snapshot(path):
     """{layer: [arrays]} of a .caffemodel (or .caffemodel.gz); DNS layers have 4 blobs."""
-    from .fileio.caffemodel import blob_to_array, read_caffemodel
-    if path.endswith(".gz"):
-        with gzip.open(path, "rb") as f:
-            data = f.read()
-        tmp = tempfile.NamedTemporaryFile(suffix=".caffemodel", delete=False)
-        try:
-            tmp.write(data)
-            tmp.close()
-            net = read_caffemodel(tmp.name)
-        finally:
-            os.unlink(tmp.name)
-    else:
-        net = read_caffemodel(path)
-    return {l.name: [blob_to_array(b, f"{path}: layer '{l.name}'") for b in l.blobs]
-            for l in net.layer if len(l.blobs)}
+    from .fileio.caffemodel import caffemodel_arrays
+    return caffemodel_arrays(path)
 
 
 def _mask_layers(snapshot):

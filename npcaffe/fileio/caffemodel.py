@@ -6,6 +6,7 @@ cconvolution_param / cinner_product_param, while BVLC files store elu_param /
 bias_param there (see caffe.proto).  Readers and writers here translate, so an
 ELU or Bias layer round-trips with upstream BVLC Caffe.
 """
+import gzip
 import os
 
 import numpy as np
@@ -70,12 +71,13 @@ def read_proto_file(path, message, what, error=WeightsError):
     raises `error` naming the path and what the file should have been."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        # Upstream's bundles ship snapshots gzipped; read those as they are.
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         raise error(f"{path}: file not found") from None
-    except OSError as e:
-        raise error(f"{path}: cannot read: {e.strerror}") from None
+    except (OSError, EOFError) as e:
+        raise error(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
     try:
         message.ParseFromString(data)
     except DecodeError as e:
@@ -94,6 +96,13 @@ def read_caffemodel(path, upgrade=True):
         upgrade_net(net, path)
     _fix_bvlc_fields_after_read(net)
     return net
+
+
+def caffemodel_arrays(path):
+    """{layer name: [float32 arrays]} of the layers with blobs in a .caffemodel (or .caffemodel.gz)."""
+    net = read_caffemodel(path)
+    return {layer.name: [blob_to_array(b, f"{path}: layer '{layer.name}' blob {j}") for j, b in enumerate(layer.blobs)]
+            for layer in net.layer if len(layer.blobs)}
 
 
 def serialize_net(net):
