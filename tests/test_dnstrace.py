@@ -142,3 +142,21 @@ def test_set_splicing_reaches_every_c_layer(tmp_path):
     dns.set_splicing(net, True)
     assert all(l.splicing for l in layers)
     assert dns.CInnerProduct.splicing is True  # the upstream rule is the default
+
+
+def test_solver_trace_dns_method(tmp_path):
+    """The solver API form of --dns-trace: solver.trace_dns(path)."""
+    import os
+    from helpers import shared_path
+    from npcaffe import crosscheck
+    from npcaffe.solvers import get_solver
+    bundle = shared_path("crosscheck", "lenet300100-dns")
+    param = crosscheck._prepare(bundle, str(tmp_path))
+    param.max_iter, param.snapshot, param.display = 3, 0, 0
+    solver = get_solver(param)
+    solver.copy_weights(os.path.join(bundle, "init.caffemodel"))
+    trace = solver.trace_dns(str(tmp_path / "t.csv"))
+    solver.step(3)
+    trace.close()
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert len(lines) == 1 + 3 * 3 and lines[0].startswith("forward,iteration,layer,rand,")

@@ -479,6 +479,11 @@ class Solver:
                 if name in states and callable(getattr(layer, "set_state", None)):
                     layer.set_state(states[name])
 
+    def trace_dns(self, path=None):
+        """Record every DNS gate draw of the train net from now on (npcaffe.dnstrace.GateTrace)."""
+        from ..dnstrace import trace_dns
+        return trace_dns(self, path)
+
     def __repr__(self):
         return f"<npcaffe.{type(self).__name__} '{self.net.name}' iter {self.iter}>"
 
