@@ -37,7 +37,7 @@ def _no_sparse(param, where):
 
 def fill(blob_or_array, param, where="filler"):
     """Fill a Blob (or float32 ndarray) according to a FillerParameter."""
-    target = blob_or_array.data if hasattr(blob_or_array, "data") and not isinstance(blob_or_array, np.ndarray) else blob_or_array
+    target = blob_or_array if isinstance(blob_or_array, np.ndarray) else blob_or_array.data
     shape = target.shape
     if target.size == 0:
         return

@@ -193,6 +193,15 @@ class _Surgery:
         masked_product(self.blobs[1].flat_data, self.blobs[3].flat_data, self._bias_tmp)
         return self._weight_tmp.reshape(weight.shape), self._bias_tmp
 
+    def forward_cpu(self, bottom, top):
+        """TRAIN: surgery, then forward with W * T; TEST: packed sparse weights if any, else W * T."""
+        if self.phase == TRAIN:
+            self.surgery()
+        elif self.packed is not None and sparse_forward(self, bottom, top):
+            return
+        weight, bias = self.masked_params()
+        self.masked_forward(bottom, top, weight, bias, self.train_csr)
+
     def surgery(self):
         """The TRAIN-phase prologue of the fork's Forward_cpu: statistics, gate, mask update."""
         weight, bias = self.blobs[0].flat_data, self.blobs[1].flat_data
@@ -251,13 +260,8 @@ class CConvolution(_Surgery, Convolution):
     def base_param(self):
         return self.layer_param.convolution_param
 
-    def forward_cpu(self, bottom, top):
-        if self.phase == TRAIN:
-            self.surgery()
-        elif self.packed is not None and sparse_forward(self, bottom, top):
-            return
-        weight, bias = self.masked_params()
-        self.conv_forward(bottom, top, weight, bias, self.train_csr)
+    def masked_forward(self, bottom, top, weight, bias, csr):
+        self.conv_forward(bottom, top, weight, bias, csr)
 
     def train_density_threshold(self):
         return sparse.TRAIN_CONV_DENSITY_THRESHOLD if self.group == 1 else 0.0
@@ -296,13 +300,8 @@ class CInnerProduct(_Surgery, InnerProductLayer):
                            "supported; the DNS fork's CInnerProduct has no transposed weights")
         super().layer_setup(bottom, top)
 
-    def forward_cpu(self, bottom, top):
-        if self.phase == TRAIN:
-            self.surgery()
-        elif self.packed is not None and sparse_forward(self, bottom, top):
-            return
-        weight, bias = self.masked_params()
-        self.ip_forward(bottom, top, weight, bias, self.train_csr)
+    def masked_forward(self, bottom, top, weight, bias, csr):
+        self.ip_forward(bottom, top, weight, bias, csr)
 
     def train_density_threshold(self):
         return sparse.TRAIN_IP_DENSITY_THRESHOLD
