@@ -10,7 +10,7 @@ from npcaffe.layer import TRAIN, create_layer
 from npcaffe import sparse as sparse_module
 
 CONV = """name: "c" type: "CConvolution"
-convolution_param {{ num_output: 7 kernel_size: {kernel} stride: {stride} pad: {pad}
+convolution_param {{ num_output: 7 kernel_size: {kernel} stride: {stride} pad: {pad} dilation: {dilation}
   weight_filler {{ type: "gaussian" std: 0.5 }} bias_filler {{ type: "uniform" min: -1 max: 1 }} }}
 cconvolution_param {{ gamma: 0.0001 power: 1 c_rate: 10 iter_stop: 0
   weight_mask_filler {{ type: "constant" value: 1 }} bias_mask_filler {{ type: "constant" value: 1 }} }}"""
@@ -51,14 +51,19 @@ def _close(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * max(float(np.abs(w).max()), 1e-30))
 
 
-@pytest.mark.parametrize("kernel, stride, pad, shape", [
-    (5, 1, 0, (3, 4, 12, 12)),      # LeNet-like: the chunked columns and one GEMM for the weight gradient
-    (3, 2, 1, (2, 2, 9, 7)),        # padding and stride
-    (2, 1, 0, (70, 1, 6, 6)),       # one channel, many images: several column chunks, per-image GEMMs
+@pytest.mark.parametrize("kernel, stride, pad, dilation, shape, batch_inner", [
+    (5, 1, 0, 1, (3, 4, 12, 12), True),    # LeNet conv2-like: batch-innermost kernels
+    (3, 2, 1, 1, (2, 2, 9, 7), False),     # padding and stride, column path
+    (3, 2, 1, 1, (5, 8, 9, 9), True),      # padding and stride, batch-innermost
+    (3, 1, 2, 2, (2, 6, 8, 7), True),      # dilation and padding, batch-innermost
+    (2, 1, 0, 1, (70, 1, 6, 6), False),    # one channel, many images: several column chunks, per-image GEMMs
 ])
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.4])
-def test_conv_sparse_path_matches_dense(kernel, stride, pad, shape, density):
-    text = CONV.format(kernel=kernel, stride=stride, pad=pad)
+def test_conv_sparse_path_matches_dense(kernel, stride, pad, dilation, shape, batch_inner, density):
+    text = CONV.format(kernel=kernel, stride=stride, pad=pad, dilation=dilation)
+    layer = create_layer(layer_param(text), TRAIN)
+    layer.setup([make_blob(shape)], [Blob(())])
+    assert layer._batch_inner() == batch_inner
     _close(_run(text, shape, density, sparse=True), _run(text, shape, density, sparse=False))
 
 
