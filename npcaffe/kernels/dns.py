@@ -80,23 +80,41 @@ def dns_threshold(mu, std, c_rate):
     return np.float32(0) if t < 0 else t
 
 
-@numba.njit(cache=True)
+def _float32_floor(x):
+    """The largest float32 <= the double x: for float32 a, a <= x iff a <= it, and a > x iff a > it."""
+    with np.errstate(over="ignore"):
+        f = np.float32(x)  # beyond the float32 range: inf, stepped down to FLT_MAX below
+    if np.float64(f) > x:
+        f = np.nextafter(f, np.float32(-np.inf))
+    return f
+
+
 def dns_update_masks(values, mask, threshold):
-    """Prune/splice `mask` in place from |values| against float32 `threshold`; returns (pruned, spliced)."""
-    low = _PRUNE * np.float64(threshold)
-    high = _SPLICE * np.float64(threshold)
+    """Prune/splice `mask` in place from |values| against float32 `threshold`; returns (pruned, spliced).
+
+    Upstream compares |w| with the doubles 0.9*T and 1.1*T; the kernel
+    compares in float32 with the largest float32 at or below each (exactly
+    the same outcome for float32 |w|), so the loop runs 16 lanes wide."""
+    low = _float32_floor(_PRUNE * np.float64(threshold))
+    high = _float32_floor(_SPLICE * np.float64(threshold))
+    return _update_masks(values, mask, low, high)
+
+
+@numba.njit(cache=True)
+def _update_masks(values, mask, low, high):
+    # Branch-free (selects), so it vectorizes; NaN compares false and keeps its mask.
     pruned = 0
     spliced = 0
+    one = np.float32(1)
+    zero = np.float32(0)
     for k in range(values.size):
-        a = np.float64(abs(values[k]))
-        if mask[k] == 1:
-            if a <= low:
-                mask[k] = 0
-                pruned += 1
-        elif mask[k] == 0:
-            if a > high:
-                mask[k] = 1
-                spliced += 1
+        a = abs(values[k])
+        m = mask[k]
+        prune = (m == one) & (a <= low)
+        splice = (m == zero) & (a > high)
+        mask[k] = zero if prune else (one if splice else m)
+        pruned += prune
+        spliced += splice
     return pruned, spliced
 
 
@@ -137,48 +155,51 @@ def gate_probability_ref(gamma, iteration, power):
 
 
 @numba.njit(cache=True)
-def masked_product_csr(values, mask, rows, max_nnz, out, indptr, indices, csr_values):
-    """out = values * mask, as `masked_product`, and while it has at most `max_nnz`
-    nonzeros, those in CSR: returns their count, or -1 once there are more.
+def masked_csr(values, mask, rows, max_nnz, indptr, indices, csr_values):
+    """values * mask in CSR while it has at most `max_nnz` nonzeros: returns
+    their count, or -1 as soon as there are more.
 
-    `out` is read as `rows` rows of out.size // rows; indptr (rows + 1),
-    indices and csr_values (out.size each) receive the row pointers, column
-    indices and values (left incomplete when -1).  A TRAIN forward of a
-    C-layer needs W * T dense (the dense path, the weight gradient) and, when
-    W * T is sparse, in CSR (npcaffe.kernels.sparse); one pass does both, a
-    row at a time so the scan reads the row just written.  The scan is
-    branch-free: every entry is written at the next free slot and only a
-    nonzero advances it (so a write never passes the entry's own flat index),
-    which costs the same at any density, where a test per entry mispredicts.
+    The product is read as `rows` rows of values.size // rows; indptr
+    (rows + 1), indices and csr_values (at least max_nnz each) receive the
+    row pointers, column indices and values (left incomplete when -1).  A
+    TRAIN forward of a C-layer needs W * T in CSR when it is sparse
+    (npcaffe.kernels.sparse); the dense product is then never needed.  DNS
+    masks keep a few percent of the weights, so the scan tests sixteen
+    products at a time (a vectorized OR) and looks at single entries only in
+    the rare groups holding a nonzero; -0.0 counts as zero, NaN as nonzero.
     """
-    width = out.size // rows
+    width = values.size // rows
     nnz = 0
     indptr[0] = 0
     for r in range(rows):
-        base = r * width
-        for c in range(width):
-            out[base + c] = values[base + c] * mask[base + c]
-        if nnz < 0:
-            continue
-        for c in range(width):
-            v = out[base + c]
-            indices[nnz] = c
-            csr_values[nnz] = v
-            nnz += np.int64(v != 0)
-        if nnz > max_nnz:
-            nnz = -1
-        else:
-            indptr[r + 1] = nnz
+        w = values[r * width:(r + 1) * width]
+        m = mask[r * width:(r + 1) * width]
+        for c0 in range(0, width, 16):
+            c1 = min(c0 + 16, width)
+            any_kept = False
+            for c in range(c0, c1):
+                any_kept |= w[c] * m[c] != 0
+            if not any_kept:
+                continue
+            for c in range(c0, c1):
+                v = w[c] * m[c]
+                if v != 0:
+                    if nnz == max_nnz:
+                        return -1
+                    indices[nnz] = c
+                    csr_values[nnz] = v
+                    nnz += 1
+        indptr[r + 1] = nnz
     return nnz
 
 
-def masked_product_csr_ref(values, mask, rows, max_nnz, out, indptr, indices, csr_values):
-    np.multiply(values, mask, out=out)
-    r, c = np.nonzero(out.reshape(rows, -1))
+def masked_csr_ref(values, mask, rows, max_nnz, indptr, indices, csr_values):
+    product = (values * mask).reshape(rows, -1)
+    r, c = np.nonzero(product)
     if r.size > max_nnz:
         return -1
     indptr[0] = 0
     np.cumsum(np.bincount(r, minlength=rows), out=indptr[1:])
     indices[:r.size] = c
-    csr_values[:r.size] = out.reshape(rows, -1)[r, c]
+    csr_values[:r.size] = product[r, c]
     return r.size

@@ -85,8 +85,7 @@ from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
 from ..kernels import glibc_rand
-from ..kernels.dns import (dns_statistics, dns_threshold, dns_update_masks, gate_probability, masked_product,
-                           masked_product_csr)
+from ..kernels.dns import dns_statistics, dns_threshold, dns_update_masks, gate_probability, masked_csr, masked_product
 from ..layer import TRAIN, register
 from ..sparse import sparse_forward
 from .common import InnerProductLayer
@@ -169,28 +168,30 @@ class _Surgery:
 
     # -- forward ---------------------------------------------------------------
     def masked_params(self):
-        """W * T and b * T_b (as blob-shaped views of preallocated buffers).
+        """(W * T or None, b * T_b): the weights and bias the layer computes with.
 
-        In TRAIN also `train_csr`: W * T as CSR rows when its density is
-        below `train_density_threshold()` (npcaffe.sparse.TRAIN_*), else None.
-        Forward and the bottom gradient then use the sparse kernels (the masks
-        of a DNS run keep a few percent of the weights); the weight gradient
-        is dense."""
+        In TRAIN, when W * T has a density below `train_density_threshold()`
+        (npcaffe.sparse.TRAIN_*), it is returned as CSR rows in `train_csr`
+        and the weight is None: forward and the bottom gradient then use the
+        sparse kernels (the masks of a DNS run keep a few percent of the
+        weights) and nothing reads the dense product; the weight gradient
+        is dense either way.  Otherwise `train_csr` is None and the weight
+        is W * T shaped like blobs[0] (a view of a preallocated buffer)."""
         weight, weight_mask = self.blobs[0], self.blobs[2]
         self.train_csr = None
         max_nnz = math.ceil(self.train_density_threshold() * weight.count) - 1  # sparse: below the threshold
+        masked_product(self.blobs[1].flat_data, self.blobs[3].flat_data, self._bias_tmp)
         if self.phase == TRAIN and max_nnz >= 0:
             if self._csr_arrays is None:
                 self._csr_arrays = (np.zeros(weight.shape[0] + 1, np.int32), np.zeros(weight.count, np.int32),
                                     np.zeros(weight.count, np.float32))
             indptr, indices, values = self._csr_arrays
-            nnz = masked_product_csr(weight.flat_data, weight_mask.flat_data, weight.shape[0], max_nnz,
-                                     self._weight_tmp, indptr, indices, values)
+            nnz = masked_csr(weight.flat_data, weight_mask.flat_data, weight.shape[0], max_nnz, indptr, indices,
+                             values)
             if nnz >= 0:
                 self.train_csr = (indptr, indices[:nnz], values[:nnz])
-        else:
-            masked_product(weight.flat_data, weight_mask.flat_data, self._weight_tmp)
-        masked_product(self.blobs[1].flat_data, self.blobs[3].flat_data, self._bias_tmp)
+                return None, self._bias_tmp
+        masked_product(weight.flat_data, weight_mask.flat_data, self._weight_tmp)
         return self._weight_tmp.reshape(weight.shape), self._bias_tmp
 
     def forward_cpu(self, bottom, top):
@@ -267,7 +268,7 @@ class CConvolution(_Surgery, Convolution):
         return sparse.TRAIN_CONV_DENSITY_THRESHOLD if self.group == 1 else 0.0
 
     def backward_cpu(self, top, propagate_down, bottom):
-        weight = self._weight_tmp.reshape(self.blobs[0].shape)
+        weight = None if self.train_csr is not None else self._weight_tmp.reshape(self.blobs[0].shape)
         for i in range(len(top)):
             if self.param_needs_backward(1):
                 np.multiply(self.blobs[1].flat_diff, self.blobs[3].flat_data, out=self.blobs[1].flat_diff)
@@ -311,7 +312,8 @@ class CInnerProduct(_Surgery, InnerProductLayer):
             np.multiply(self.blobs[0].flat_diff, self.blobs[2].flat_data, out=self.blobs[0].flat_diff)
         if self.param_needs_backward(1):
             np.multiply(self.blobs[1].flat_diff, self.blobs[3].flat_data, out=self.blobs[1].flat_diff)
-        self.ip_backward(top, propagate_down, bottom, self._weight_tmp.reshape(self.blobs[0].shape), self.train_csr)
+        weight = None if self.train_csr is not None else self._weight_tmp.reshape(self.blobs[0].shape)
+        self.ip_backward(top, propagate_down, bottom, weight, self.train_csr)
 
 
 def set_splicing(net, enabled):

@@ -121,7 +121,8 @@ class Convolution(Layer):
     `backward_cpu` calls `conv_backward(top, propagate_down, bottom, weight)`,
     where `weight` (shaped like blobs[0]) and `bias` (like blobs[1], or None)
     are the arrays to convolve with.  Both take an optional `csr`, the same
-    weight as (indptr, indices, values) rows (group 1 only): the forward
+    weight as (indptr, indices, values) rows (group 1 only; `weight` may then
+    be None): the forward
     product and the bottom gradient then run on the sparse kernels
     (npcaffe.kernels.sparse), the weight gradient stays a dense GEMM.  conv_backward accumulates the weight
     gradient into blobs[0].diff (if param_needs_backward(0)), the bias
@@ -246,7 +247,6 @@ class Convolution(Layer):
     # calls sgemm, passing transposes as flags.
     def conv_forward(self, bottom, top, weight, bias, csr=None):
         g, positions = self.group, self.out_h * self.out_w
-        w = weight.reshape(g, self.num_output // g, -1)
         out = self._scratch.get("out", (g, self.num_output // g, self.num * positions))
         if csr is not None and self._batch_inner():
             self._col_source = None
@@ -267,6 +267,7 @@ class Convolution(Layer):
                 for start, stop, col in self._column_chunks(b.data):
                     csr_columns_product(*csr, bias, col, out[start:stop])
             return
+        w = weight.reshape(g, self.num_output // g, -1)
         for b, t in zip(bottom, top):
             col = self._columns(b.data)
             for k in range(g):
@@ -363,7 +364,8 @@ class Convolution(Layer):
         g, positions = self.group, self.out_h * self.out_w
         need_weight = self.param_needs_backward(0)
         need_bias = self.bias_term and self.param_needs_backward(1)
-        w = weight.reshape(g, self.num_output // g, -1)
+        taps = self.blobs[0].count // self.num_output
+        w = None if weight is None else weight.reshape(g, self.num_output // g, taps)
         for i, (t, b) in enumerate(zip(top, bottom)):
             if not (need_weight or need_bias or propagate_down[i]):
                 continue
@@ -371,7 +373,7 @@ class Convolution(Layer):
                 self._batch_inner_backward(t, b, need_weight, need_bias, propagate_down[i], csr)
                 continue
             by_image = t.diff.reshape(self.num, self.num_output, positions)
-            per_image = need_weight and g == 1 and w.shape[2] <= PER_IMAGE_WEIGHT_GRAD_TAPS
+            per_image = need_weight and g == 1 and taps <= PER_IMAGE_WEIGHT_GRAD_TAPS
             dy = None
             if (need_weight and not per_image) or (propagate_down[i] and csr is None):
                 dy = self._scratch.get("dy", (self.num_output, self.num, positions))
@@ -388,17 +390,16 @@ class Convolution(Layer):
                 self._chunked_weight_grad(b, by_image, dy, per_image)
             elif need_weight:
                 col = self._columns_for_backward(b)
-                grad = self._scratch.get("weight_grad", w.shape)
+                grad = self._scratch.get("weight_grad", (g, self.num_output // g, taps))
                 if per_image:
                     # One small GEMM per image, straight from the top diff's (N, O, P) layout.
-                    taps = w.shape[2]
                     images = self._scratch.get("weight_grad_images", (self.num, self.num_output, taps))
                     np.matmul(by_image, col[0].reshape(taps, self.num, positions).transpose(1, 2, 0), out=images)
                     np.sum(images, axis=0, out=grad[0])
                 else:
                     for k in range(g):
                         np.dot(dy[k], col[k].T, out=grad[k])
-                self.blobs[0].diff.reshape(w.shape)[...] += grad
+                self.blobs[0].diff.reshape(grad.shape)[...] += grad
             if not propagate_down[i]:
                 continue
             if csr is not None:
@@ -409,7 +410,7 @@ class Convolution(Layer):
                     self._scratch.get("top_t", (self.num_output, self.out_h, self.out_w, self.num)),
                     self._scratch.get("bottom_t", (self.channels, height, width, self.num)))
             else:
-                dcol = self._scratch.get("dcol", (g, w.shape[2], self.num * positions))
+                dcol = self._scratch.get("dcol", (g, taps, self.num * positions))
                 for k in range(g):
                     np.dot(w[k].T, dy[k], out=dcol[k])
                 col2im(dcol.reshape(-1, dcol.shape[2]), *self._geometry(), self._image(b.diff))
