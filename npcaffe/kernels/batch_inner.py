@@ -24,56 +24,66 @@ dW (O, C*kh*kw) = planes_diff (O, OH*OW*N) . col (C*kh*kw, OH*OW*N)^T,
 summed over (y, x, n) rather than Caffe's (n, y, x): equal to float rounding.
 Each kept weight's terms are added in (o, index) order.
 
-`to_batch_inner` / `from_batch_inner` make the layout copies with NumPy's
-blocked transposing copy, several times faster than a strided loop.
-Each kernel has a NumPy reference beside it; the tests compare the two.
+`to_batch_inner` / `from_batch_inner` make the layout copies.  Every
+kernel takes a range of independent items (output or input channels,
+blocks of rows) and is split over threads by npcaffe.parallel; each item is
+computed the same way whatever the split, so results do not depend on the
+thread count.  Each kernel has a NumPy reference beside it; the tests
+compare the two.
 """
 import numpy as np
 from numba import njit
 
+from .. import parallel
 from .im2col import im2col_reference
 
-_jit = njit(cache=True, error_model="numpy")
-_EMPTY = np.zeros(0, np.float32)
+_jit = njit(cache=True, error_model="numpy", nogil=True)
+_BLOCK = 16  # source rows per transposing step: 16 floats, one 64-byte line per destination row
 
 
 def to_batch_inner(blob_data, out):
     """out (..., N) = blob_data (N, ...) with the batch moved innermost."""
     num = blob_data.shape[0]
-    np.copyto(out.reshape(-1, num), blob_data.reshape(num, -1).T)
+    src, dst = blob_data.reshape(num, -1), out.reshape(-1, num)
+    # NumPy's copy is fast in this direction (it writes dst in order); split by dst rows.
+    parallel.run(_copy_transposed, dst.shape[0], src, dst, min_items=1024)
+
+
+def _copy_transposed(src, dst, start, stop):
+    np.copyto(dst[start:stop], src[:, start:stop].T)
 
 
 def from_batch_inner(data, out, bias=None):
     """out (N, O, ...) = data (O, ..., N) moved back batch-first, + bias[o] if given."""
     num = out.shape[0]
-    _transpose(data.reshape(-1, num), out.reshape(num, -1))
+    _transposed(data.reshape(-1, num), out.reshape(num, -1))
     if bias is not None:
         out.reshape(num, out.shape[1], -1)[...] += bias.reshape(-1, 1)
 
 
+def _transposed(src, dst):
+    parallel.run(_transpose, -(-src.shape[0] // _BLOCK), src, dst, min_items=64)
+
+
 @_jit
-def _transpose(src, dst):
-    # dst (N, R) = src (R, N)^T, eight source rows at a time so that each visit
-    # to a destination row writes eight contiguous values.  NumPy's copy of this
-    # transposed view is several times slower for LeNet-size planes.
-    rows, num = src.shape
-    full = rows - rows % 8
-    for r in range(0, full, 8):
-        s0, s1, s2, s3 = src[r], src[r + 1], src[r + 2], src[r + 3]
-        s4, s5, s6, s7 = src[r + 4], src[r + 5], src[r + 6], src[r + 7]
-        for n in range(num):
-            d = dst[n, r:r + 8]
-            d[0] = s0[n]
-            d[1] = s1[n]
-            d[2] = s2[n]
-            d[3] = s3[n]
-            d[4] = s4[n]
-            d[5] = s5[n]
-            d[6] = s6[n]
-            d[7] = s7[n]
-    for r in range(full, rows):
-        for n in range(num):
-            dst[n, r] = src[r, n]
+def _transpose(src, dst, start, stop):
+    # dst (C, R) = src (R, C)^T for source rows in blocks start..stop of _BLOCK.  A
+    # block of source rows at a time, so that each visit to a destination row
+    # writes _BLOCK contiguous values: NumPy's copy of a transposed view reads or
+    # writes a cache line per value and is up to 8x slower on LeNet-size planes.
+    rows, cols = src.shape
+    for block in range(start, stop):
+        r0 = block * _BLOCK
+        r1 = min(r0 + _BLOCK, rows)
+        if r1 - r0 == _BLOCK:
+            for c in range(cols):
+                d = dst[c, r0:r0 + _BLOCK]
+                for r in range(_BLOCK):
+                    d[r] = src[r0 + r, c]
+        else:
+            for c in range(cols):
+                for r in range(r0, r1):
+                    dst[c, r] = src[r, c]
 
 
 @_jit
@@ -91,17 +101,27 @@ def _valid_range(offset, stride, size, count):
 
 @_jit
 def _sparse_conv(images, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
-                 dilation_h, dilation_w, planes, adjoint):
-    # adjoint False: planes += W * images (forward); True: images += W^T * planes (backward).
+                 dilation_h, dilation_w, planes, adjoint, start, stop):
+    # adjoint False: planes[o] = (W . images)[o] for outputs o in [start, stop);
+    # adjoint True: images[c] = (W^T . planes)[c] for input channels c in [start, stop).
+    # Either way each item sums its terms in (o, index) order.
     channels, height, width, num = images.shape
     outputs, out_h, out_w = planes.shape[0], planes.shape[1], planes.shape[2]
     img = images.reshape(-1)
     pln = planes.reshape(-1)
     taps = kernel_h * kernel_w
-    for o in range(outputs):
+    if adjoint:
+        images[start:stop] = 0
+        first_o, last_o = 0, outputs
+    else:
+        planes[start:stop] = 0
+        first_o, last_o = start, stop
+    for o in range(first_o, last_o):
         for p in range(indptr[o], indptr[o + 1]):
             k = indices[p]
             c = k // taps
+            if adjoint and not start <= c < stop:
+                continue
             i = (k % taps) // kernel_w
             j = k % kernel_w
             v = values[p]
@@ -143,27 +163,32 @@ def _sparse_conv(images, indptr, indices, values, kernel_h, kernel_w, pad_h, pad
 def sparse_conv_forward(images, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
                         dilation_h, dilation_w, planes):
     """Overwrite planes (O, OH, OW, N) with W . images for CSR weights W (O, C*kh*kw), no bias."""
-    planes[...] = 0
-    _sparse_conv(images, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
-                 dilation_h, dilation_w, planes, False)
+    parallel.run(_sparse_conv, planes.shape[0], images, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w,
+                 stride_h, stride_w, dilation_h, dilation_w, planes, False)
 
 
 def sparse_conv_backward(planes_diff, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w, stride_h,
                          stride_w, dilation_h, dilation_w, images_diff):
     """Overwrite images_diff (C, H, W, N) with the gradient through CSR weights W (O, C*kh*kw)."""
-    images_diff[...] = 0
-    _sparse_conv(images_diff, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
-                 dilation_h, dilation_w, planes_diff, True)
+    parallel.run(_sparse_conv, images_diff.shape[0], images_diff, indptr, indices, values, kernel_h, kernel_w,
+                 pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w, planes_diff, True)
 
 
-@_jit
 def im2col_batch_inner(images, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w,
                        out_w, y_start, col):
     """col (C*kh*kw, rows, OW, N) from images (C, H, W, N) for output rows
     y_start .. y_start + rows - 1; col rows in Caffe's (c, i, j) order."""
+    parallel.run(_im2col_batch_inner, images.shape[0], images, kernel_h, kernel_w, pad_h, pad_w, stride_h,
+                 stride_w, dilation_h, dilation_w, out_w, y_start, col)
+
+
+@_jit
+def _im2col_batch_inner(images, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w,
+                        out_w, y_start, col, start, stop):
+    # Input channels start..stop: their kh*kw rows of col.
     channels, height, width, num = images.shape
     rows = col.shape[1]
-    for c in range(channels):
+    for c in range(start, stop):
         for i in range(kernel_h):
             for j in range(kernel_w):
                 off_h = i * dilation_h - pad_h

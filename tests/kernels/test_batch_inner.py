@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from npcaffe import parallel
 from npcaffe.kernels.batch_inner import (from_batch_inner, im2col_batch_inner, im2col_batch_inner_reference,
                                          sparse_conv_backward, sparse_conv_forward, to_batch_inner)
 from npcaffe.kernels.im2col import col2im_reference, im2col_reference
@@ -96,3 +97,33 @@ def test_layout_round_trip(shape):
     bias = np.linspace(-1, 1, shape[1]).astype(np.float32)
     from_batch_inner(inner, back, bias)
     np.testing.assert_array_equal(back, data + bias.reshape((1, -1) + (1,) * (len(shape) - 2)))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_results_do_not_depend_on_the_thread_count(count):
+    geometry = GEOMETRIES[0]
+    images, weight, oh, ow = _case(geometry, num=6, channels=7, height=13, width=12, outputs=5, density=0.5)
+    csr = dense_to_csr(weight)
+    before = parallel.num_threads()
+
+    def compute():
+        inner = _inner(images)
+        planes = np.empty((weight.shape[0], oh, ow, images.shape[0]), np.float32)
+        sparse_conv_forward(inner, *csr, *geometry, planes)
+        back = np.empty_like(inner)
+        sparse_conv_backward(planes, *csr, *geometry, back)
+        col = np.empty((weight.shape[1], oh, ow, images.shape[0]), np.float32)
+        im2col_batch_inner(inner, *geometry, ow, 0, col)
+        top = np.empty((images.shape[0], weight.shape[0], oh, ow), np.float32)
+        from_batch_inner(planes, top)
+        return inner, planes, back, col, top
+
+    try:
+        parallel.set_num_threads(1)
+        serial = compute()
+        parallel.set_num_threads(count)
+        split = compute()
+    finally:
+        parallel.set_num_threads(before)
+    for a, b in zip(serial, split):
+        np.testing.assert_array_equal(a, b)
