@@ -26,6 +26,8 @@ threshold and mask update:
 import numba
 import numpy as np
 
+from .. import parallel
+
 _PRUNE = 0.9
 _SPLICE = 1.1
 
@@ -97,17 +99,18 @@ def dns_update_masks(values, mask, threshold):
     the same outcome for float32 |w|), so the loop runs 16 lanes wide."""
     low = _float32_floor(_PRUNE * np.float64(threshold))
     high = _float32_floor(_SPLICE * np.float64(threshold))
-    return _update_masks(values, mask, low, high)
+    counts = parallel.run(_update_masks, values.size, values, mask, low, high, min_items=1 << 16)
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
-@numba.njit(cache=True)
-def _update_masks(values, mask, low, high):
+@numba.njit(cache=True, nogil=True)
+def _update_masks(values, mask, low, high, start, stop):
     # Branch-free (selects), so it vectorizes; NaN compares false and keeps its mask.
     pruned = 0
     spliced = 0
     one = np.float32(1)
     zero = np.float32(0)
-    for k in range(values.size):
+    for k in range(start, stop):
         a = abs(values[k])
         m = mask[k]
         prune = (m == one) & (a <= low)
@@ -127,10 +130,14 @@ def dns_update_masks_ref(values, mask, threshold):
     return int(prune.sum()), int(splice.sum())
 
 
-@numba.njit(cache=True)
 def masked_product(values, mask, out):
     """out = values * mask (float32), the weights the layer computes with."""
-    for k in range(values.size):
+    parallel.run(_masked_product, values.size, values, mask, out, min_items=1 << 16)
+
+
+@numba.njit(cache=True, nogil=True)
+def _masked_product(values, mask, out, start, stop):
+    for k in range(start, stop):
         out[k] = values[k] * mask[k]
 
 

@@ -28,10 +28,11 @@ and semantics; the tests compare the two.
 import numpy as np
 from numba import njit
 
+from .. import parallel
 
-# Serial on purpose: on 2 cores, Numba's OpenMP threads and OpenBLAS's
-# threads spin-wait against each other between the kernel and the GEMM, and
-# the pair runs 2-3 times slower than serial im2col plus threaded BLAS.
+
+# Split over images by npcaffe.parallel (not Numba's parallel=True,
+# whose OpenMP threads spin-wait against OpenBLAS's: see that module).
 # error_model="numpy" drops Python's zero-division checks from the integer
 # index arithmetic.  Every kernel walks `col` row by row, in memory order
 # (writing 16 KB-strided rows image by image thrashes the TLB).
@@ -41,6 +42,7 @@ from numba import njit
 # is a plain contiguous copy / add that LLVM vectorizes; the general kernel,
 # with its per-element bounds test, is 3-5 times slower on that case.
 _jit = njit(cache=True, error_model="numpy")
+_kernel = njit(cache=True, error_model="numpy", nogil=True)
 
 
 @_jit
@@ -48,15 +50,15 @@ def _dense_geometry(pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w):
     return pad_h == 0 and pad_w == 0 and stride_h == 1 and stride_w == 1 and dilation_h == 1 and dilation_w == 1
 
 
-@_jit
-def _im2col_dense(im, kernel_h, kernel_w, out_h, out_w, col):
-    num, channels = im.shape[0], im.shape[1]
+@_kernel
+def _im2col_dense(im, kernel_h, kernel_w, out_h, out_w, col, start, stop):
+    channels = im.shape[1]
     plane = out_h * out_w
     for c in range(channels):
         for i in range(kernel_h):
             for j in range(kernel_w):
                 dst = col[(c * kernel_h + i) * kernel_w + j]
-                for n in range(num):
+                for n in range(start, stop):
                     src = im[n, c]
                     d = n * plane
                     for y in range(out_h):
@@ -66,16 +68,16 @@ def _im2col_dense(im, kernel_h, kernel_w, out_h, out_w, col):
                         d += out_w
 
 
-@_jit
+@_kernel
 def _im2col_general(im, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
-                    dilation_h, dilation_w, out_h, out_w, col):
-    num, channels, height, width = im.shape
+                    dilation_h, dilation_w, out_h, out_w, col, start, stop):
+    channels, height, width = im.shape[1], im.shape[2], im.shape[3]
     plane = out_h * out_w
     for c in range(channels):
         for i in range(kernel_h):
             for j in range(kernel_w):
                 row = (c * kernel_h + i) * kernel_w + j
-                for n in range(num):
+                for n in range(start, stop):
                     for y in range(out_h):
                         h = y * stride_h - pad_h + i * dilation_h
                         dst = n * plane + y * out_w
@@ -92,25 +94,25 @@ def _im2col_general(im, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
                                 w += stride_w
 
 
-@_jit
 def im2col(im, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
            dilation_h, dilation_w, out_h, out_w, col):
     if _dense_geometry(pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w):
-        _im2col_dense(im, kernel_h, kernel_w, out_h, out_w, col)
+        parallel.run(_im2col_dense, im.shape[0], im, kernel_h, kernel_w, out_h, out_w, col)
     else:
-        _im2col_general(im, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
-                        dilation_h, dilation_w, out_h, out_w, col)
+        parallel.run(_im2col_general, im.shape[0], im, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                     dilation_h, dilation_w, out_h, out_w, col)
 
 
-@_jit
-def _col2im_dense(col, kernel_h, kernel_w, out_h, out_w, im):
-    num, channels = im.shape[0], im.shape[1]
+@_kernel
+def _col2im_dense(col, kernel_h, kernel_w, out_h, out_w, im, start, stop):
+    channels = im.shape[1]
     plane = out_h * out_w
+    im[start:stop] = 0
     for c in range(channels):
         for i in range(kernel_h):
             for j in range(kernel_w):
                 src = col[(c * kernel_h + i) * kernel_w + j]
-                for n in range(num):
+                for n in range(start, stop):
                     dst = im[n, c]
                     d = n * plane
                     for y in range(out_h):
@@ -120,16 +122,17 @@ def _col2im_dense(col, kernel_h, kernel_w, out_h, out_w, im):
                         d += out_w
 
 
-@_jit
+@_kernel
 def _col2im_general(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
-                    dilation_h, dilation_w, out_h, out_w, im):
-    num, channels, height, width = im.shape
+                    dilation_h, dilation_w, out_h, out_w, im, start, stop):
+    channels, height, width = im.shape[1], im.shape[2], im.shape[3]
     plane = out_h * out_w
+    im[start:stop] = 0
     for c in range(channels):
         for i in range(kernel_h):
             for j in range(kernel_w):
                 row = (c * kernel_h + i) * kernel_w + j
-                for n in range(num):
+                for n in range(start, stop):
                     for y in range(out_h):
                         h = y * stride_h - pad_h + i * dilation_h
                         if h < 0 or h >= height:
@@ -142,15 +145,13 @@ def _col2im_general(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
                             w += stride_w
 
 
-@_jit
 def col2im(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
            dilation_h, dilation_w, out_h, out_w, im):
-    im[...] = 0
     if _dense_geometry(pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w):
-        _col2im_dense(col, kernel_h, kernel_w, out_h, out_w, im)
+        parallel.run(_col2im_dense, im.shape[0], col, kernel_h, kernel_w, out_h, out_w, im)
     else:
-        _col2im_general(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
-                        dilation_h, dilation_w, out_h, out_w, im)
+        parallel.run(_col2im_general, im.shape[0], col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                     dilation_h, dilation_w, out_h, out_w, im)
 
 
 @_jit

@@ -84,7 +84,7 @@ def _borderline(threshold):
     return np.array(out, np.float32)
 
 
-@pytest.mark.parametrize("size", [1, 13, 4097])
+@pytest.mark.parametrize("size", [1, 13, 4097, 300_001])  # the last is split over threads
 def test_mask_update_kernel_equals_reference(size):
     rng = np.random.default_rng(size)
     t = np.float32(0.1)

@@ -81,3 +81,27 @@ def test_same_values():
     assert not same_values(a, a[:6]) and not same_values_reference(a, a[:6])
     nan = np.full(3, np.nan, np.float32)
     assert not same_values(nan, nan.copy()) and not same_values_reference(nan, nan.copy())
+
+
+@pytest.mark.parametrize("case", [CASES[6], CASES[7]])
+@pytest.mark.parametrize("count", [2, 3])
+def test_split_over_threads_is_bit_identical(case, count):
+    """The kernels split the batch over threads (npcaffe.parallel); any count gives the same bits."""
+    from npcaffe import parallel
+    n, c, h, w, kh, kw, ph, pw, sh, sw, dh, dw = case
+    oh, ow = out_dim(h, kh, ph, sh, dh), out_dim(w, kw, pw, sw, dw)
+    im = np.random.default_rng(5).standard_normal((n, c, h, w)).astype(np.float32)
+    before = parallel.num_threads()
+    results = []
+    try:
+        for threads in (1, count):
+            parallel.set_num_threads(threads)
+            col = np.empty((c * kh * kw, n * oh * ow), np.float32)
+            im2col(im, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+            back = np.full_like(im, np.nan)
+            col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, back)
+            results.append((col, back))
+    finally:
+        parallel.set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
