@@ -114,18 +114,21 @@ class SGDSolver(Solver):
         if p.display and self.iter % p.display == 0:
             glog.info(f"Iteration {self.iter}, lr = {glog.fmt(rate)}")
         self.clip_gradients()
-        # Plain SGD with L2 decay: the same roundings in one fused pass (npcaffe.kernels.sgd).
+        # Plain SGD with L2 decay: the same roundings in one fused pass per blob, the
+        # net's update (data -= diff, DNS masks skipped) included (npcaffe.kernels.sgd).
         fused = type(self) is SGDSolver and p.regularization_type == "L2"
         for param_id, blob in enumerate(self.net.learnable_params):
             self.normalize(param_id)
             if fused:
                 local_decay = f32(p.weight_decay) * f32(self.net.params_weight_decay[param_id])
                 sgd_momentum_update(blob.flat_data, blob.flat_diff, self.history[param_id], local_decay,
-                                    self.local_rate(param_id, rate), f32(p.momentum))
+                                    self.local_rate(param_id, rate), f32(p.momentum),
+                                    step=param_id not in self.net.mask_learnable_ids)
             else:
                 self.regularize(param_id)
                 self.compute_update_value(param_id, rate)
-        self.net.update()
+        if not fused:
+            self.net.update()
         self.iter += 1
 
     def clip_gradients(self):
