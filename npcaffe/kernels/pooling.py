@@ -6,12 +6,16 @@ and pad-clipping rules live in the layer).  Semantics follow Caffe's
 PoolingLayer::Forward_cpu / Backward_cpu (layers/pooling_layer.cpp):
 
 - MAX scans the window clipped to the image, row by row, and keeps the
-  first strictly greater value starting from -FLT_MAX; `mask` receives its
-  index h * W + w within the channel plane, or -1 if the window holds no
-  pixel.  `mask` may be an int32 array or, for Caffe's optional second top,
-  a float32 one.  Backward zeroes `bottom_diff` and adds each top diff to
-  its argmax (overlapping windows accumulate); a -1 entry is skipped where
-  Caffe would write before the plane.
+  first strictly greater value starting from -FLT_MAX (so NaN never wins
+  and ties keep the earliest pixel); `mask` receives its index h * W + w
+  within the channel plane, or -1 (top -FLT_MAX) if no pixel exceeds
+  -FLT_MAX, e.g. an empty window or one of NaN / -inf / -FLT_MAX only.
+  `mask` may be an int32 array or, for Caffe's optional second top, a
+  float32 one.  The common 2x2 / stride 2 / pad 0 case with every window
+  inside the image has its own vectorized kernel with the same results.
+  Backward zeroes `bottom_diff` and adds each top diff to its argmax
+  (overlapping windows accumulate); a -1 entry is skipped where Caffe would
+  write before the plane.
 - AVE sums the window clipped to the image, but divides by the window size
   clipped to the *padded* image (H + pad_h, W + pad_w), so padding counts as
   zeros except beyond the far edge.  Backward spreads diff / pool_size over
@@ -59,40 +63,69 @@ def _max_forward_plane(src, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w
             arg[y, x] = best_at
 
 
+# Scratch elements per group of planes in `_max_forward_2x2` (kept in L1).
+_GROUP_ELEMS = 1024
+
+
 @_jit
 def _max_forward_2x2(bottom, top, mask):
-    """MAX 2x2, stride 2, no padding, every window inside the image: the
-    general plane loop spends most of its time entering its 2-trip inner
-    loops; this one compares the four taps directly, in Caffe's scan order,
-    from -FLT_MAX with '>' as the general path."""
+    """MAX 2x2, stride 2, no padding, every window inside the image.
+
+    Two passes per group of planes, both branch-free selects that LLVM
+    vectorizes (the old one-pass loop compared four taps per output with a
+    dependent chain of scalar compares/branches and ran at ~5 ns per output;
+    this is ~2x faster on LeNet's pool1 and ~1.5x on pool2):
+    1. vertical, over contiguous row pairs: for each column, the first of
+       (up, down) strictly greater than -FLT_MAX / than up, with its plane
+       index h * W + w (-1 if neither exceeds -FLT_MAX);
+    2. horizontal, one flat loop over all outputs of the group (stride-2
+       loads of the scratch rows): the right candidate wins if strictly
+       greater, or if equal with a smaller plane index -- i.e. earlier in
+       Caffe's scan order (up-right beats down-left on a tie).
+    Together this equals Caffe's row-by-row scan with '>' from -FLT_MAX:
+    the maximum over values > -FLT_MAX, ties to the first in scan order, NaN
+    never picked."""
     num, channels, height, width = bottom.shape
     pooled_h, pooled_w = top.shape[2], top.shape[3]
-    for n in range(num):
-        for c in range(channels):
-            src = bottom[n, c]
-            dst = top[n, c]
-            arg = mask[n, c]
+    planes = num * channels
+    per_plane = pooled_h * pooled_w
+    cols = 2 * pooled_w
+    src = bottom.reshape(planes, height, width)
+    dst = top.reshape(planes * per_plane)
+    arg = mask.reshape(planes * per_plane)
+    group = max(1, _GROUP_ELEMS // (pooled_h * cols))
+    best = np.empty((group * pooled_h, cols), np.float32)
+    best_at = np.empty((group * pooled_h, cols), np.int32)
+    flat_best = best.reshape(-1)
+    flat_at = best_at.reshape(-1)
+    low = -_FLT_MAX
+    down_step = np.int32(width)
+    none = np.int32(-1)
+    for p0 in range(0, planes, group):
+        g = min(group, planes - p0)
+        for k in range(g):
             for y in range(pooled_h):
-                up = src[2 * y]
-                down = src[2 * y + 1]
-                for x in range(pooled_w):
-                    w = 2 * x
-                    best = -_FLT_MAX
-                    best_at = -1
-                    if up[w] > best:
-                        best = up[w]
-                        best_at = 2 * y * width + w
-                    if up[w + 1] > best:
-                        best = up[w + 1]
-                        best_at = 2 * y * width + w + 1
-                    if down[w] > best:
-                        best = down[w]
-                        best_at = (2 * y + 1) * width + w
-                    if down[w + 1] > best:
-                        best = down[w + 1]
-                        best_at = (2 * y + 1) * width + w + 1
-                    dst[y, x] = best
-                    arg[y, x] = best_at
+                r = k * pooled_h + y
+                base = np.int32(2 * y * width)
+                for w in range(cols):
+                    up = src[p0 + k, 2 * y, w]
+                    down = src[p0 + k, 2 * y + 1, w]
+                    take_up = up > low
+                    b = up if take_up else low
+                    at = base + np.int32(w) if take_up else none
+                    take_down = down > b
+                    best[r, w] = down if take_down else b
+                    best_at[r, w] = base + down_step + np.int32(w) if take_down else at
+        out = dst[p0 * per_plane:(p0 + g) * per_plane]
+        out_at = arg[p0 * per_plane:(p0 + g) * per_plane]
+        for o in range(g * per_plane):
+            left = flat_best[2 * o]
+            right = flat_best[2 * o + 1]
+            left_at = flat_at[2 * o]
+            right_at = flat_at[2 * o + 1]
+            take_right = (right > left) | ((right == left) & (right_at < left_at))
+            out[o] = right if take_right else left
+            out_at[o] = right_at if take_right else left_at
 
 
 @_jit

@@ -110,3 +110,83 @@ def test_max_2x2_fast_path_keeps_caffe_start_value():
     np.testing.assert_array_equal(mask, [[[[-1, 6]]]])
     np.testing.assert_array_equal(top, top_ref)
     np.testing.assert_array_equal(mask, mask_ref)
+
+
+def _caffe_max_planes(bottom, top_shape, mask_dtype):
+    """Caffe's scan (the general per-plane kernel) run plane by plane."""
+    top, mask = np.empty(top_shape, np.float32), np.empty(top_shape, mask_dtype)
+    for n in range(bottom.shape[0]):
+        for c in range(bottom.shape[1]):
+            P._max_forward_plane(bottom[n, c], 2, 2, 2, 2, 0, 0, top[n, c], mask[n, c])
+    return top, mask
+
+
+# 2x2/2 fast path: LeNet's pool1/pool2 planes (channel counts that are not a
+# multiple of the kernel's plane group), odd sizes whose last row / column
+# no window covers (floor mode), and a 1x1 output.
+@pytest.mark.parametrize("shape", [(2, 5, 24, 24), (3, 13, 8, 8), (1, 37, 8, 8), (2, 3, 25, 25),
+                                   (2, 2, 9, 6), (1, 3, 6, 11), (2, 2, 2, 2)])
+@pytest.mark.parametrize("mask_dtype", [np.int32, np.float32])
+@pytest.mark.parametrize("data", ["normal", "ties", "special"])
+def test_max_2x2_fast_path(shape, mask_dtype, data):
+    n, c, h, w = shape
+    top_shape = (n, c, h // 2, w // 2)
+    rng = np.random.default_rng(h * w + c)
+    flt_max = np.finfo(np.float32).max
+    if data == "normal":
+        bottom = rng.standard_normal(shape)
+    elif data == "ties":
+        bottom = rng.integers(-1, 2, shape)
+    else:
+        # Few values, with NaN, -inf and -FLT_MAX (never strictly above the
+        # -FLT_MAX start) and +inf; whole windows of them are common.
+        bottom = rng.choice(np.array([np.nan, -np.inf, -flt_max, 0.0, -0.0, 1.0, np.inf]), shape)
+        bottom[0, 0, :2, :2] = [[np.nan, -np.inf], [-flt_max, np.nan]]   # no tap wins: -FLT_MAX, -1
+        bottom[-1, -1, 0, 1] = 1.0
+    bottom = bottom.astype(np.float32)
+    top, mask = np.empty(top_shape, np.float32), np.empty(top_shape, mask_dtype)
+    P.max_pool_forward(bottom, 2, 2, 2, 2, 0, 0, top, mask)
+    top_ref, mask_ref = _caffe_max_planes(bottom, top_shape, mask_dtype)
+    np.testing.assert_array_equal(top, top_ref)
+    np.testing.assert_array_equal(np.signbit(top), np.signbit(top_ref))   # -0.0 vs 0.0: the same tap
+    np.testing.assert_array_equal(mask, mask_ref)
+    if data != "special":
+        # The NumPy reference's argmax agrees when no NaN or -inf is present.
+        top_np, mask_np = np.empty(top_shape, np.float32), np.empty(top_shape, mask_dtype)
+        P.max_pool_forward_reference(bottom, 2, 2, 2, 2, 0, 0, top_np, mask_np)
+        np.testing.assert_array_equal(top, top_np)
+        np.testing.assert_array_equal(mask, mask_np)
+    else:
+        assert mask[0, 0, 0, 0] == -1 and top[0, 0, 0, 0] == -flt_max and mask[-1, -1, 0, 0] >= 0
+
+    diff = rng.standard_normal(top_shape).astype(np.float32)
+    grad, grad_ref = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
+    P.max_pool_backward(diff, mask, grad)
+    P.max_pool_backward_reference(diff, mask_ref, grad_ref)
+    np.testing.assert_array_equal(grad, grad_ref)
+    # Rows / columns no window covers get zero.
+    assert not grad[:, :, 2 * (h // 2):, :].any() and not grad[:, :, :, 2 * (w // 2):].any()
+
+
+def test_max_2x2_ceil_mode_partial_windows():
+    """25x25 in Caffe's ceil mode gives 13x13 with clipped last windows: the
+    general path handles them (a clipped window has fewer taps)."""
+    rng = np.random.default_rng(7)
+    bottom = rng.integers(-2, 3, (2, 3, 25, 25)).astype(np.float32)
+    bottom[0, 0, 24, 24] = np.nan
+    bottom[0, 1, 24, :] = -np.inf
+    top, mask = np.empty((2, 3, 13, 13), np.float32), np.empty((2, 3, 13, 13), np.float32)
+    P.max_pool_forward(bottom, 2, 2, 2, 2, 0, 0, top, mask)
+    assert mask[0, 0, 12, 12] == -1 and top[0, 0, 12, 12] == -np.finfo(np.float32).max
+    top_ref = np.empty_like(top)
+    mask_ref = np.empty_like(mask)
+    for n in range(2):
+        for c in range(3):
+            P._max_forward_plane(bottom[n, c], 2, 2, 2, 2, 0, 0, top_ref[n, c], mask_ref[n, c])
+    np.testing.assert_array_equal(top, top_ref)
+    np.testing.assert_array_equal(mask, mask_ref)
+    diff = rng.standard_normal(top.shape).astype(np.float32)
+    grad, grad_ref = np.full(bottom.shape, np.nan, np.float32), np.full(bottom.shape, np.nan, np.float32)
+    P.max_pool_backward(diff, mask, grad)
+    P.max_pool_backward_reference(diff, mask, grad_ref)
+    np.testing.assert_array_equal(grad, grad_ref)
