@@ -28,6 +28,8 @@ and semantics; the tests compare the two.
 import numpy as np
 from numba import njit
 
+from .. import parallel
+
 _FLT_MAX = np.float32(np.finfo(np.float32).max)
 
 
@@ -36,7 +38,7 @@ _FLT_MAX = np.float32(np.finfo(np.float32).max)
 # threaded BLAS calls around them.  error_model="numpy" drops Python's
 # zero-division checks from the integer index arithmetic (it halves the run
 # time) and lets an empty AVE window divide by zero as in C.
-_jit = njit(cache=True, error_model="numpy")
+_jit = njit(cache=True, error_model="numpy", nogil=True)
 
 
 @_jit
@@ -129,7 +131,7 @@ def _max_forward_2x2(bottom, top, mask):
 
 
 @_jit
-def max_pool_forward(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, mask):
+def _max_pool_forward(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, mask):
     num, channels, height, width = bottom.shape
     pooled_h, pooled_w = top.shape[2], top.shape[3]
     if (kernel_h == 2 and kernel_w == 2 and stride_h == 2 and stride_w == 2 and pad_h == 0 and pad_w == 0
@@ -143,7 +145,7 @@ def max_pool_forward(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_
 
 
 @_jit
-def max_pool_backward(top_diff, mask, bottom_diff):
+def _max_pool_backward(top_diff, mask, bottom_diff):
     num, channels, height, width = bottom_diff.shape
     pooled = top_diff.shape[2] * top_diff.shape[3]
     size = height * width
@@ -180,7 +182,7 @@ def _ave_forward_plane(src, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w
 
 
 @_jit
-def ave_pool_forward(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top):
+def _ave_pool_forward(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top):
     num, channels = bottom.shape[0], bottom.shape[1]
     for nc in range(num * channels):
         n, c = nc // channels, nc % channels
@@ -205,12 +207,38 @@ def _ave_backward_plane(dst_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h,
 
 
 @_jit
-def ave_pool_backward(top_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, bottom_diff):
+def _ave_pool_backward(top_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, bottom_diff):
     num, channels = bottom_diff.shape[0], bottom_diff.shape[1]
     for nc in range(num * channels):
         n, c = nc // channels, nc % channels
         _ave_backward_plane(top_diff[n, c], kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                             bottom_diff[n, c])
+
+
+# The public kernels split the batch over threads (npcaffe.parallel); each image
+# is computed exactly as by the serial kernel.
+def _by_images(kernel, batch_first, others, *args):
+    """kernel(*batch_first[start:stop], *args, *others[start:stop]) over image ranges, in parallel."""
+    def part(start, stop):
+        kernel(*(a[start:stop] for a in batch_first), *args, *(a[start:stop] for a in others))
+    parallel.run(part, batch_first[0].shape[0])
+
+
+def max_pool_forward(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, mask):
+    _by_images(_max_pool_forward, (bottom,), (top, mask), kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w)
+
+
+def max_pool_backward(top_diff, mask, bottom_diff):
+    _by_images(_max_pool_backward, (top_diff, mask, bottom_diff), ())
+
+
+def ave_pool_forward(bottom, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top):
+    _by_images(_ave_pool_forward, (bottom,), (top,), kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w)
+
+
+def ave_pool_backward(top_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, bottom_diff):
+    _by_images(_ave_pool_backward, (top_diff,), (bottom_diff,), kernel_h, kernel_w, stride_h, stride_w, pad_h,
+               pad_w)
 
 
 def _windows(size, pooled, kernel, stride, pad):
