@@ -26,21 +26,47 @@ _stamps = itertools.count()
 
 
 class _Storage:
-    __slots__ = ("array", "stamp")
+    """A float32 array and, in `flat`, a view of its first elements (the size
+    the blobs on it last asked for), kept so that handing out the flat data
+    makes no new view: at batch 1 that costs as much as a small layer."""
+    __slots__ = ("array", "stamp", "flat")
 
     def __init__(self, size=0):
         self.array = np.zeros(size, dtype=np.float32)
+        self.flat = self.array[:size]
         self.stamp = next(_stamps)
 
     def ensure(self, size):
         if self.array.size < size:
             self.array = np.zeros(size, dtype=np.float32)
+            self.flat = self.array[:size]
             self.stamp = next(_stamps)
 
+    def view(self, count):
+        flat = self.flat
+        if flat.size != count:
+            flat = self.flat = self.array[:count]
+        return flat
 
-# References to a storage's array when no view of it is alive, as sys.getrefcount counts them.
+    # Copies (copy, pickle) rebuild `flat` as a view of their own array.
+    def __getstate__(self):
+        return self.array, self.stamp
+
+    def __setstate__(self, state):
+        self.array, self.stamp = state
+        self.flat = self.array[:]
+
+    def unviewed(self):
+        """No view of the array is alive but `flat` itself (their reference counts)."""
+        return _getrefcount(self.array) <= _UNVIEWED_REFS and _getrefcount(self.flat) <= _UNVIEWED_FLAT_REFS
+
+
+# References to a storage's array and to its `flat` when no other view is alive, as
+# sys.getrefcount counts them (the array's include `flat`'s base).
+_getrefcount = sys.getrefcount
 _probe = _Storage(1)
 _UNVIEWED_REFS = sys.getrefcount(_probe.array)
+_UNVIEWED_FLAT_REFS = sys.getrefcount(_probe.flat)
 del _probe
 
 
@@ -55,13 +81,21 @@ class Blob:
         self._count = 1
         self.reshape(shape)
 
+    # Bumped whenever any blob's shape or storage changes (reshape, share_data,
+    # share_diff): while it holds, every blob keeps the shape and storage it had,
+    # which lets Layer.forward skip re-running a reshape that would change nothing.
+    layout_version = 0
+
     # -- shape ---------------------------------------------------------------
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list, np.ndarray)):
-            shape = tuple(shape[0])
-        if shape == self._shape and all(type(d) is int for d in shape):
+            shape = shape[0]
+        if shape is self._shape:
+            return  # reshape_like of a blob whose shape this one already took
+        if type(shape) is not tuple or not all(type(d) is int for d in shape):
+            shape = tuple(int(d) for d in shape)
+        if shape == self._shape:
             return  # layers reshape their tops every forward; most often nothing changes
-        shape = tuple(int(d) for d in shape)
         for d in shape:
             if d < 0:
                 raise NetError(f"blob '{self.name}': negative dimension in shape {shape}")
@@ -72,6 +106,7 @@ class Blob:
         self._count = count
         self._data.ensure(count)
         self._diff.ensure(count)
+        Blob.layout_version += 1
 
     def reshape_like(self, other):
         self.reshape(other.shape)
@@ -112,11 +147,13 @@ class Blob:
     width = property(lambda self: self._legacy(3))
 
     # -- contents ------------------------------------------------------------
+    # The flat accessors return the storage's kept view (see _Storage), the same
+    # object each time: use it, do not reshape it in place (assigning .shape).
     @property
     def data(self):
         storage = self._data
         storage.stamp = next(_stamps)
-        return storage.array[: self._count].reshape(self._shape)
+        return storage.view(self._count).reshape(self._shape)
 
     @data.setter
     def data(self, value):
@@ -124,7 +161,7 @@ class Blob:
 
     @property
     def diff(self):
-        return self._diff.array[: self._count].reshape(self._shape)
+        return self._diff.view(self._count).reshape(self._shape)
 
     @diff.setter
     def diff(self, value):
@@ -134,28 +171,30 @@ class Blob:
     def flat_data(self):
         storage = self._data
         storage.stamp = next(_stamps)
-        return storage.array[: self._count]
+        return storage.view(self._count)
 
     def data_stamp(self):
         """None while a view of the data may be alive, else the storage's stamp:
         equal stamps at two moments mean the data was not written in between."""
         storage = self._data
-        if sys.getrefcount(storage.array) > _UNVIEWED_REFS:
-            return None
-        return storage.stamp
+        return storage.stamp if storage.unviewed() else None
 
     @property
     def flat_diff(self):
-        return self._diff.array[: self._count]
+        return self._diff.view(self._count)
 
     def share_data(self, other):
         """Use other's data storage (shared parameters, Split tops)."""
         self._check_same_count(other)
-        self._data = other._data
+        if self._data is not other._data:
+            self._data = other._data
+            Blob.layout_version += 1
 
     def share_diff(self, other):
         self._check_same_count(other)
-        self._diff = other._diff
+        if self._diff is not other._diff:
+            self._diff = other._diff
+            Blob.layout_version += 1
 
     def shares_data_with(self, other):
         return self._data is other._data

@@ -25,7 +25,7 @@ def cmd_test(args):
     net = Net(args.model, _phase("TEST"), level=args.level, stages=_stages(args.stage))
     if args.weights:
         for w in args.weights.split(","):
-            net.copy_from(w)
+            net.copy_from(w, pack=False)  # packed once, below
         from .sparse import sparsify
         sparsify(net, verify=False)  # the weights stay fixed from here on
     else:

@@ -9,11 +9,13 @@ parameters and iter_size work as in Caffe.
 """
 import numpy as np
 
+from .blob import Blob
 from .errors import NetError
 from .proto import caffe_pb2
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
+_NO_LOSS = np.float32(0)
 
 _REGISTRY = {}
 _VARIANTS = {}
@@ -86,12 +88,12 @@ class Layer:
     max_top = -1
     equal_num_bottom_top = False
     auto_top_blobs = False
-    # True when `reshape` reads nothing but the bottom and top shapes (and fixed
-    # parameters): `forward` then skips it while those shapes are the ones the
-    # last reshape left.  Not for layers whose top shape depends on bottom
-    # values (Caffe's Filter) or on anything else that can change.
+    # True when `reshape` reads nothing but the bottom and top shapes and
+    # storages (and fixed parameters): `forward` then skips it while they are
+    # the ones the last reshape left.  Not for layers whose top shape depends on
+    # bottom values (Caffe's Filter) or on anything else that can change.
     reshape_from_shapes = False
-    _reshaped_for = None
+    _reshaped_for = None  # (Blob.layout_version, bottom, top) after forward's last reshape
 
     def __init__(self, param, phase=None):
         self.layer_param = param
@@ -156,12 +158,18 @@ class Layer:
 
     # -- forward / backward ----------------------------------------------------
     def forward(self, bottom, top):
-        if not self.reshape_from_shapes:
+        # Kept lean: at batch 1 a layer's bookkeeping costs as much as its arithmetic.
+        # No blob changed shape or storage since the last reshape on these same
+        # bottom and top lists (a Net's, which never change): it would change nothing.
+        seen = self._reshaped_for
+        if not (self.reshape_from_shapes and seen is not None and seen[0] == Blob.layout_version
+                and seen[1] is bottom and seen[2] is top):
             self.reshape(bottom, top)
-        elif [b._shape for b in bottom] + [t._shape for t in top] != self._reshaped_for:
-            self.reshape(bottom, top)
-            self._reshaped_for = [b._shape for b in bottom] + [t._shape for t in top]
+            if self.reshape_from_shapes:
+                self._reshaped_for = (Blob.layout_version, bottom, top)
         self.forward_cpu(bottom, top)
+        if not any(self.loss_weights):
+            return _NO_LOSS
         loss = np.float32(0)
         for t, weight in zip(top, self.loss_weights):
             if weight:
@@ -170,6 +178,22 @@ class Layer:
 
     def forward_cpu(self, bottom, top):
         raise NotImplementedError
+
+    _kept_views = None  # blob_views' cache
+
+    def blob_views(self, bottom, top, make):
+        """make(self, bottom, top), kept until some blob's shape or storage changes
+        (Blob.layout_version) or other bottom / top lists come.
+
+        For views of the layer's bottom and top data (never of parameter blobs,
+        whose data_stamp a live view would disable): at batch 1 making them
+        costs as much as a layer's arithmetic.  `make` is a plain function,
+        compared by identity."""
+        views = self._kept_views
+        if views is None or views[0] != Blob.layout_version or views[1] is not bottom or views[2] is not top \
+                or views[3] is not make:
+            views = self._kept_views = (Blob.layout_version, bottom, top, make, make(self, bottom, top))
+        return views[4]
 
     def backward(self, top, propagate_down, bottom):
         self.backward_cpu(top, propagate_down, bottom)

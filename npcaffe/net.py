@@ -290,11 +290,14 @@ class Net:
             layer.iter = iteration
 
     def forward_from_to(self, start=0, end=None):
-        end = len(self.layers) - 1 if end is None else end
+        layers, bottoms, tops = self.layers, self.bottom_vecs, self.top_vecs
+        end = len(layers) - 1 if end is None else end
         loss = np.float32(0)
         for i in range(start, end + 1):
-            loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
-        if self.forward_hooks and start == 0 and end == len(self.layers) - 1:
+            layer_loss = layers[i].forward(bottoms[i], tops[i])
+            if layer_loss:  # most layers have no loss weight; adding their 0 would change nothing
+                loss += layer_loss
+        if self.forward_hooks and start == 0 and end == len(layers) - 1:
             for hook in self.forward_hooks:
                 hook(self)
         return loss
@@ -326,12 +329,13 @@ class Net:
             layer.reshape(self.bottom_vecs[i], self.top_vecs[i])
 
     # -- weights -----------------------------------------------------------------
-    def copy_from(self, source):
+    def copy_from(self, source, pack=True):
         """Copy weights by layer name from a .caffemodel path or NetParameter (CopyTrainedLayersFrom).
 
         DNS fork rule: a CConvolution/CInnerProduct layer may receive fewer
         blobs than it has (weight, bias only); its masks then keep their
-        filler values.
+        filler values.  A TEST net then packs its pruned layers
+        (npcaffe.sparse.sparsify); pack=False leaves that to the caller.
         """
         if sparse.is_compressed(source):  # `npcaffe compress` output
             source = sparse.read_compressed(source)
@@ -363,7 +367,7 @@ class Net:
                 diff = blob_diff_to_array(proto)
                 if diff is not None:
                     targets[j].diff[...] = diff.reshape(targets[j].shape)
-        if self.phase == TEST:
+        if self.phase == TEST and pack:
             sparse.sparsify(self)  # pruned layers compute with packed sparse weights
 
     def share_with(self, other):

@@ -51,8 +51,9 @@ import os
 import numpy as np
 
 from .errors import WeightsError
-from .kernels.sparse import (csr_columns_product, csr_convolution, csr_inner_product, dense_to_csr,
-                             same_values_chunked)
+from .kernels.sparse import (csc_vector_product, csr_columns_product, csr_convolution, csr_convolution_stride1,
+                             csr_inner_product, csr_vector_product, dense_to_csr, same_values_chunked,
+                             stride1_tap_offsets)
 from .layer import TEST
 from .proto import caffe_pb2
 
@@ -73,30 +74,52 @@ _EMPTY = np.zeros(0, np.float32)
 
 
 class PackedWeights:
-    """A layer's effective weights and bias in CSR form, with the raw blobs they came from."""
+    """A layer's effective weights and bias in CSR form, with the raw blobs they came from.
+
+    Inner products also keep the weights by columns (`csc`) for the batch-1
+    product when that is the faster kernel (see `_wants_columns`)."""
 
     def __init__(self, layer, verify=True):
         self.verify = verify
         self.sources = [b.flat_data.copy() for b in _source_blobs(layer)] if verify else []
         weight, bias = effective_params(layer)
         self.density = np.count_nonzero(weight) / max(weight.size, 1)
-        self.indptr, self.indices, self.values = dense_to_csr(weight.reshape(weight.shape[0], -1))
+        matrix = weight.reshape(weight.shape[0], -1)
+        self.indptr, self.indices, self.values = dense_to_csr(matrix)
         self.bias = _EMPTY if bias is None else np.array(bias, np.float32)  # a copy: no view kept alive
-        self.scratch = {}  # the convolution kernel's work arrays, reused across forwards
+        self.inner_product = layer.type.endswith("InnerProduct")
+        threshold = getattr(layer, "sparse_threshold", DENSITY_THRESHOLD)
+        self.small_batch = self.density < min(SMALL_BATCH_DENSITY_THRESHOLD, threshold)
+        self.csc = dense_to_csr(matrix.T) if self.inner_product and _wants_columns(matrix, self.values) else None
+        self.scratch = {}  # the convolution kernels' work arrays, reused across forwards
         self.stamps = None  # the blobs' data stamps when last found unchanged
 
     def current(self, layer):
+        """The blobs still hold the values packed (always true with verify=False)."""
         if not self.verify:
             return True
-        blobs = _source_blobs(layer)
-        if self.stamps is not None and self.stamps == [b.data_stamp() for b in blobs]:
-            return True
+        blobs = layer.blobs
+        stamps = self.stamps
+        if stamps is not None and len(blobs) == len(stamps):
+            for b, stamp in zip(blobs, stamps):
+                if b.data_stamp() != stamp:
+                    break
+            else:
+                return True
         same = len(blobs) == len(self.sources) and all(
             s.size == b.count and same_values_chunked(s, b.flat_data) for s, b in zip(self.sources, blobs))
         # Stamps taken after the comparison (which handed out views of its own).
         stamps = [b.data_stamp() for b in blobs] if same else [None]
         self.stamps = None if None in stamps else stamps
         return same
+
+
+def _wants_columns(matrix, values):
+    """Batch-1 inner products run on the columns when the weights average at least
+    one per input (measured on LeNet's layers: then skipping the zero inputs saves
+    more than the loop over all inputs costs; below, the row kernel wins, though both
+    take about a microsecond there) and are all finite (a skipped term must be 0)."""
+    return values.size >= matrix.shape[1] and bool(np.isfinite(values).all())
 
 
 def _source_blobs(layer):
@@ -151,39 +174,70 @@ def sparse_forward(layer, bottom, top):
     """Forward `layer` with its packed weights; False if it should run dense instead.
 
     Called by the layers' forward_cpu when `layer.packed` is set.  Weights
-    changed since packing are packed again if still sparse enough.
+    changed since packing are packed again if still sparse enough.  Kept
+    lean: at batch 1 this bookkeeping costs as much as the arithmetic.
     """
     packed = layer.packed
-    inner_product = layer.type.endswith("InnerProduct")
-    num = layer.M if inner_product else layer.num
-    # Decided before the weights check: a layer that runs dense at this batch reads its weights anyway.
-    if inner_product and num < SMALL_BATCH and \
-            packed.density >= min(SMALL_BATCH_DENSITY_THRESHOLD, layer.sparse_threshold):
-        return False
-    if not packed.current(layer):
+    if packed.inner_product:
+        num = layer.M
+        # Decided before the weights check: a layer that runs dense at this batch reads its weights anyway.
+        if num < SMALL_BATCH and not packed.small_batch:
+            return False
+    else:
+        num = layer.num
+    if packed.verify and not packed.current(layer):
         packed = PackedWeights(layer, packed.verify)
         layer.packed = packed if packed.density < layer.sparse_threshold else None
         if layer.packed is None:
             return False
         return sparse_forward(layer, bottom, top)
-    if inner_product:
-        x = bottom[0].flat_data.reshape(layer.M, layer.K)
-        y = top[0].flat_data.reshape(layer.M, layer.num_output)
-        csr_inner_product(x, packed.indptr, packed.indices, packed.values, packed.bias, y)
+    if packed.inner_product:
+        x, y = bottom[0].flat_data, top[0].flat_data
+        if num == 1 and packed.csc is not None:
+            csc_vector_product(x, *packed.csc, packed.bias, y)
+        elif num == 1:
+            csr_vector_product(x, packed.indptr, packed.indices, packed.values, packed.bias, y)
+        else:
+            csr_inner_product(x.reshape(num, layer.K), packed.indptr, packed.indices, packed.values, packed.bias,
+                              y.reshape(num, layer.num_output))
         return True
-    geometry = (*layer.kernel, *layer.pad, *layer.stride, *layer.dilation)
+    if num < SMALL_BATCH and layer.stride == (1, 1):
+        _small_batch_convolution(layer, packed, bottom, top)
+        return True
     for b, t in zip(bottom, top):
         if num < SMALL_BATCH:
-            # A few images: unroll them (the column matrix is small) and add one
-            # contiguous column row per kept weight.
+            # A few images, strided: unroll them (the column matrix is small) and
+            # add one contiguous column row per kept weight.
             col = layer._columns(b.data)[0]
             csr_columns_product(packed.indptr, packed.indices, packed.values, packed.bias, col,
                                 t.data.reshape(num, layer.num_output, layer.out_h * layer.out_w))
         else:
             csr_convolution(layer._image(b.data), packed.indptr, packed.indices, packed.values, packed.bias,
-                            *geometry, t.data.reshape((num, layer.num_output, layer.out_h, layer.out_w)),
-                            packed.scratch)
+                            *layer.kernel, *layer.pad, *layer.stride, *layer.dilation,
+                            t.data.reshape((num, layer.num_output, layer.out_h, layer.out_w)), packed.scratch)
     return True
+
+
+def _small_batch_convolution(layer, packed, bottom, top):
+    """A few images at stride 1: the direct kernel on the (padded) images, no im2col."""
+    height, width = bottom[0]._shape[-2:]
+    work = packed.scratch.get("stride1")
+    if work is None or work[0] != (height, width):
+        (pad_h, pad_w), (kernel_h, kernel_w), (dilation_h, dilation_w) = layer.pad, layer.kernel, layer.dilation
+        plane_h, plane_w = height + 2 * pad_h, width + 2 * pad_w
+        padded = np.zeros((layer.channels, plane_h, plane_w) if pad_h or pad_w else (0, 0, 0), np.float32)
+        offsets = stride1_tap_offsets(packed.indices, kernel_h, kernel_w, dilation_h, dilation_w, plane_h, plane_w)
+        wide = np.empty((layer.num_output, layer.out_h * plane_w), np.float32)
+        work = packed.scratch["stride1"] = ((height, width), offsets, padded, wide)
+    _, offsets, padded, wide = work
+    for image, out in layer.blob_views(bottom, top, _image_views):
+        csr_convolution_stride1(image, packed.indptr, offsets, packed.values, packed.bias, out, padded, wide)
+
+
+def _image_views(layer, bottom, top):
+    # [(bottom (N, C, H, W), top (N, O, OH, OW))] of a Convolution layer
+    return [(b.flat_data.reshape((layer.num, layer.channels) + b._shape[-2:]),
+             t.flat_data.reshape((layer.num, layer.num_output, layer.out_h, layer.out_w))) for b, t in zip(bottom, top)]
 
 
 # -- storage ---------------------------------------------------------------------

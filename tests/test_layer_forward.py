@@ -40,3 +40,18 @@ def test_layers_without_the_flag_reshape_every_forward():
     layer.forward(bottom, top)
     assert len(calls) == 2
     np.testing.assert_allclose(top[0].data, bottom[0].data + bottom[1].data, rtol=1e-6)
+
+
+def test_kept_views_follow_reshapes_and_new_storage():
+    """Layer.blob_views: the InnerProduct's matrix views are made again when a blob changes
+    shape or storage, so results stay right across batch sizes."""
+    layer = create_layer(layer_param('name: "ip" type: "InnerProduct" inner_product_param { num_output: 3 '
+                                     'weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }'), TEST)
+    bottom, top = [make_blob((2, 4))], [Blob(())]
+    layer.setup(bottom, top)
+    w, b = layer.blobs[0].data.copy(), layer.blobs[1].data.copy()
+    for shape in [(2, 4), (2, 4), (5, 4), (1, 4), (5, 4)]:  # grows (new storage), shrinks, grows back
+        bottom[0].reshape(shape)
+        bottom[0].data[...] = np.random.default_rng(shape[0]).standard_normal(shape)
+        layer.forward(bottom, top)
+        np.testing.assert_allclose(top[0].data, bottom[0].data @ w.T + b, rtol=1e-5, atol=1e-6)

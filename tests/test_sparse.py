@@ -77,6 +77,32 @@ def test_writing_weights_after_loading_is_seen():
     assert not np.allclose(before, doubled)
 
 
+@pytest.mark.parametrize("verify", [True, False])
+def test_batch_one_uses_the_cheap_check_and_still_sees_writes(verify):
+    """Batch 1 as the benchmark runs it (the deploy net's batch 64 reshaped to 1): after the
+    first forward the weights check is the stamp comparison; a write is still seen."""
+    net = npcaffe.Net(shared_path("upstream-dns", "lenet5.prototxt"),
+                      shared_path("upstream-dns", "caffe_lenet5_sparse.caffemodel"), npcaffe.TEST)
+    if not verify:
+        sparse.sparsify(net, verify=False)
+    image = _images(1)
+    first = _forward(net, image, "ip2")
+    for _ in range(2):
+        np.testing.assert_array_equal(_forward(net, image, "ip2"), first)
+    packed = [layer.packed for layer in net.layers if layer.packed is not None]
+    assert len(packed) == 4 and all(p.stamps is not None for p in packed if p.verify)
+    assert net.layer_dict["ip1"].packed.csc is not None          # batch 1 on the columns
+    dense = npcaffe.Net(shared_path("upstream-dns", "lenet5.prototxt"), npcaffe.TEST)
+    for name in net.params:
+        for mine, theirs in zip(net.params[name], dense.params[name]):
+            theirs.data[...] = mine.data
+    _close(first, _forward(dense, image, "ip2"))
+    if verify:
+        net.params["conv2"][0].data[...] *= 2
+        dense.params["conv2"][0].data[...] *= 2
+        _close(_forward(net, image, "ip2"), _forward(dense, image, "ip2"))
+
+
 def test_writes_through_views_held_across_forwards_are_seen():
     """A forward with no view of the weights alive skips the comparison; any hand-out or
     live view of them makes the next forward compare again."""

@@ -53,6 +53,16 @@ def csr_to_dense(indptr, indices, values, shape):
 
 
 @_jit
+def csr_vector_product(x, indptr, indices, values, bias, y):
+    """y (O,) = W . x (K,) (+ bias when bias.size > 0): one sparse dot per output."""
+    for o in range(y.size):
+        s = np.float32(0)
+        for p in range(indptr[o], indptr[o + 1]):
+            s += values[p] * x[indices[p]]
+        y[o] = s + bias[o] if bias.size else s
+
+
+@_jit
 def csr_inner_product(bottom, indptr, indices, values, bias, top):
     """top (M, O) = bottom (M, K) . W^T (+ bias when bias.size > 0).
 
@@ -63,12 +73,7 @@ def csr_inner_product(bottom, indptr, indices, values, bias, top):
     index order."""
     num, outputs = top.shape
     if num == 1:
-        x = bottom[0]
-        for o in range(outputs):
-            s = np.float32(0)
-            for p in range(indptr[o], indptr[o + 1]):
-                s += values[p] * x[indices[p]]
-            top[0, o] = s + bias[o] if bias.size else s
+        csr_vector_product(bottom[0], indptr, indices, values, bias, top[0])
         return
     columns = np.ascontiguousarray(bottom.T)
     acc = np.empty(num, np.float32)
@@ -85,6 +90,37 @@ def csr_inner_product(bottom, indptr, indices, values, bias, top):
         else:
             for m in range(num):
                 top[m, o] = acc[m]
+
+
+@_jit
+def csc_vector_product(x, colptr, rows, values, bias, y):
+    """y (O,) = W . x (K,) (+ bias when bias.size > 0), W (O, K) packed by columns.
+
+    The batch-1 product, with W stored column by column (the CSR of W^T:
+    column k's weights at values[colptr[k]:colptr[k+1]], their rows at
+    rows[...]).  Each nonzero input adds its scaled column into y, so the
+    inputs that are zero (most pixels of an MNIST digit, half of a ReLU's
+    outputs) cost nothing, and no float dependency chain runs through a
+    row's terms.  Each y[o] still sums its terms in ascending k, as
+    `csr_inner_product`; skipping x[k] == 0 drops terms W[o, k] * 0 = 0,
+    exact for finite weights (the caller packs columns only for those)."""
+    for o in range(y.size):
+        y[o] = 0
+    for k in range(x.size):
+        xk = x[k]
+        if xk != 0:
+            for p in range(colptr[k], colptr[k + 1]):
+                y[np.uint32(rows[p])] += values[p] * xk  # unsigned: no negative-index wrap
+    if bias.size:
+        for o in range(y.size):
+            y[o] += bias[o]
+
+
+def csc_vector_product_reference(x, colptr, rows, values, bias, y):
+    """NumPy reference for `csc_vector_product`."""
+    y[...] = np.dot(csr_to_dense(colptr, rows, values, (x.size, y.size)).T, x)
+    if bias.size:
+        y += bias
 
 
 def csr_inner_product_reference(bottom, indptr, indices, values, bias, top):
@@ -204,6 +240,68 @@ def csr_convolution(bottom, indptr, indices, values, bias, kernel_h, kernel_w, p
         if scratch.get(key) is None or scratch[key].shape != shape:
             scratch[key] = np.empty(shape, np.float32)
     _csr_convolution_batched(*args, scratch["images"], scratch["planes"])
+
+
+def stride1_tap_offsets(indices, kernel_h, kernel_w, dilation_h, dilation_w, plane_h, plane_w):
+    """For `csr_convolution_stride1`: each kept weight's offset into the flat (C, plane_h, plane_w)
+    (padded) image, int32, in the order of `indices`."""
+    taps = kernel_h * kernel_w
+    c, tap = np.divmod(indices.astype(np.int64), taps)
+    i, j = np.divmod(tap, kernel_w)
+    offsets = (c * plane_h + i * dilation_h) * plane_w + j * dilation_w
+    return offsets.astype(np.int32)
+
+
+@_jit
+def csr_convolution_stride1(bottom, indptr, offsets, values, bias, top, padded, wide):
+    """top (N, O, OH, OW) from bottom (N, C, H, W), stride 1, image by image (small batches).
+
+    Without im2col: the output plane is computed `wide`, on rows as long as
+    the (padded) input's, so every kept weight is one contiguous axpy of
+    (OH - 1) * plane_w + OW floats from its offset into the flat input
+    (`stride1_tap_offsets`, which holds the kernel position and dilation;
+    precomputed, so no index division here).  The columns beyond OW are
+    wasted work, the price of the long vectorized loop; then the OW valid
+    columns of each row are copied out, the bias added.  `padded` is a
+    (C, H + 2 pad_h, W + 2 pad_w) buffer whose border the caller keeps at
+    zero, or empty when there is no padding (the image is read in place);
+    `wide` is (O, >= OH * plane_w).  Each output sums its kept weights in
+    index order, then adds the bias, as `csr_columns_product`."""
+    num, channels, height, width = bottom.shape
+    outputs, out_h, out_w = top.shape[1], top.shape[2], top.shape[3]
+    if padded.size:
+        plane_h, plane_w = padded.shape[1], padded.shape[2]
+    else:
+        plane_h, plane_w = height, width
+    pad_h, pad_w = (plane_h - height) // 2, (plane_w - width) // 2
+    length = (out_h - 1) * plane_w + out_w
+    for n in range(num):
+        if padded.size:
+            for c in range(channels):
+                for h in range(height):
+                    for w in range(width):
+                        padded[c, h + pad_h, w + pad_w] = bottom[n, c, h, w]
+            flat = padded.reshape(channels * plane_h * plane_w)
+        else:
+            flat = bottom[n].reshape(channels * plane_h * plane_w)
+        for o in range(outputs):
+            dst = wide[o]
+            dst[:length] = 0
+            for p in range(indptr[o], indptr[o + 1]):
+                v = values[p]
+                src = flat[offsets[p]:offsets[p] + length]
+                for q in range(length):
+                    dst[q] += v * src[q]
+            for y in range(out_h):
+                row = dst[y * plane_w:y * plane_w + out_w]
+                out = top[n, o, y]
+                if bias.size:
+                    b = bias[o]
+                    for x in range(out_w):
+                        out[x] = row[x] + b
+                else:
+                    for x in range(out_w):
+                        out[x] = row[x]
 
 
 def csr_convolution_reference(bottom, indptr, indices, values, bias, kernel_h, kernel_w, pad_h, pad_w,

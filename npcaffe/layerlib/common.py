@@ -16,6 +16,11 @@ from ..sparse import sparse_forward
 _EMPTY = np.zeros(0, np.float32)
 
 
+def _matrix_views(layer, bottom, top):
+    # bottom (M, K) and top (M, N) of an InnerProduct layer
+    return bottom[0].flat_data.reshape(layer.M, layer.K), top[0].flat_data.reshape(layer.M, layer.num_output)
+
+
 @register("InnerProduct")
 class InnerProductLayer(Layer):
     """Fully connected layer (BVLC src/caffe/layers/inner_product_layer.cpp).
@@ -116,8 +121,7 @@ class InnerProductLayer(Layer):
     # np.dot, not np.matmul: with out= and a transposed operand NumPy 2's matmul
     # can leave BLAS for a loop ten times slower; np.dot always calls sgemm/sgemv.
     def ip_forward(self, bottom, top, weight, bias, csr=None):
-        x = bottom[0].flat_data.reshape(self.M, self.K)
-        y = top[0].flat_data.reshape(self.M, self.num_output)
+        x, y = self.blob_views(bottom, top, _matrix_views)
         if csr is not None:
             csr_inner_product(x, *csr, _EMPTY if bias is None else bias, y)
             return
@@ -161,6 +165,7 @@ class SplitLayer(Layer):
     """
     exact_num_bottom = 1
     min_top = 1
+    reshape_from_shapes = True  # sharing changes Blob.layout_version, so a lost share is seen
 
     def reshape(self, bottom, top):
         for i, t in enumerate(top):
@@ -198,6 +203,7 @@ class FlattenLayer(Layer):
     """
     exact_num_bottom = 1
     exact_num_top = 1
+    reshape_from_shapes = True  # as Split's
 
     def reshape(self, bottom, top):
         if top[0] is bottom[0]:
@@ -221,6 +227,10 @@ class FlattenLayer(Layer):
         pass  # diff shared in reshape
 
 
+def _softmax_views(layer, bottom, top):
+    return bottom[0].flat_data.reshape(layer.view_shape), top[0].flat_data.reshape(layer.view_shape)
+
+
 @register("Softmax")
 class SoftmaxLayer(Layer):
     """Softmax over one axis (BVLC src/caffe/layers/softmax_layer.cpp).
@@ -242,7 +252,7 @@ class SoftmaxLayer(Layer):
         self.view_shape = (bottom[0].count_range(0, axis), bottom[0].shape[axis], bottom[0].count_range(axis + 1))
 
     def forward_cpu(self, bottom, top):
-        softmax_forward(bottom[0].flat_data.reshape(self.view_shape), top[0].flat_data.reshape(self.view_shape))
+        softmax_forward(*self.blob_views(bottom, top, _softmax_views))
 
     def backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:

@@ -5,6 +5,8 @@ from ..errors import NetError
 from ..layer import TRAIN, Layer, register
 from ..rng import get_rng
 
+_ZERO = np.float32(0)  # a float32 scalar: NumPy converts a Python 0 on every call
+
 
 class NeuronLayer(Layer):
     """Base of element-wise layers (BVLC src/caffe/layers/neuron_layer.cpp): top is shaped like bottom."""
@@ -47,9 +49,10 @@ class ReLULayer(NeuronLayer):
             self._b = _scratch(self._b, bottom[0].count)
 
     def forward_cpu(self, bottom, top):
-        x, y = bottom[0].flat_data, top[0].flat_data
+        x = bottom[0].flat_data
+        y = x if top[0] is bottom[0] else top[0].flat_data
         if self.negative_slope == 0:
-            np.maximum(x, 0, out=y)
+            np.maximum(x, _ZERO, out=y)
             return
         # The negative part is taken before y is written: y may be x (in place).
         np.minimum(x, 0, out=self._a)

@@ -38,6 +38,28 @@ def test_inner_product_matches_reference(m, k, o, density, bias):
     _close(got, want)
 
 
+@pytest.mark.parametrize("k, o, density, bias", [(800, 500, 0.01, True), (784, 300, 0.02, False), (37, 11, 0.3, True),
+                                                 (9, 4, 0.0, True)])
+def test_vector_products_match_reference(k, o, density, bias):
+    """Batch 1: rows (CSR) and columns (the CSR of W^T, zero inputs skipped) against NumPy."""
+    rng = np.random.default_rng(k + o)
+    x = rng.standard_normal(k).astype(np.float32)
+    x[rng.random(k) < 0.6] = 0  # as after a ReLU
+    w = _pruned(rng, (o, k), density)
+    b = rng.standard_normal(o).astype(np.float32) if bias else np.zeros(0, np.float32)
+    want = np.full(o, np.nan, np.float32)
+    S.csr_inner_product_reference(x[None], *S.dense_to_csr(w), b, want[None])
+    rows, columns = np.full(o, np.nan, np.float32), np.full(o, np.nan, np.float32)
+    S.csr_vector_product(x, *S.dense_to_csr(w), b, rows)
+    S.csc_vector_product(x, *S.dense_to_csr(np.ascontiguousarray(w.T)), b, columns)
+    _close(rows, want)
+    _close(columns, want)
+    reference = np.full(o, np.nan, np.float32)
+    S.csc_vector_product_reference(x, *S.dense_to_csr(np.ascontiguousarray(w.T)), b, reference)
+    _close(reference, want)
+    np.testing.assert_array_equal(rows, columns)  # both sum each output in ascending k
+
+
 # (N, C, H, W, O, kh, kw, ph, pw, sh, sw, dh, dw)
 CONV_CASES = [
     (2, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1, 1, 1),   # LeNet-5 conv2
@@ -64,6 +86,30 @@ def test_convolution_matches_reference(case, bias):
     S.csr_convolution(x, *csr, b, *geometry, got)
     S.csr_convolution_reference(x, *csr, b, *geometry, want)
     _close(got, want)
+
+
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[9] == c[10] == 1] +
+                         [(3, 2, 7, 6, 5, 3, 2, 1, 2, 1, 1, 2, 1), (1, 4, 6, 9, 3, 2, 3, 0, 1, 1, 1, 1, 2)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_stride1_convolution_matches_reference(case, bias):
+    """The small-batch direct kernel (stride 1; padding and dilation through the tap offsets)."""
+    n, c, h, w, o, kh, kw, ph, pw, sh, sw, dh, dw = case
+    oh = h + 2 * ph - dh * (kh - 1)
+    ow = w + 2 * pw - dw * (kw - 1)
+    rng = np.random.default_rng(sum(case) + 2)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    csr = S.dense_to_csr(_pruned(rng, (o, c * kh * kw), 0.1))
+    b = rng.standard_normal(o).astype(np.float32) if bias else np.zeros(0, np.float32)
+    want = np.full((n, o, oh, ow), np.nan, np.float32)
+    S.csr_convolution_reference(x, *csr, b, kh, kw, ph, pw, 1, 1, dh, dw, want)
+    plane_h, plane_w = h + 2 * ph, w + 2 * pw
+    padded = np.zeros((c, plane_h, plane_w) if ph or pw else (0, 0, 0), np.float32)
+    wide = np.full((o, oh * plane_w), np.nan, np.float32)  # stale contents must not leak
+    offsets = S.stride1_tap_offsets(csr[1], kh, kw, dh, dw, plane_h, plane_w)
+    for _ in range(2):  # the buffers reused, as across forwards
+        got = np.full((n, o, oh, ow), np.nan, np.float32)
+        S.csr_convolution_stride1(x, csr[0], offsets, csr[2], b, got, padded, wide)
+        _close(got, want)
 
 
 def test_same_values_chunked():
