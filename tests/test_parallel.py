@@ -75,3 +75,65 @@ def test_thread_count_checks(monkeypatch, threads):
         parallel._default_threads()
     monkeypatch.setenv("NPCAFFE_NUM_THREADS", "3")
     assert parallel._default_threads() == 3
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_split_products_equal_numpy_to_the_bit(threads, count):
+    """Each part is the same BLAS call on fewer rows: with OpenBLAS every output sums its
+    inner dimension in the same blocks, so the split changes no bit (and BLAS is back
+    at its own thread count afterwards)."""
+    from threadpoolctl import threadpool_info
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((500, 4096)).astype(np.float32)
+    b = rng.standard_normal((50, 4096)).astype(np.float32)
+    want = np.dot(a, b.T)
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    threads(count)
+    got = parallel.dot(a, b.T, np.empty((500, 50), np.float32))
+    np.testing.assert_array_equal(got, want)
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+    stack_a = rng.standard_normal((64, 20, 576)).astype(np.float32)
+    stack_b = rng.standard_normal((64, 576, 25)).astype(np.float32)
+    np.testing.assert_array_equal(parallel.matmul(stack_a, stack_b, np.empty((64, 20, 25), np.float32)),
+                                  np.matmul(stack_a, stack_b))
+
+
+def _lenet5_dns_solver(batch=16):
+    import os
+    from npcaffe import glog
+    from npcaffe.fileio.prototxt import read_net
+    from npcaffe.proto import caffe_pb2
+    from npcaffe.solvers import solver_class
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = read_net(os.path.join(root, "prototxt/lenet5/lenet5_dns_train_test.prototxt"))
+    net = caffe_pb2.NetParameter(name=source.name)
+    feed = net.layer.add(name="input", type="Input", top=["data", "label"])
+    feed.input_param.shape.add().dim.extend([batch, 1, 28, 28])
+    feed.input_param.shape.add().dim.extend([batch])
+    for layer in source.layer:
+        if layer.type != "Data" and not any(r.phase == caffe_pb2.TEST for r in layer.include):
+            net.layer.add().CopyFrom(layer)
+    param = caffe_pb2.SolverParameter(base_lr=0.01, momentum=0.9, weight_decay=0.0005, lr_policy="inv",
+                                      gamma=0.0001, power=0.75, max_iter=100, display=0, random_seed=1)
+    param.net_param.CopyFrom(net)
+    glog.set_quiet(True)
+    return solver_class("SGD")(param, where="test")
+
+
+def test_dns_training_is_bit_identical_with_threads(threads):
+    """Every kernel a LeNet-5 DNS step uses, serial and split over three threads: the same bits."""
+    from npcaffe.kernels import glibc_rand
+    rng = np.random.default_rng(0)
+    data = rng.random((16, 1, 28, 28), dtype=np.float32)
+    labels = rng.integers(0, 10, 16).astype(np.float32)
+    results = []
+    for count in (1, 3):
+        threads(count)
+        glibc_rand.reset()
+        solver = _lenet5_dns_solver()
+        solver.net.blobs["data"].data[...] = data
+        solver.net.blobs["label"].data[...] = labels
+        solver.step(3)
+        results.append([b.data.copy() for b in solver.net.learnable_params] + [solver.history[0].copy()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

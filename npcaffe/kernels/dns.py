@@ -106,16 +106,20 @@ def dns_update_masks(values, mask, threshold):
 @numba.njit(cache=True, nogil=True)
 def _update_masks(values, mask, low, high, start, stop):
     # Branch-free (selects), so it vectorizes; NaN compares false and keeps its mask.
+    # The range is sliced first: indexing with start + k (maybe negative, to Numba)
+    # would add a wraparound test to every access and stop vectorization.
+    w = values[start:stop]
+    t = mask[start:stop]
     pruned = 0
     spliced = 0
     one = np.float32(1)
     zero = np.float32(0)
-    for k in range(start, stop):
-        a = abs(values[k])
-        m = mask[k]
+    for k in range(w.size):
+        a = abs(w[k])
+        m = t[k]
         prune = (m == one) & (a <= low)
         splice = (m == zero) & (a > high)
-        mask[k] = zero if prune else (one if splice else m)
+        t[k] = zero if prune else (one if splice else m)
         pruned += prune
         spliced += splice
     return pruned, spliced
@@ -137,8 +141,9 @@ def masked_product(values, mask, out):
 
 @numba.njit(cache=True, nogil=True)
 def _masked_product(values, mask, out, start, stop):
-    for k in range(start, stop):
-        out[k] = values[k] * mask[k]
+    w, m, o = values[start:stop], mask[start:stop], out[start:stop]  # sliced: see _update_masks
+    for k in range(w.size):
+        o[k] = w[k] * m[k]
 
 
 def masked_product_ref(values, mask, out):

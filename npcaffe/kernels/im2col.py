@@ -57,9 +57,11 @@ def _im2col_dense(im, kernel_h, kernel_w, out_h, out_w, col, start, stop):
     for c in range(channels):
         for i in range(kernel_h):
             for j in range(kernel_w):
-                dst = col[(c * kernel_h + i) * kernel_w + j]
-                for n in range(start, stop):
-                    src = im[n, c]
+                # Images start..stop as a loop from 0: Numba adds a wraparound test to
+                # indices it cannot prove non-negative, which stops vectorization.
+                dst = col[(c * kernel_h + i) * kernel_w + j, start * plane:]
+                for n in range(stop - start):
+                    src = im[start + n, c]
                     d = n * plane
                     for y in range(out_h):
                         row = src[y + i]
@@ -111,9 +113,9 @@ def _col2im_dense(col, kernel_h, kernel_w, out_h, out_w, im, start, stop):
     for c in range(channels):
         for i in range(kernel_h):
             for j in range(kernel_w):
-                src = col[(c * kernel_h + i) * kernel_w + j]
-                for n in range(start, stop):
-                    dst = im[n, c]
+                src = col[(c * kernel_h + i) * kernel_w + j, start * plane:]  # from 0: see _im2col_dense
+                for n in range(stop - start):
+                    dst = im[start + n, c]
                     d = n * plane
                     for y in range(out_h):
                         row = dst[y + i]

@@ -35,9 +35,12 @@ def sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum, 
 
 @numba.njit(cache=True, nogil=True)
 def _sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum, step, start, stop):
+    # The range is sliced first: indexing with start + k would add a wraparound
+    # test to every access (Numba cannot know it is not negative).
+    data, diff, history = data[start:stop], diff[start:stop], history[start:stop]
     decay = np.float64(local_decay)
     rate = np.float64(local_rate)
-    for k in range(start, stop):
+    for k in range(diff.size):
         g = diff[k]
         if decay != 0:
             g = np.float32(decay * np.float64(data[k]) + np.float64(g))

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from .. import parallel
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
@@ -242,9 +243,10 @@ class Convolution(Layer):
         im2col(self._image(bottom_data), *self._geometry(), col)
         return col.reshape(self.group, -1, col.shape[1])
 
-    # np.dot, not np.matmul, throughout: with out= and a transposed operand
-    # NumPy 2's matmul can leave BLAS for a far slower loop; np.dot always
-    # calls sgemm, passing transposes as flags.
+    # np.dot (through parallel.dot, which splits rows over threads), not
+    # np.matmul: with out= and a transposed operand NumPy 2's matmul can leave
+    # BLAS for a far slower loop; np.dot always calls sgemm, passing transposes
+    # as flags.
     def conv_forward(self, bottom, top, weight, bias, csr=None):
         g, positions = self.group, self.out_h * self.out_w
         out = self._scratch.get("out", (g, self.num_output // g, self.num * positions))
@@ -271,7 +273,7 @@ class Convolution(Layer):
         for b, t in zip(bottom, top):
             col = self._columns(b.data)
             for k in range(g):
-                np.dot(w[k], col[k], out=out[k])
+                parallel.dot(w[k], col[k], out[k])
             # out is (num_output, N * positions); the top wants N first.
             by_image = out.reshape(self.num_output, self.num, positions).transpose(1, 0, 2)
             dst = t.data.reshape(self.num, self.num_output, positions)
@@ -313,7 +315,7 @@ class Convolution(Layer):
             col = self._scratch.get("col_bi", (taps, self.out_h, self.out_w, self.num))
             im2col_batch_inner(images, *geometry, self.out_w, 0, col)
             grad_t = self._scratch.get("weight_grad_t", (taps, self.num_output))
-            np.dot(col.reshape(taps, -1), flat_diff.T, out=grad_t)
+            parallel.dot(col.reshape(taps, -1), flat_diff.T, grad_t)
             self.blobs[0].diff.reshape(self.num_output, taps)[...] += grad_t.T
         if propagate_down:
             images_diff = self._scratch.get("images_diff_bi", (self.channels,) + self._image_shape + (self.num,))
@@ -352,11 +354,11 @@ class Convolution(Layer):
         for start, stop, col in self._column_chunks(b.data):
             if per_image:
                 images = self._scratch.get("weight_grad_images", (stop - start, self.num_output, taps))
-                np.matmul(by_image[start:stop], col.reshape(taps, stop - start, positions).transpose(1, 2, 0),
-                          out=images)
+                parallel.matmul(by_image[start:stop], col.reshape(taps, stop - start, positions).transpose(1, 2, 0),
+                                images)
                 np.sum(images, axis=0, out=part)
             else:
-                np.dot(dy[0][:, start * positions:stop * positions], col.T, out=part)
+                parallel.dot(dy[0][:, start * positions:stop * positions], col.T, part)
             grad += part
         self.blobs[0].diff.reshape(grad.shape)[...] += grad
 
@@ -394,11 +396,11 @@ class Convolution(Layer):
                 if per_image:
                     # One small GEMM per image, straight from the top diff's (N, O, P) layout.
                     images = self._scratch.get("weight_grad_images", (self.num, self.num_output, taps))
-                    np.matmul(by_image, col[0].reshape(taps, self.num, positions).transpose(1, 2, 0), out=images)
+                    parallel.matmul(by_image, col[0].reshape(taps, self.num, positions).transpose(1, 2, 0), images)
                     np.sum(images, axis=0, out=grad[0])
                 else:
                     for k in range(g):
-                        np.dot(dy[k], col[k].T, out=grad[k])
+                        parallel.dot(dy[k], col[k].T, grad[k])
                 self.blobs[0].diff.reshape(grad.shape)[...] += grad
             if not propagate_down[i]:
                 continue
@@ -412,7 +414,7 @@ class Convolution(Layer):
             else:
                 dcol = self._scratch.get("dcol", (g, taps, self.num * positions))
                 for k in range(g):
-                    np.dot(w[k].T, dy[k], out=dcol[k])
+                    parallel.dot(w[k].T, dy[k], dcol[k])
                 col2im(dcol.reshape(-1, dcol.shape[2]), *self._geometry(), self._image(b.diff))
 
 
