@@ -96,6 +96,8 @@ def parts(total, count=None, min_items=MIN_ITEMS_PER_PART):
 
 def run(kernel, total, *args, min_items=MIN_ITEMS_PER_PART):
     """kernel(*args, start, stop) over range(total), split across the threads; returns the results in order."""
+    if (_threads or num_threads()) == 1:
+        return [kernel(*args, 0, total)]  # the common case, kept cheap for batch-1 inference
     pieces = parts(total, min_items=min_items)
     if len(pieces) <= 1:
         return [kernel(*args, 0, total)]

@@ -219,6 +219,10 @@ def _ave_pool_backward(top_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, 
 # is computed exactly as by the serial kernel.
 def _by_images(kernel, batch_first, others, *args):
     """kernel(*batch_first[start:stop], *args, *others[start:stop]) over image ranges, in parallel."""
+    if parallel.num_threads() == 1:
+        kernel(*batch_first, *args, *others)
+        return
+
     def part(start, stop):
         kernel(*(a[start:stop] for a in batch_first), *args, *(a[start:stop] for a in others))
     parallel.run(part, batch_first[0].shape[0])

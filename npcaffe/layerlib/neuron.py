@@ -2,10 +2,9 @@
 import numpy as np
 
 from ..errors import NetError
+from ..kernels.activation import relu_forward
 from ..layer import TRAIN, Layer, register
 from ..rng import get_rng
-
-_ZERO = np.float32(0)  # a float32 scalar: NumPy converts a Python 0 on every call
 
 
 class NeuronLayer(Layer):
@@ -52,7 +51,7 @@ class ReLULayer(NeuronLayer):
         x = bottom[0].flat_data
         y = x if top[0] is bottom[0] else top[0].flat_data
         if self.negative_slope == 0:
-            np.maximum(x, _ZERO, out=y)
+            relu_forward(x, y)
             return
         # The negative part is taken before y is written: y may be x (in place).
         np.minimum(x, 0, out=self._a)

@@ -67,3 +67,17 @@ def test_sigmoid_cross_entropy_sum_matches_reference(ignore):
     ref_loss, ref_count = k.sigmoid_cross_entropy_sum_reference(x, t, ignore, -1)
     assert count == ref_count
     assert loss == pytest.approx(ref_loss, rel=1e-5)
+
+
+def test_relu_kernel_is_std_max_to_the_bit():
+    x = np.array([1.5, -2.0, 0.0, -0.0, np.nan, np.inf, -np.inf, -1e-45, 3e38], np.float32)
+    x = np.concatenate([x, inputs(130, 3)])
+    y, ref = np.empty_like(x), np.empty_like(x)
+    k.relu_forward(x, y)
+    k.relu_forward_reference(x, ref)
+    np.testing.assert_array_equal(y, ref)
+    assert np.array_equal(np.signbit(y), np.signbit(ref))  # -0.0 stays -0.0, as std::max(x, 0)
+    assert np.signbit(y[3]) and y[4] != y[4]
+    inplace = x.copy()
+    k.relu_forward(inplace, inplace)
+    np.testing.assert_array_equal(inplace, ref)
