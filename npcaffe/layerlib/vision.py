@@ -250,6 +250,7 @@ class Convolution(Layer):
     def conv_forward(self, bottom, top, weight, bias, csr=None):
         g, positions = self.group, self.out_h * self.out_w
         out = self._scratch.get("out", (g, self.num_output // g, self.num * positions))
+        self._images_source = (None, None)
         if csr is not None and self._batch_inner():
             self._col_source = None
             images = self._scratch.get("images_bi", (self.channels,) + bottom[0].shape[-2:] + (self.num,))
@@ -258,6 +259,9 @@ class Convolution(Layer):
                 to_batch_inner(b.data.reshape((self.num,) + images.shape[:-1]), images)
                 sparse_conv_forward(images, *csr, *self._geometry()[:8], planes)
                 from_batch_inner(planes, t.data.reshape((self.num,) + planes.shape[:-1]), bias)
+            # Backward may reuse the last bottom's copy if nothing wrote that bottom since
+            # (Blob.data_stamp: None while a view may be alive, so then it copies again).
+            self._images_source = (bottom[-1], bottom[-1].data_stamp())
             return
         if csr is not None:
             # A chunk of images at a time, so the columns stay in cache; backward
@@ -311,7 +315,10 @@ class Convolution(Layer):
             self.blobs[1].diff += np.sum(flat_diff, axis=1)
         if need_weight:
             images = self._scratch.get("images_bi", (self.channels,) + self._image_shape + (self.num,))
-            to_batch_inner(b.data.reshape((self.num,) + images.shape[:-1]), images)
+            source, stamp = getattr(self, "_images_source", (None, None))
+            if source is not b or stamp is None or stamp != b.data_stamp():
+                to_batch_inner(b.data.reshape((self.num,) + images.shape[:-1]), images)
+                self._images_source = (b, b.data_stamp())
             col = self._scratch.get("col_bi", (taps, self.out_h, self.out_w, self.num))
             im2col_batch_inner(images, *geometry, self.out_w, 0, col)
             grad_t = self._scratch.get("weight_grad_t", (taps, self.num_output))

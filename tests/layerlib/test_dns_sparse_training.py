@@ -81,3 +81,39 @@ def test_dense_masks_stay_on_the_dense_path():
     layer.setup(bottom, top)
     layer.forward(bottom, top)
     assert layer.train_csr is None and got[0].shape == (4, 9)
+
+
+@pytest.mark.parametrize("bottoms", [1, 2])
+@pytest.mark.parametrize("write_between", [False, True])
+def test_batch_inner_backward_reuses_forward_copy_only_when_the_bottom_is_unchanged(bottoms, write_between):
+    """Backward reuses forward's batch-innermost copy of the bottom unless it was written since
+    (a second bottom, or a write between the passes): the weight gradient is always that of the
+    bottom's values at backward, as Caffe computes it."""
+    text = CONV.format(kernel=5, stride=1, pad=0, dilation=1)
+    shape = (3, 4, 12, 12)
+    glibc_rand.reset()
+    layer = create_layer(layer_param(text), TRAIN)
+    bottom = [make_blob(shape, seed=k) for k in range(bottoms)]
+    top = [Blob(()) for _ in range(bottoms)]
+    layer.setup(bottom, top)
+    rng = np.random.default_rng(5)
+    layer.blobs[2].data[...] = rng.random(layer.blobs[2].shape) < 0.1
+    thresholds = sparse_module.TRAIN_CONV_DENSITY_THRESHOLD
+    sparse_module.TRAIN_CONV_DENSITY_THRESHOLD = 1.01
+    try:
+        layer.forward(bottom, top)
+        assert layer.train_csr is not None and layer._batch_inner()
+        if write_between:
+            bottom[-1].data[...] = rng.standard_normal(shape)
+        for t in top:
+            t.diff[...] = rng.standard_normal(t.shape)
+        layer.blobs[0].diff[...] = 0
+        layer.backward(top, [True] * bottoms, bottom)
+        got = layer.blobs[0].diff.copy()
+        # the same backward with every copy made afresh
+        layer._images_source = (None, None)
+        layer.blobs[0].diff[...] = 0
+        layer.backward(top, [True] * bottoms, bottom)
+        np.testing.assert_array_equal(got, layer.blobs[0].diff)
+    finally:
+        sparse_module.TRAIN_CONV_DENSITY_THRESHOLD = thresholds
