@@ -146,6 +146,25 @@ def _masked_product(values, mask, out, start, stop):
         o[k] = w[k] * m[k]
 
 
+def masked_accumulate(diff, mask, grad):
+    """diff = diff * mask + grad in one pass (float32, rounded after each operation as the
+    two NumPy steps it replaces): a C-layer's backward masks the accumulated gradient of its
+    weights before adding the new one."""
+    parallel.run(_masked_accumulate, diff.size, diff, mask, grad, min_items=1 << 16)
+
+
+@numba.njit(cache=True, nogil=True)
+def _masked_accumulate(diff, mask, grad, start, stop):
+    d, m, g = diff[start:stop], mask[start:stop], grad[start:stop]  # sliced: see _update_masks
+    for k in range(d.size):
+        d[k] = d[k] * m[k] + g[k]
+
+
+def masked_accumulate_ref(diff, mask, grad):
+    np.multiply(diff, mask, out=diff)
+    diff += grad
+
+
 def masked_product_ref(values, mask, out):
     np.multiply(values, mask, out=out)
 

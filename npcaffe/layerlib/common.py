@@ -5,9 +5,11 @@ Caffe declares these among its "common"/"vision" headers
 """
 import numpy as np
 
+from .. import parallel
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
+from ..kernels.dns import masked_accumulate
 from ..kernels.softmax import softmax_backward, softmax_forward
 from ..kernels.sparse import csr_inner_product, csr_inner_product_backward
 from ..layer import Layer, register
@@ -129,16 +131,22 @@ class InnerProductLayer(Layer):
         if bias is not None:
             y += bias
 
-    def ip_backward(self, top, propagate_down, bottom, weight, csr=None):
+    def ip_backward(self, top, propagate_down, bottom, weight, csr=None, weight_diff_mask=None):
+        """Gradients through `weight` (and `csr`, the same weights in CSR, if given).  With
+        `weight_diff_mask` (the DNS layer's T) the accumulated weight diff is multiplied by it
+        before the new gradient is added, in the same pass."""
         dy = top[0].flat_diff.reshape(self.M, self.num_output)
         if self.param_needs_backward(0):
             x = bottom[0].flat_data.reshape(self.M, self.K)
             if self.transpose:
-                np.dot(x.T, dy, out=self._weight_grad)
+                parallel.dot(x.T, dy, self._weight_grad)
             else:
-                np.dot(dy.T, x, out=self._weight_grad)
-            dw = self.blobs[0].diff
-            dw += self._weight_grad
+                parallel.dot(dy.T, x, self._weight_grad)
+            if weight_diff_mask is None:
+                dw = self.blobs[0].diff
+                dw += self._weight_grad
+            else:
+                masked_accumulate(self.blobs[0].flat_diff, weight_diff_mask, self._weight_grad.reshape(-1))
         if self.bias_term and self.param_needs_backward(1):
             np.dot(self._bias_multiplier, dy, out=self._bias_grad)
             db = self.blobs[1].diff

@@ -308,12 +308,12 @@ class CInnerProduct(_Surgery, InnerProductLayer):
         return sparse.TRAIN_IP_DENSITY_THRESHOLD
 
     def backward_cpu(self, top, propagate_down, bottom):
-        if self.param_needs_backward(0):
-            np.multiply(self.blobs[0].flat_diff, self.blobs[2].flat_data, out=self.blobs[0].flat_diff)
         if self.param_needs_backward(1):
             np.multiply(self.blobs[1].flat_diff, self.blobs[3].flat_data, out=self.blobs[1].flat_diff)
         weight = None if self.train_csr is not None else self._weight_tmp.reshape(self.blobs[0].shape)
-        self.ip_backward(top, propagate_down, bottom, weight, self.train_csr)
+        # The weight diff is masked in the pass that adds the new gradient (ip_backward).
+        self.ip_backward(top, propagate_down, bottom, weight, self.train_csr,
+                         weight_diff_mask=self.blobs[2].flat_data)
 
 
 def set_splicing(net, enabled):

@@ -177,3 +177,16 @@ def test_gate_probability_is_glibc_powf():
             want = np.float32(libm.powf(base, -p))
             assert np.float32(dns.gate_probability(g, it, p)) == want
             assert dns.gate_probability_ref(g, it, p) == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("size", [5, 300_001])  # the larger is split when threads are on
+def test_masked_accumulate_equals_the_two_numpy_steps(size):
+    rng = np.random.default_rng(size)
+    diff = rng.standard_normal(size).astype(np.float32)
+    mask = (rng.random(size) < 0.3).astype(np.float32)
+    grad = rng.standard_normal(size).astype(np.float32)
+    got, want = diff.copy(), diff.copy()
+    dns.masked_accumulate(got, mask, grad)
+    dns.masked_accumulate_ref(want, mask, grad)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, diff * mask + grad)
