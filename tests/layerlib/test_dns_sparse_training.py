@@ -59,7 +59,11 @@ def _close(got, want):
     (2, 1, 0, 1, (70, 1, 6, 6), False),    # one channel, many images: several column chunks, per-image GEMMs
 ])
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.4])
-def test_conv_sparse_path_matches_dense(kernel, stride, pad, dilation, shape, batch_inner, density):
+@pytest.mark.parametrize("band_floats", [1 << 18, 1])  # 1: the weight gradient one output row at a time
+def test_conv_sparse_path_matches_dense(kernel, stride, pad, dilation, shape, batch_inner, density, band_floats,
+                                        monkeypatch):
+    import npcaffe.layerlib.vision as vision
+    monkeypatch.setattr(vision, "WEIGHT_GRAD_BAND_FLOATS", band_floats)
     text = CONV.format(kernel=kernel, stride=stride, pad=pad, dilation=dilation)
     layer = create_layer(layer_param(text), TRAIN)
     layer.setup([make_blob(shape)], [Blob(())])
