@@ -23,6 +23,8 @@ threshold and mask update:
     splice: mask == 0 and |w| >  1.1*T  ->  mask = 1   so compared in double)
   Mask values other than exactly 0 or 1 are left alone, as upstream.
 """
+import math
+
 import numba
 import numpy as np
 
@@ -82,11 +84,19 @@ def dns_threshold(mu, std, c_rate):
     return np.float32(0) if t < 0 else t
 
 
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
 def _float32_floor(x):
     """The largest float32 <= the double x: for float32 a, a <= x iff a <= it, and a > x iff a > it."""
-    with np.errstate(over="ignore"):
-        f = np.float32(x)  # beyond the float32 range: inf, stepped down to FLT_MAX below
-    if np.float64(f) > x:
+    if x != x:
+        return np.float32(math.nan)
+    if x > _FLT_MAX:
+        return np.float32(math.inf if x == math.inf else _FLT_MAX)
+    if x < -_FLT_MAX:
+        return np.float32(-math.inf)
+    f = np.float32(x)
+    if float(f) > x:
         f = np.nextafter(f, np.float32(-np.inf))
     return f
 

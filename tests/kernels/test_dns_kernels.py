@@ -190,3 +190,13 @@ def test_masked_accumulate_equals_the_two_numpy_steps(size):
     dns.masked_accumulate_ref(want, mask, grad)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got, diff * mask + grad)
+
+
+@pytest.mark.parametrize("x", [0.0, -0.0, 0.1, -0.1, 1e-46, -1e-46, 0.27000001072883606, 3.4028234663852886e38,
+                               3.5e38, -3.5e38, float("inf"), float("-inf")])
+def test_float32_floor_is_the_largest_float32_not_above(x):
+    f = dns._float32_floor(x)
+    assert f.dtype == np.float32 and np.float64(f) <= x
+    with np.errstate(over="ignore"):  # the step above FLT_MAX is inf
+        above = np.nextafter(f, np.float32(np.inf)) if f != np.inf else None
+    assert above is None or np.float64(above) > x
