@@ -7,11 +7,10 @@ into `num_threads()` parts, the calling thread computes the first and pool
 threads the others, and `run` returns when all are done.  The kernels are
 Numba functions compiled with nogil=True (or NumPy calls that release the
 GIL), so the parts really run at the same time.  Each part writes only its
-own items, so results do not depend on the thread count.  `dot(a, b, out)`
-and `matmul` split the rows of a matrix product the same way, each part one
-single-threaded BLAS call (OpenBLAS is held at one thread meanwhile, through
-threadpoolctl: `pip install npcaffe[parallel]`; without it products are not
-split).
+own items, so results do not depend on the thread count.  Matrix products
+are left to the BLAS library's own threads (OPENBLAS_NUM_THREADS): on
+LeNet's products OpenBLAS's two threads gain up to 1.9x on a quiet machine,
+where splitting them over this pool gained nothing.
 
 Why not Numba's parallel=True: its OpenMP layer spin-waits between parallel
 regions, as OpenBLAS's threads do after each GEMM, and on two cores the two
@@ -21,23 +20,19 @@ two threads launch kernels at once.
 
 Why one thread by default: on the 2-core machine the README's figures come
 from, handing work to a sleeping pool thread costs ~90 microseconds (waking
-an idle virtual CPU), two single-threaded OpenBLAS calls at once gain
-nothing over one, and the memory-bound kernels gain 1.1-1.4x; a LeNet-5 DNS
-iteration ran 1.5x slower split than serial (tools/bench.py, README).  On a
-machine with fast wake-ups and more cores, NPCAFFE_NUM_THREADS=n (or
-`set_num_threads(n)`) turns the splitting on; results are the same bits.
-Work under `min_items` per part is never split, nor products under
-MIN_DOT_FLOPS.
+an idle virtual CPU) and the memory-bound kernels gain only 1.1-1.4x, so a
+LeNet-5 DNS training iteration runs ~10% slower split (19 -> 21 ms, measured
+side by side) than serial with OpenBLAS's two threads.  It stays an option
+for machines with more cores and cheaper wake-ups, untested for speed there:
+NPCAFFE_NUM_THREADS=n (or `set_num_threads(n)`); results are the same bits
+(tests/test_parallel.py).  Work under `min_items` per part is never split.
 """
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
 DEFAULT_THREADS = 1
 MIN_ITEMS_PER_PART = 1
-MIN_DOT_FLOPS = 4_000_000
 
 _lock = threading.Lock()
 _pool = None
@@ -110,76 +105,3 @@ def run(kernel, total, *args, min_items=MIN_ITEMS_PER_PART):
         if error is not None:
             raise error
     return [first] + [f.result() for f in futures]
-
-
-# -- matrix products ------------------------------------------------------------------
-class _SingleThreadedBlas:
-    """Hold every BLAS library at one thread while any split product runs (re-entrant, thread-safe)."""
-
-    def __init__(self):
-        self._guard = threading.Lock()
-        self._depth = 0
-        self._saved = []
-        self._libraries = None
-
-    def libraries(self):
-        if self._libraries is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-                self._libraries = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
-            except ImportError:  # without threadpoolctl products are not split
-                self._libraries = []
-        return self._libraries
-
-    def __enter__(self):
-        with self._guard:
-            if self._depth == 0:
-                self._saved = [lib.get_num_threads() for lib in self._libraries]
-                for lib in self._libraries:
-                    lib.set_num_threads(1)
-            self._depth += 1
-
-    def __exit__(self, *exc):
-        with self._guard:
-            self._depth -= 1
-            if self._depth == 0:
-                for lib, count in zip(self._libraries, self._saved):
-                    lib.set_num_threads(count)
-
-
-_blas = _SingleThreadedBlas()
-
-
-def _dot_part(a, b, out, start, stop):
-    np.dot(a[start:stop], b, out=out[start:stop])
-
-
-def dot(a, b, out):
-    """out = a . b (2-D; out C-contiguous), the rows of a / out split over the threads.
-
-    Every part is the same BLAS call on fewer rows, so each row's result is
-    the one np.dot gives it: no bit changes with the thread count."""
-    rows = a.shape[0]
-    flops = 2 * rows * a.shape[1] * b.shape[1]
-    if num_threads() == 1 or flops < MIN_DOT_FLOPS or not _blas.libraries():
-        np.dot(a, b, out=out)
-        return out
-    with _blas:
-        run(_dot_part, rows, a, b, out, min_items=8)
-    return out
-
-
-def _matmul_part(a, b, out, start, stop):
-    np.matmul(a[start:stop], b[start:stop], out=out[start:stop])
-
-
-def matmul(a, b, out):
-    """out[i] = a[i] . b[i] for stacks of matrices (3-D), the stack split over the threads."""
-    count = a.shape[0]
-    flops = 2 * count * a.shape[1] * a.shape[2] * b.shape[2]
-    if num_threads() == 1 or flops < MIN_DOT_FLOPS or not _blas.libraries():
-        np.matmul(a, b, out=out)
-        return out
-    with _blas:
-        run(_matmul_part, count, a, b, out)
-    return out

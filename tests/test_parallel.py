@@ -77,27 +77,6 @@ def test_thread_count_checks(monkeypatch, threads):
     assert parallel._default_threads() == 3
 
 
-@pytest.mark.parametrize("count", [2, 3])
-def test_split_products_equal_numpy_to_the_bit(threads, count):
-    """Each part is the same BLAS call on fewer rows: with OpenBLAS every output sums its
-    inner dimension in the same blocks, so the split changes no bit (and BLAS is back
-    at its own thread count afterwards)."""
-    from threadpoolctl import threadpool_info
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((500, 4096)).astype(np.float32)
-    b = rng.standard_normal((50, 4096)).astype(np.float32)
-    want = np.dot(a, b.T)
-    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-    threads(count)
-    got = parallel.dot(a, b.T, np.empty((500, 50), np.float32))
-    np.testing.assert_array_equal(got, want)
-    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
-    stack_a = rng.standard_normal((64, 20, 576)).astype(np.float32)
-    stack_b = rng.standard_normal((64, 576, 25)).astype(np.float32)
-    np.testing.assert_array_equal(parallel.matmul(stack_a, stack_b, np.empty((64, 20, 25), np.float32)),
-                                  np.matmul(stack_a, stack_b))
-
-
 def _lenet5_dns_solver(batch=16):
     import os
     from npcaffe import glog

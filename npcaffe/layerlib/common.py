@@ -5,7 +5,6 @@ Caffe declares these among its "common"/"vision" headers
 """
 import numpy as np
 
-from .. import parallel
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
@@ -139,9 +138,9 @@ class InnerProductLayer(Layer):
         if self.param_needs_backward(0):
             x = bottom[0].flat_data.reshape(self.M, self.K)
             if self.transpose:
-                parallel.dot(x.T, dy, self._weight_grad)
+                np.dot(x.T, dy, out=self._weight_grad)
             else:
-                parallel.dot(dy.T, x, self._weight_grad)
+                np.dot(dy.T, x, out=self._weight_grad)
             if weight_diff_mask is None:
                 dw = self.blobs[0].diff
                 dw += self._weight_grad

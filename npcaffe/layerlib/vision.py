@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 
-from .. import parallel
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
@@ -247,10 +246,9 @@ class Convolution(Layer):
         im2col(self._image(bottom_data), *self._geometry(), col)
         return col.reshape(self.group, -1, col.shape[1])
 
-    # np.dot (through parallel.dot, which splits rows over threads), not
-    # np.matmul: with out= and a transposed operand NumPy 2's matmul can leave
-    # BLAS for a far slower loop; np.dot always calls sgemm, passing transposes
-    # as flags.
+    # np.dot, not np.matmul, throughout: with out= and a transposed operand
+    # NumPy 2's matmul can leave BLAS for a far slower loop; np.dot always
+    # calls sgemm, passing transposes as flags.
     def conv_forward(self, bottom, top, weight, bias, csr=None):
         g, positions = self.group, self.out_h * self.out_w
         out = self._scratch.get("out", (g, self.num_output // g, self.num * positions))
@@ -281,7 +279,7 @@ class Convolution(Layer):
         for b, t in zip(bottom, top):
             col = self._columns(b.data)
             for k in range(g):
-                parallel.dot(w[k], col[k], out[k])
+                np.dot(w[k], col[k], out=out[k])
             # out is (num_output, N * positions); the top wants N first.
             by_image = out.reshape(self.num_output, self.num, positions).transpose(1, 0, 2)
             dst = t.data.reshape(self.num, self.num_output, positions)
@@ -333,8 +331,8 @@ class Convolution(Layer):
                 y1 = min(y0 + rows, self.out_h)
                 col = self._scratch.get("col_bi", (taps, y1 - y0, self.out_w, self.num))
                 im2col_batch_inner(images, *geometry, self.out_w, y0, col)
-                parallel.dot(col.reshape(taps, -1), planes_diff.reshape(self.num_output, -1)[:, y0 * band:y1 * band].T,
-                             grad_t if y0 == 0 else part)
+                np.dot(col.reshape(taps, -1), planes_diff.reshape(self.num_output, -1)[:, y0 * band:y1 * band].T,
+                       out=grad_t if y0 == 0 else part)
                 if y0:
                     grad_t += part
             self.blobs[0].diff.reshape(self.num_output, taps)[...] += grad_t.T
@@ -375,11 +373,11 @@ class Convolution(Layer):
         for start, stop, col in self._column_chunks(b.data):
             if per_image:
                 images = self._scratch.get("weight_grad_images", (stop - start, self.num_output, taps))
-                parallel.matmul(by_image[start:stop], col.reshape(taps, stop - start, positions).transpose(1, 2, 0),
-                                images)
+                np.matmul(by_image[start:stop], col.reshape(taps, stop - start, positions).transpose(1, 2, 0),
+                          out=images)
                 np.sum(images, axis=0, out=part)
             else:
-                parallel.dot(dy[0][:, start * positions:stop * positions], col.T, part)
+                np.dot(dy[0][:, start * positions:stop * positions], col.T, out=part)
             grad += part
         self.blobs[0].diff.reshape(grad.shape)[...] += grad
 
@@ -417,11 +415,11 @@ class Convolution(Layer):
                 if per_image:
                     # One small GEMM per image, straight from the top diff's (N, O, P) layout.
                     images = self._scratch.get("weight_grad_images", (self.num, self.num_output, taps))
-                    parallel.matmul(by_image, col[0].reshape(taps, self.num, positions).transpose(1, 2, 0), images)
+                    np.matmul(by_image, col[0].reshape(taps, self.num, positions).transpose(1, 2, 0), out=images)
                     np.sum(images, axis=0, out=grad[0])
                 else:
                     for k in range(g):
-                        parallel.dot(dy[k], col[k].T, grad[k])
+                        np.dot(dy[k], col[k].T, out=grad[k])
                 self.blobs[0].diff.reshape(grad.shape)[...] += grad
             if not propagate_down[i]:
                 continue
@@ -435,7 +433,7 @@ class Convolution(Layer):
             else:
                 dcol = self._scratch.get("dcol", (g, taps, self.num * positions))
                 for k in range(g):
-                    parallel.dot(w[k].T, dy[k], dcol[k])
+                    np.dot(w[k].T, dy[k], out=dcol[k])
                 col2im(dcol.reshape(-1, dcol.shape[2]), *self._geometry(), self._image(b.diff))
 
 
