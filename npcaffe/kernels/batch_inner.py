@@ -87,7 +87,7 @@ def _transpose(src, dst, start, stop):
 
 
 @_jit
-def _valid_range(offset, stride, size, count):
+def valid_range(offset, stride, size, count):
     """Output positions q in [lo, hi) with 0 <= q*stride + offset < size."""
     lo = 0
     if offset < 0:
@@ -127,8 +127,8 @@ def _sparse_conv(images, indptr, indices, values, kernel_h, kernel_w, pad_h, pad
             v = values[p]
             off_h = i * dilation_h - pad_h
             off_w = j * dilation_w - pad_w
-            y0, y1 = _valid_range(off_h, stride_h, height, out_h)
-            x0, x1 = _valid_range(off_w, stride_w, width, out_w)
+            y0, y1 = valid_range(off_h, stride_h, height, out_h)
+            x0, x1 = valid_range(off_w, stride_w, width, out_w)
             if x1 <= x0:
                 continue
             for y in range(y0, y1):
@@ -193,7 +193,7 @@ def _im2col_batch_inner(images, kernel_h, kernel_w, pad_h, pad_w, stride_h, stri
             for j in range(kernel_w):
                 off_h = i * dilation_h - pad_h
                 off_w = j * dilation_w - pad_w
-                x0, x1 = _valid_range(off_w, stride_w, width, out_w)
+                x0, x1 = valid_range(off_w, stride_w, width, out_w)
                 for r in range(rows):
                     out = col[(c * kernel_h + i) * kernel_w + j, r].reshape(-1)  # (OW * N)
                     h = (y_start + r) * stride_h + off_h

@@ -32,6 +32,7 @@ weights, im2col and a matrix product); the tests compare the two.
 import numpy as np
 from numba import njit
 
+from .batch_inner import valid_range, from_batch_inner, sparse_conv_backward, to_batch_inner
 from .im2col import col2im_reference, im2col_reference
 
 _jit = njit(cache=True, error_model="numpy")
@@ -131,19 +132,6 @@ def csr_inner_product_reference(bottom, indptr, indices, values, bias, top):
 
 
 @_jit
-def _valid_range(offset, stride, size, count):
-    """Output positions q in [lo, hi) with 0 <= q*stride + offset < size."""
-    lo = 0
-    if offset < 0:
-        lo = (-offset + stride - 1) // stride
-    hi = 0
-    if size - 1 - offset >= 0:
-        hi = (size - 1 - offset) // stride + 1
-    hi = min(hi, count)
-    return min(lo, hi), hi
-
-
-@_jit
 def _csr_convolution_by_image(bottom, indptr, indices, values, bias, kernel_h, kernel_w, pad_h, pad_w,
                               stride_h, stride_w, dilation_h, dilation_w, top):
     # Each kept weight adds its shifted, scaled input plane to the output plane.
@@ -164,8 +152,8 @@ def _csr_convolution_by_image(bottom, indptr, indices, values, bias, kernel_h, k
                 v = values[p]
                 off_h = i * dilation_h - pad_h
                 off_w = j * dilation_w - pad_w
-                y0, y1 = _valid_range(off_h, stride_h, height, out_h)
-                x0, x1 = _valid_range(off_w, stride_w, width, out_w)
+                y0, y1 = valid_range(off_h, stride_h, height, out_h)
+                x0, x1 = valid_range(off_w, stride_w, width, out_w)
                 for y in range(y0, y1):
                     h = y * stride_h + off_h
                     if stride_w == 1:
@@ -205,8 +193,8 @@ def _csr_convolution_batched(bottom, indptr, indices, values, bias, kernel_h, ke
             v = values[p]
             off_h = i * dilation_h - pad_h
             off_w = j * dilation_w - pad_w
-            y0, y1 = _valid_range(off_h, stride_h, height, out_h)
-            x0, x1 = _valid_range(off_w, stride_w, width, out_w)
+            y0, y1 = valid_range(off_h, stride_h, height, out_h)
+            x0, x1 = valid_range(off_w, stride_w, width, out_w)
             for y in range(y0, y1):
                 h = y * stride_h + off_h
                 for x in range(x0, x1):
@@ -350,46 +338,17 @@ def csr_columns_product_reference(indptr, indices, values, bias, col, top):
     top[...] = out + bias.reshape(-1, 1) if bias.size else out
 
 
-@_jit
-def _csr_convolution_backward_t(indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w,
-                                stride_h, stride_w, dilation_h, dilation_w, top_t, bottom_t):
-    outputs, out_h, out_w, num = top_t.shape
-    height, width = bottom_t.shape[1], bottom_t.shape[2]
-    taps = kernel_h * kernel_w
-    bottom_t[...] = 0
-    for o in range(outputs):
-        for p in range(indptr[o], indptr[o + 1]):
-            k = indices[p]
-            c = k // taps
-            i = (k % taps) // kernel_w
-            j = k % kernel_w
-            v = values[p]
-            off_h = i * dilation_h - pad_h
-            off_w = j * dilation_w - pad_w
-            y0, y1 = _valid_range(off_h, stride_h, height, out_h)
-            x0, x1 = _valid_range(off_w, stride_w, width, out_w)
-            for y in range(y0, y1):
-                h = y * stride_h + off_h
-                for x in range(x0, x1):
-                    w = x * stride_w + off_w
-                    for n in range(num):
-                        bottom_t[c, h, w, n] += v * top_t[o, y, x, n]
-
-
 def csr_convolution_backward(top_diff, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w,
                              stride_h, stride_w, dilation_h, dilation_w, bottom_diff, top_t, bottom_t):
     """Overwrite bottom_diff (N, C, H, W) with the gradient through CSR weights (O, C*kh*kw).
 
-    As the batched forward kernel, the batch is the innermost axis of the
-    scratch copies top_t (O, OH, OW, N) and bottom_t (C, H, W, N): each kept
-    weight, at each output pixel, is an axpy over the images.  NumPy makes
-    the two transposed copies (its blocked copy is several times faster
-    than a plain loop writing with a stride)."""
-    num = top_diff.shape[0]
-    np.copyto(top_t.reshape(-1, num), top_diff.reshape(num, -1).T)
-    _csr_convolution_backward_t(indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w,
-                                stride_h, stride_w, dilation_h, dilation_w, top_t, bottom_t)
-    np.copyto(bottom_diff.reshape(num, -1), bottom_t.reshape(-1, num).T)
+    On the batch-innermost copies top_t (O, OH, OW, N) and bottom_t
+    (C, H, W, N), with npcaffe.kernels.batch_inner's kernel: each kept
+    weight, at each output row, is one long axpy over pixels and images."""
+    to_batch_inner(top_diff, top_t)
+    sparse_conv_backward(top_t, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                         dilation_h, dilation_w, bottom_t)
+    from_batch_inner(bottom_t, bottom_diff)
 
 
 def csr_convolution_backward_reference(top_diff, indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w,
