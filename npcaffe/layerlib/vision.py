@@ -126,12 +126,18 @@ class Convolution(Layer):
     where `weight` (shaped like blobs[0]) and `bias` (like blobs[1], or None)
     are the arrays to convolve with.  Both take an optional `csr`, the same
     weight as (indptr, indices, values) rows (group 1 only; `weight` may then
-    be None): the forward
-    product and the bottom gradient then run on the sparse kernels
-    (npcaffe.kernels.sparse), the weight gradient stays a dense GEMM.  conv_backward accumulates the weight
-    gradient into blobs[0].diff (if param_needs_backward(0)), the bias
-    gradient into blobs[1].diff (if bias_term and param_needs_backward(1)),
-    and writes the bottom diffs computed with the given `weight`.
+    be None): the forward product and the bottom gradient then run on sparse
+    kernels and the weight gradient stays a dense GEMM, on one of two paths
+    (`_batch_inner`): when copying the bottom and top batch-innermost costs
+    well under the column matrix (LeNet-5's conv2), npcaffe.kernels.batch_inner
+    (no im2col in forward; the weight gradient from batch-innermost columns,
+    a band of output rows per GEMM; backward reuses forward's copy of the
+    bottom while its data stamp is unchanged); otherwise (conv1, one input
+    channel) the columns a chunk of images at a time with
+    npcaffe.kernels.sparse.  conv_backward accumulates the weight gradient
+    into blobs[0].diff (if param_needs_backward(0)), the bias gradient into
+    blobs[1].diff (if bias_term and param_needs_backward(1)), and writes the
+    bottom diffs computed with the given `weight`.
     """
     min_bottom = 1
     min_top = 1
