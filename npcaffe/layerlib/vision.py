@@ -320,7 +320,9 @@ class Convolution(Layer):
         to_batch_inner(t.diff.reshape((self.num,) + planes_diff.shape[:-1]), planes_diff)
         flat_diff = planes_diff.reshape(self.num_output, -1)
         if need_bias:
-            self.blobs[1].diff += np.sum(flat_diff, axis=1)
+            total = self._scratch.get("bias_sum", (self.num_output,))
+            np.sum(flat_diff, axis=1, out=total)
+            self.blobs[1].diff += total
         if need_weight:
             images = self._scratch.get("images_bi", (self.channels,) + self._image_shape + (self.num,))
             source, stamp = getattr(self, "_images_source", (None, None))
