@@ -15,8 +15,10 @@ as the dense path adds it after its GEMM; the dense path's BLAS sums in
 another order, so the two agree to float rounding, not to the bit.
 
 Training (the DNS layers' TRAIN forward and backward, when W * T is sparse;
-npcaffe.layerlib.dns): the forward product from the column matrix that the
-weight gradient needs anyway, and the bottom gradients
+npcaffe.layerlib.dns), on the convolutions' column path (the other path is
+npcaffe.kernels.batch_inner, whose adjoint kernel the convolution backward
+here also uses): the forward product from a column matrix, and the bottom
+gradients
 
     convolution:    bottom_diff[n, c, h, w] = sum over kept W[o, (c, i, j)] and the
                         (y, x) that read (h, w): W[o, (c, i, j)] * top_diff[n, o, y, x]
