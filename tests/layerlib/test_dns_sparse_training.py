@@ -53,6 +53,7 @@ def _close(got, want):
 
 @pytest.mark.parametrize("kernel, stride, pad, dilation, shape, batch_inner", [
     (5, 1, 0, 1, (3, 4, 12, 12), True),    # LeNet conv2-like: batch-innermost kernels
+    (5, 1, 0, 1, (1, 4, 12, 12), True),    # a batch of one image
     (3, 2, 1, 1, (2, 2, 9, 7), False),     # padding and stride, column path
     (3, 2, 1, 1, (5, 8, 9, 9), True),      # padding and stride, batch-innermost
     (3, 1, 2, 2, (2, 6, 8, 7), True),      # dilation and padding, batch-innermost
