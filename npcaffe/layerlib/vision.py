@@ -15,7 +15,8 @@ from ..kernels.batch_inner import (from_batch_inner, im2col_batch_inner, sparse_
                                    to_batch_inner)
 from ..kernels.im2col import col2im, im2col, same_values
 from ..kernels.pooling import ave_pool_backward, ave_pool_forward, max_pool_backward, max_pool_forward
-from ..kernels.sparse import csr_columns_product, csr_convolution_backward
+from ..kernels.sparse import (csr_columns_product, csr_convolution_backward, csr_convolution_stride1,
+                              stride1_tap_offsets)
 from ..layer import Layer, register
 from ..proto import caffe_pb2
 from ..sparse import sparse_forward
@@ -133,8 +134,9 @@ class Convolution(Layer):
     (no im2col in forward; the weight gradient from batch-innermost columns,
     a band of output rows per GEMM; backward reuses forward's copy of the
     bottom while its data stamp is unchanged); otherwise (conv1, one input
-    channel) the columns a chunk of images at a time with
-    npcaffe.kernels.sparse.  conv_backward accumulates the weight gradient
+    channel) npcaffe.kernels.sparse: at stride 1 the direct kernel for the
+    forward product, else columns a chunk of images at a time, and columns
+    for the weight gradient.  conv_backward accumulates the weight gradient
     into blobs[0].diff (if param_needs_backward(0)), the bias gradient into
     blobs[1].diff (if bias_term and param_needs_backward(1)), and writes the
     bottom diffs computed with the given `weight`.
@@ -270,6 +272,21 @@ class Convolution(Layer):
             # Backward may reuse the last bottom's copy if nothing wrote that bottom since
             # (Blob.data_stamp: None while a view may be alive, so then it copies again).
             self._images_source = (bottom[-1], bottom[-1].data_stamp())
+            return
+        if csr is not None and self.stride == (1, 1):
+            # Stride 1 (LeNet-5's conv1): the direct kernel, no columns at all.
+            self._col_source = None
+            indptr, indices, values = csr
+            height, width = self._image_shape
+            plane_h, plane_w = height + 2 * self.pad[0], width + 2 * self.pad[1]
+            offsets = stride1_tap_offsets(indices, *self.kernel, *self.dilation, plane_h, plane_w)
+            padded = self._scratch.get("padded", (self.channels, plane_h, plane_w) if any(self.pad) else (0, 0, 0))
+            padded[...] = 0
+            wide = self._scratch.get("wide", (self.num_output, self.out_h * plane_w))
+            bias = _EMPTY if bias is None else bias
+            for b, t in zip(bottom, top):
+                csr_convolution_stride1(self._image(b.data), indptr, offsets, values, bias,
+                                        t.data.reshape(self.num, self.num_output, self.out_h, self.out_w), padded, wide)
             return
         if csr is not None:
             # A chunk of images at a time, so the columns stay in cache; backward

@@ -57,7 +57,8 @@ def _close(got, want):
     (3, 2, 1, 1, (2, 2, 9, 7), False),     # padding and stride, column path
     (3, 2, 1, 1, (5, 8, 9, 9), True),      # padding and stride, batch-innermost
     (3, 1, 2, 2, (2, 6, 8, 7), True),      # dilation and padding, batch-innermost
-    (2, 1, 0, 1, (70, 1, 6, 6), False),    # one channel, many images: several column chunks, per-image GEMMs
+    (2, 1, 0, 1, (70, 1, 6, 6), False),    # one channel, many images: the stride-1 direct kernel, per-image GEMMs
+    (3, 1, 1, 2, (4, 1, 9, 8), False),     # stride 1 with padding and dilation, one channel
 ])
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.4])
 @pytest.mark.parametrize("band_floats", [1 << 18, 1])  # 1: the weight gradient one output row at a time
