@@ -81,17 +81,12 @@ def _lenet5_dns_solver(batch=16):
     import os
     from npcaffe import glog
     from npcaffe.fileio.prototxt import read_net
+    from npcaffe.graph import replace_data_layers
     from npcaffe.proto import caffe_pb2
     from npcaffe.solvers import solver_class
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    source = read_net(os.path.join(root, "prototxt/lenet5/lenet5_dns_train_test.prototxt"))
-    net = caffe_pb2.NetParameter(name=source.name)
-    feed = net.layer.add(name="input", type="Input", top=["data", "label"])
-    feed.input_param.shape.add().dim.extend([batch, 1, 28, 28])
-    feed.input_param.shape.add().dim.extend([batch])
-    for layer in source.layer:
-        if layer.type != "Data" and not any(r.phase == caffe_pb2.TEST for r in layer.include):
-            net.layer.add().CopyFrom(layer)
+    net = replace_data_layers(read_net(os.path.join(root, "prototxt/lenet5/lenet5_dns_train_test.prototxt")),
+                              {"data": (batch, 1, 28, 28), "label": (batch,)})
     param = caffe_pb2.SolverParameter(base_lr=0.01, momentum=0.9, weight_decay=0.0005, lr_policy="inv",
                                       gamma=0.0001, power=0.75, max_iter=100, display=0, random_seed=1)
     param.net_param.CopyFrom(net)

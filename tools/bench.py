@@ -88,17 +88,12 @@ def mnist(count=6400, split="train"):
 def npcaffe_solver(name, batch=64):
     from npcaffe import glog
     from npcaffe.fileio.prototxt import read_net
+    from npcaffe.graph import replace_data_layers
     from npcaffe.proto import caffe_pb2
     from npcaffe.solvers import solver_class
     glog.set_quiet(True)
-    source = read_net(os.path.join(ROOT, NETS[name][0]))
-    net = caffe_pb2.NetParameter(name=source.name)
-    feed = net.layer.add(name="input", type="Input", top=["data", "label"])
-    feed.input_param.shape.add().dim.extend([batch, 1, 28, 28])
-    feed.input_param.shape.add().dim.extend([batch])
-    for layer in source.layer:
-        if layer.type != "Data" and not any(r.phase == caffe_pb2.TEST for r in layer.include):
-            net.layer.add().CopyFrom(layer)
+    net = replace_data_layers(read_net(os.path.join(ROOT, NETS[name][0])),
+                              {"data": (batch, 1, 28, 28), "label": (batch,)})
     param = caffe_pb2.SolverParameter(base_lr=0.01, momentum=0.9, weight_decay=0.0005, lr_policy="inv",
                                       gamma=0.0001, power=0.75, max_iter=10 ** 6, display=0)
     param.net_param.CopyFrom(net)

@@ -34,7 +34,7 @@ weights, im2col and a matrix product); the tests compare the two.
 import numpy as np
 from numba import njit
 
-from .batch_inner import valid_range, from_batch_inner, sparse_conv_backward, to_batch_inner
+from .batch_inner import from_batch_inner, sparse_conv_backward, sparse_conv_forward, to_batch_inner, valid_range
 from .im2col import col2im_reference, im2col_reference
 
 _jit = njit(cache=True, error_model="numpy")
@@ -171,65 +171,28 @@ def _csr_convolution_by_image(bottom, indptr, indices, values, bias, kernel_h, k
                         top[n, o, y, x] = top[n, o, y, x] + b
 
 
-@_jit
-def _csr_convolution_batched(bottom, indptr, indices, values, bias, kernel_h, kernel_w, pad_h, pad_w,
-                             stride_h, stride_w, dilation_h, dilation_w, top, images, planes):
-    # The batch as the innermost axis ((C, H, W, N) and (O, OH, OW, N) copies):
-    # each kept weight is an axpy over all images of one pixel, contiguous and
-    # long enough to vectorize, where the per-image planes give 8-wide rows.
-    num, channels, height, width = bottom.shape
-    outputs, out_h, out_w = top.shape[1], top.shape[2], top.shape[3]
-    taps = kernel_h * kernel_w
-    for n in range(num):
-        for c in range(channels):
-            for h in range(height):
-                for w in range(width):
-                    images[c, h, w, n] = bottom[n, c, h, w]
-    planes[...] = 0
-    for o in range(outputs):
-        for p in range(indptr[o], indptr[o + 1]):
-            k = indices[p]
-            c = k // taps
-            i = (k % taps) // kernel_w
-            j = k % kernel_w
-            v = values[p]
-            off_h = i * dilation_h - pad_h
-            off_w = j * dilation_w - pad_w
-            y0, y1 = valid_range(off_h, stride_h, height, out_h)
-            x0, x1 = valid_range(off_w, stride_w, width, out_w)
-            for y in range(y0, y1):
-                h = y * stride_h + off_h
-                for x in range(x0, x1):
-                    src = images[c, h, x * stride_w + off_w]
-                    dst = planes[o, y, x]
-                    for n in range(num):
-                        dst[n] += v * src[n]
-    for n in range(num):
-        for o in range(outputs):
-            b = bias[o] if bias.size else np.float32(0)
-            for y in range(out_h):
-                for x in range(out_w):
-                    top[n, o, y, x] = planes[o, y, x, n] + b if bias.size else planes[o, y, x, n]
-
-
 def csr_convolution(bottom, indptr, indices, values, bias, kernel_h, kernel_w, pad_h, pad_w,
                     stride_h, stride_w, dilation_h, dilation_w, top, scratch=None):
     """top (N, O, OH, OW) from bottom (N, C, H, W) and CSR weights (O, C*kh*kw).
 
-    `scratch` (a dict, kept by the caller) holds the batch-innermost copies
-    between calls; without it they are allocated here."""
-    args = (bottom, indptr, indices, values, bias, kernel_h, kernel_w, pad_h, pad_w,
-            stride_h, stride_w, dilation_h, dilation_w, top)
+    From 8 images on, batch-innermost (npcaffe.kernels.batch_inner, the
+    kernels DNS training uses): each kept weight is one long axpy over pixels
+    and images.  `scratch` (a dict, kept by the caller) holds those layout
+    copies between calls; without it they are allocated here."""
     num = bottom.shape[0]
     if num < 8:
-        _csr_convolution_by_image(*args)
+        _csr_convolution_by_image(bottom, indptr, indices, values, bias, kernel_h, kernel_w, pad_h, pad_w,
+                                  stride_h, stride_w, dilation_h, dilation_w, top)
         return
     scratch = {} if scratch is None else scratch
     shapes = {"images": bottom.shape[1:] + (num,), "planes": top.shape[1:] + (num,)}
     for key, shape in shapes.items():
         if scratch.get(key) is None or scratch[key].shape != shape:
             scratch[key] = np.empty(shape, np.float32)
-    _csr_convolution_batched(*args, scratch["images"], scratch["planes"])
+    to_batch_inner(bottom, scratch["images"])
+    sparse_conv_forward(scratch["images"], indptr, indices, values, kernel_h, kernel_w, pad_h, pad_w,
+                        stride_h, stride_w, dilation_h, dilation_w, scratch["planes"])
+    from_batch_inner(scratch["planes"], top, bias if bias.size else None)
 
 
 def stride1_tap_offsets(indices, kernel_h, kernel_w, dilation_h, dilation_w, plane_h, plane_w):
