@@ -60,6 +60,7 @@ class Net:
         del param.state.stage[:]
         param.state.stage.extend(stages)
         self.verbose = verbose
+        self.chain_plan = None  # npcaffe.sparse.ChainPlan once sparsify packs a layer
         self.forward_hooks = []  # called as hook(net) after every full forward pass (e.g. the DNS trace)
         self._init(param)
         if weights is not None:
@@ -293,10 +294,23 @@ class Net:
         layers, bottoms, tops = self.layers, self.bottom_vecs, self.top_vecs
         end = len(layers) - 1 if end is None else end
         loss = np.float32(0)
-        for i in range(start, end + 1):
-            layer_loss = layers[i].forward(bottoms[i], tops[i])
-            if layer_loss:  # most layers have no loss weight; adding their 0 would change nothing
-                loss += layer_loss
+        chains = self.chain_plan.current() if self.chain_plan is not None else None
+        if chains:  # a pruned TEST net: runs of layers as one kernel call each (npcaffe.sparse.ChainPlan)
+            i = start
+            while i <= end:
+                chain = chains.get(i)
+                if chain is not None and chain.last <= end and chain.run():
+                    i = chain.last + 1
+                    continue
+                layer_loss = layers[i].forward(bottoms[i], tops[i])
+                if layer_loss:
+                    loss += layer_loss
+                i += 1
+        else:
+            for i in range(start, end + 1):
+                layer_loss = layers[i].forward(bottoms[i], tops[i])
+                if layer_loss:  # most layers have no loss weight; adding their 0 would change nothing
+                    loss += layer_loss
         if self.forward_hooks and start == 0 and end == len(layers) - 1:
             for hook in self.forward_hooks:
                 hook(self)

@@ -34,8 +34,10 @@ weights, im2col and a matrix product); the tests compare the two.
 import numpy as np
 from numba import njit
 
+from .activation import relu_forward
 from .batch_inner import from_batch_inner, sparse_conv_backward, sparse_conv_forward, to_batch_inner, valid_range
 from .im2col import col2im_reference, im2col_reference
+from .softmax import softmax_forward
 
 _jit = njit(cache=True, error_model="numpy")
 
@@ -385,3 +387,51 @@ def same_values_chunked(a, b):
         if differ:
             return False
     return True
+
+
+# -- fused chains of inference layers -----------------------------------------------------
+# The step codes of `sparse_chain_forward` (column 0 of `steps`).
+CHAIN_ROWS = 0      # sparse inner product, CSR rows: csr_inner_product
+CHAIN_COLUMNS = 1   # sparse inner product of one sample, by columns: csc_vector_product
+CHAIN_RELU = 2      # ReLU with negative_slope 0: relu_forward
+CHAIN_SOFTMAX = 3   # softmax_forward
+CHAIN_STEP_WIDTH = 10
+
+
+@_jit
+def sparse_chain_forward(blobs, steps, pointers, indices, values, biases):
+    """Run consecutive inference layers in one call, each with its own kernel.
+
+    At batch 1 a layer's arithmetic takes about as long as a Python call
+    into Numba, so a pruned MLP spends most of its forward in calls; this
+    makes one call for the whole run (npcaffe.sparse.ChainPlan).  The
+    kernels are the ones the layers call, with the same arguments, so the
+    results are the same bits.
+
+    blobs: flat float32 data of the blobs the steps read and write.  steps:
+    one int64 row per layer, [code, bottom, top, ...] with bottom / top
+    indexing `blobs`, then for the inner products num, outputs, inputs,
+    pointer offset, value offset, bias offset (-1: none), nonzeros, and for
+    softmax outer, channels, inner.  pointers / indices / values / biases:
+    the packed weights of every inner product, one after another (each
+    layer's pointers count from its own first value)."""
+    for s in range(steps.shape[0]):
+        code = steps[s, 0]
+        x = blobs[steps[s, 1]]
+        y = blobs[steps[s, 2]]
+        if code == CHAIN_RELU:
+            relu_forward(x, y)
+        elif code == CHAIN_SOFTMAX:
+            shape = (steps[s, 3], steps[s, 4], steps[s, 5])
+            softmax_forward(x.reshape(shape), y.reshape(shape))
+        else:
+            num, outputs, inputs = steps[s, 3], steps[s, 4], steps[s, 5]
+            first, start, bias_start, nnz = steps[s, 6], steps[s, 7], steps[s, 8], steps[s, 9]
+            bias = biases[bias_start:bias_start + outputs] if bias_start >= 0 else biases[:0]
+            if code == CHAIN_COLUMNS:
+                csc_vector_product(x, pointers[first:first + inputs + 1], indices[start:start + nnz],
+                                   values[start:start + nnz], bias, y)
+            else:
+                csr_inner_product(x.reshape((num, inputs)), pointers[first:first + outputs + 1],
+                                  indices[start:start + nnz], values[start:start + nnz], bias,
+                                  y.reshape((num, outputs)))
