@@ -86,7 +86,7 @@ def test_sparse_conv_forward_and_backward_match_dense(geometry, density):
     np.testing.assert_allclose(got_diff, want_diff, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(64, 20, 8, 8), (3, 5, 1, 1), (7, 1, 13, 3)])
+@pytest.mark.parametrize("shape", [(64, 20, 8, 8), (3, 5, 1, 1), (7, 1, 13, 3), (5, 6, 3, 3)])
 def test_layout_round_trip(shape):
     data = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     inner = _inner(data)
