@@ -134,12 +134,12 @@ class Blob:
         return axis + n if axis < 0 else axis
 
     def _legacy(self, i):
-        # Caffe's num/channels/height/width: missing leading axes read as 1.
+        # Caffe's num/channels/height/width (Blob::LegacyShape): shape(i), and 1 for the
+        # axes a blob of fewer than 4 has not: a (N, C) blob has num N, channels C, height 1.
         n = len(self._shape)
         if n > 4:
             raise NetError(f"blob '{self.name}': legacy accessor used on {n}-D shape {self._shape}")
-        k = i - (4 - n)
-        return self._shape[k] if k >= 0 else 1
+        return self._shape[i] if i < n else 1
 
     num = property(lambda self: self._legacy(0))
     channels = property(lambda self: self._legacy(1))

@@ -10,7 +10,9 @@ def test_views_write_through_and_legacy_dims():
     b.data[...] = 1.5
     assert b.flat_data.sum() == 1.5 * 120 and b.count == 120
     assert (b.num, b.channels, b.height, b.width) == (2, 3, 4, 5)
-    assert (Blob((7, 9)).num, Blob((7, 9)).channels, Blob((7, 9)).height) == (1, 1, 7)
+    # Caffe's LegacyShape pads the trailing axes with 1.
+    assert (Blob((7, 9)).num, Blob((7, 9)).channels, Blob((7, 9)).height, Blob((7, 9)).width) == (7, 9, 1, 1)
+    assert (Blob(()).num, Blob((3,)).num, Blob((3,)).channels) == (1, 3, 1)
     assert b.data.dtype == np.float32 and b.diff.dtype == np.float32
 
 
