@@ -1,2 +1,2 @@
 """Layer implementations, one module per family; importing them registers their types."""
-from . import common, data, dns, loss, neuron, normalization, structure, vision, vision_extra  # noqa: F401
+from . import common, data, dns, loss, neuron, normalization, python_layer, structure, vision, vision_extra  # noqa: F401

@@ -1,0 +1,123 @@
+"""Python layers: a net layer written as a Python class (BVLC python_layer.hpp, pycaffe's caffe.Layer).
+
+A layer `type: "Python"` with `python_param { module: "m" layer: "C" param_str: "..." }`
+is an instance of class C from the importable module m (on sys.path: the
+working directory for scripts run from it, else PYTHONPATH, as for Caffe),
+a subclass of `npcaffe.Layer`, built with the LayerParameter as its one
+argument.  As Caffe's PythonLayer does, the net then:
+  - sets `param_str` (python_param.param_str) and `phase` (0 TRAIN, 1 TEST)
+    on the object, and calls setup(bottom, top) once;
+  - calls reshape(bottom, top) before every forward (Caffe's Layer::Forward
+    reshapes each time), then forward(bottom, top);
+  - calls backward(top, propagate_down, bottom) when the net needs it.
+bottom and top are lists of npcaffe.Blob (.data, .diff, .reshape(*shape),
+.count, .num ...).  Parameters the layer learns go in self.blobs
+(`self.blobs.add_blob(*shape)`, as pycaffe): the net collects them after
+setup, so param { lr_mult ... }, snapshots and .caffemodel weights treat
+them as any layer's.  loss_weight works as for every layer (a Python loss
+layer sets `loss_weight: 1` itself, as in Caffe, where only C++ loss layers
+default to it).
+
+net.layers[i] for such a layer is the wrapper the net calls; the user's
+object is its `python` attribute, and reading any other attribute the
+wrapper does not have reads the object's (`net.layers[i].my_counter`).
+"""
+import importlib
+
+from ..blob import Blob
+from ..errors import NetError
+from ..layer import Layer, register
+
+
+class BlobVec(list):
+    """A layer's parameter blobs, as pycaffe's: a list with add_blob(*shape)."""
+
+    def __init__(self, blobs=(), owner=""):
+        super().__init__(blobs)
+        self.owner = owner
+
+    def add_blob(self, *shape):
+        """Append a zero-filled parameter blob of the given shape."""
+        blob = Blob(*shape, name=f"{self.owner}_param{len(self)}")
+        self.append(blob)
+        return blob
+
+
+class PythonLayerBase:
+    """Base class of layers written in Python (`class MyLayer(npcaffe.Layer)`, pycaffe's caffe.Layer).
+
+    Override setup, reshape, forward and, if the layer has one, backward;
+    see npcaffe.layerlib.python_layer.  `self.blobs` holds learnable
+    parameters, `self.param_str` and `self.phase` are set before setup."""
+
+    type = "Python"
+
+    def __init__(self, param=None):
+        self.layer_param = param
+        self.blobs = BlobVec(owner=param.name if param is not None else "")
+        self.param_str = param.python_param.param_str if param is not None else ""
+        self.phase = param.phase if param is not None else 0
+
+    def setup(self, bottom, top):
+        """Check parameters and bottoms; set the tops' shapes (called once)."""
+
+    def reshape(self, bottom, top):
+        """Set the tops' shapes from the bottoms' (called before every forward)."""
+
+    def forward(self, bottom, top):
+        raise NotImplementedError(f"Python layer class {type(self).__name__} has no forward(bottom, top)")
+
+    def backward(self, top, propagate_down, bottom):
+        raise NotImplementedError(f"Python layer class {type(self).__name__} has no backward(top, "
+                                  "propagate_down, bottom), but the net needs its gradient")
+
+
+@register("Python")
+class PythonLayer(Layer):
+    """The net's side of a Python layer: builds the user's object and calls it (see the module docstring)."""
+
+    def __init__(self, param, phase=None):
+        super().__init__(param, phase)
+        p = param.python_param
+        where = f"layer '{param.name}' (Python)"
+        if not p.module or not p.layer:
+            raise NetError(f"{where}: python_param needs both 'module' and 'layer' (got module "
+                           f"'{p.module}', layer '{p.layer}')")
+        try:
+            module = importlib.import_module(p.module)
+        except ImportError as e:
+            raise NetError(f"{where}: cannot import python_param.module '{p.module}': {e}. "
+                           "Put the directory holding it on PYTHONPATH (or sys.path)") from e
+        cls = getattr(module, p.layer, None)
+        if cls is None:
+            raise NetError(f"{where}: module '{p.module}' ({getattr(module, '__file__', '?')}) has no "
+                           f"python_param.layer '{p.layer}'")
+        self.python = cls(param)
+        blobs = getattr(self.python, "blobs", None)
+        if not isinstance(blobs, BlobVec):
+            blobs = self.python.blobs = BlobVec(blobs or (), owner=param.name)
+        self.blobs = blobs
+
+    def layer_setup(self, bottom, top):
+        self.python.param_str = self.layer_param.python_param.param_str
+        self.python.phase = int(self.phase)
+        self.python.setup(bottom, top)
+
+    def reshape(self, bottom, top):
+        self.python.reshape(bottom, top)
+
+    def forward_cpu(self, bottom, top):
+        self.python.forward(bottom, top)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        self.python.backward(top, list(propagate_down), bottom)
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    def __getattr__(self, name):
+        # Only for names the wrapper lacks: the user's attributes (pycaffe returns the object itself).
+        python = self.__dict__.get("python")
+        if python is None:
+            raise AttributeError(name)
+        return getattr(python, name)
