@@ -29,3 +29,4 @@ from .solvers import (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,  
 from . import io  # noqa: F401,E402
 from .net_spec import NetSpec, layers, params, to_proto  # noqa: F401,E402
 from .layerlib.python_layer import PythonLayerBase as Layer  # noqa: F401,E402  (pycaffe's caffe.Layer)
+from .classifier import Classifier  # noqa: F401,E402

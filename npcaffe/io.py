@@ -126,6 +126,38 @@ def resize_image(im, new_dims, interp_order=1):
     return (top * (1 - wy) + bottom * wy).astype(np.float32)
 
 
+def crop_boxes(image_dims, crop_dims):
+    """pycaffe's ten crop boxes (y0, x0, y1, x1) of `oversample`, the first five.
+
+    The four corners (top-left, top-right, bottom-left, bottom-right), then the
+    centre, whose float bounds centre -/+ crop / 2 are truncated to integers."""
+    (h, w), (ch, cw) = (int(d) for d in image_dims[:2]), (int(d) for d in crop_dims[:2])
+    boxes = [(y, x, y + ch, x + cw) for y in (0, h - ch) for x in (0, w - cw)]
+    centre = (h / 2.0, w / 2.0)
+    boxes.append((int(centre[0] - ch / 2.0), int(centre[1] - cw / 2.0),
+                  int(centre[0] + ch / 2.0), int(centre[1] + cw / 2.0)))
+    return boxes
+
+
+def oversample(images, crop_dims):
+    """Ten crops of each (H, W, K) image, as pycaffe: corners and centre, then the
+    same five mirrored left-right.  Returns (10 * N, crop_h, crop_w, K) float32."""
+    images = [np.asarray(im) for im in images]
+    if not images:
+        raise ValueError("oversample needs at least one image")
+    ch, cw = (int(d) for d in crop_dims[:2])
+    h, w = images[0].shape[:2]
+    if ch > h or cw > w:
+        raise ValueError(f"oversample: crop {ch}x{cw} is larger than the images ({h}x{w})")
+    boxes = crop_boxes((h, w), (ch, cw))
+    crops = np.empty((10 * len(images), ch, cw, images[0].shape[-1]), np.float32)
+    for n, im in enumerate(images):
+        for k, (y0, x0, y1, x1) in enumerate(boxes):
+            crops[10 * n + k] = im[y0:y1, x0:x1, :]
+            crops[10 * n + 5 + k] = im[y0:y1, x0:x1, :][:, ::-1, :]
+    return crops
+
+
 # -- Transformer -----------------------------------------------------------------
 class Transformer:
     """Prepare (H', W', K) images for a net's inputs, and undo it.
