@@ -1,7 +1,7 @@
-"""Common layers: InnerProduct, Split, Flatten, Softmax.
+"""Common layers: InnerProduct, Split, Flatten, Softmax, Embed, Parameter, BatchReindex.
 
 Caffe declares these among its "common"/"vision" headers
-(include/caffe/layers/{inner_product,split,flatten,softmax}_layer.hpp).
+(include/caffe/layers/{inner_product,split,flatten,softmax,embed,parameter,batch_reindex}_layer.hpp).
 """
 import numpy as np
 
@@ -266,3 +266,215 @@ class SoftmaxLayer(Layer):
             v = self.view_shape
             softmax_backward(top[0].flat_data.reshape(v), top[0].flat_diff.reshape(v),
                              bottom[0].flat_diff.reshape(v))
+
+
+def _index_error(layer, blob, values, bad, rule):
+    """NetError for the first of `values` (the blob's flat data) that `bad` marks, with its position."""
+    first = int(np.argmax(bad))
+    position = tuple(int(i) for i in np.unravel_index(first, blob.shape))
+    value = float(values[first])
+    return NetError(f"layer '{layer.name}' ({layer.type}): bottom '{blob.name}' holds {value!r} at position "
+                    f"{position} (shape {blob.shape}); {rule}")
+
+
+@register("Embed")
+class EmbedLayer(Layer):
+    """Learned lookup table (BVLC src/caffe/layers/embed_layer.cpp).
+
+    Shapes: bottom of any shape, each value an index in [0, K) with
+    K = input_dim; top is bottom.shape + (N,) with N = num_output.
+    blobs[0] is the table (K, N), InnerProduct's weight transposed so that
+    one index reads one row; blobs[1] the bias (N,) when bias_term.  It is an
+    InnerProduct on one-hot inputs, without building them.
+
+    Formula: top[i] = W[x_i] + b.  Backward: W_diff[x_i] += top_diff[i],
+    added row by row in the bottom's order (a repeated index sums its rows
+    in that order), b_diff += sum over i of top_diff[i].  The indices get
+    no gradient.
+
+    Mirrored from upstream on purpose:
+    - Backpropagating to the bottom is an error (upstream's CHECK in
+      Backward_cpu), force_backward included, where Caffe aborts too.
+    - Existing `blobs` (shared or loaded) are kept, not refilled.
+    - The bias is added after the row copy, one rounding (Caffe's rank-1
+      gemm with beta 1); parameter diffs accumulate.
+    Stricter than upstream: Caffe only DCHECKs (debug builds) that every
+    value is an integer in [0, input_dim), and a release build reads outside
+    the table.  We check every pass and name the bad value and its position.
+    Not in place: the top has one more axis than the bottom.
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+    reshape_from_shapes = True
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.embed_param
+        for field, value in (("num_output", p.num_output), ("input_dim", p.input_dim)):
+            if value < 1:
+                raise NetError(f"layer '{self.name}' (Embed): embed_param.{field} must be positive, got {value}")
+        if top[0] is bottom[0]:
+            raise NetError(f"layer '{self.name}' (Embed): top is the bottom blob; an Embed layer cannot run "
+                           "in place, give the top its own name")
+        self.num_output = p.num_output
+        self.input_dim = p.input_dim
+        self.bias_term = p.bias_term
+        want = [(self.input_dim, self.num_output)] + [(self.num_output,)] * self.bias_term
+        if self.blobs:
+            have = [b.shape for b in self.blobs]
+            if have != want:
+                raise NetError(f"layer '{self.name}' (Embed): parameter blobs have shapes {have}, the layer "
+                               f"needs {want} (input_dim {self.input_dim}, num_output {self.num_output}, "
+                               f"bias_term {self.bias_term})")
+        else:
+            self.blobs = [Blob(want[0], name=f"{self.name}_w")]
+            fill(self.blobs[0], p.weight_filler, where=f"layer '{self.name}' embed_param.weight_filler")
+            if self.bias_term:
+                self.blobs.append(Blob(want[1], name=f"{self.name}_b"))
+                fill(self.blobs[1], p.bias_filler, where=f"layer '{self.name}' embed_param.bias_filler")
+        self._bias_grad = np.zeros(self.num_output, np.float32)
+        self._bias_multiplier = np.ones(0, np.float32)
+
+    def reshape(self, bottom, top):
+        self.M = bottom[0].count
+        top[0].reshape(bottom[0].shape + (self.num_output,))
+        if self.bias_term and self._bias_multiplier.size != self.M:
+            self._bias_multiplier = np.ones(self.M, np.float32)
+
+    def _indices(self, blob):
+        x = blob.flat_data
+        bad = ~((x >= 0) & (x < self.input_dim) & (np.trunc(x) == x))
+        if bad.any():
+            raise _index_error(self, blob, x, bad, f"Embed reads each value as a row of its table, an integer "
+                                                   f"in [0, input_dim = {self.input_dim})")
+        return x.astype(np.intp)
+
+    def forward_cpu(self, bottom, top):
+        y = top[0].flat_data.reshape(self.M, self.num_output)
+        np.take(self.blobs[0].data, self._indices(bottom[0]), axis=0, out=y)
+        if self.bias_term:
+            y += self.blobs[1].data
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            raise NetError(f"layer '{self.name}' (Embed): cannot backpropagate to its bottom '{bottom[0].name}', "
+                           "which holds indices (as in Caffe); set propagate_down: false for it or drop "
+                           "force_backward")
+        dy = top[0].flat_diff.reshape(self.M, self.num_output)
+        if self.param_needs_backward(0):
+            # Unbuffered, in index order: row i is added after row i - 1, as upstream's axpy loop.
+            np.add.at(self.blobs[0].diff, self._indices(bottom[0]), dy)
+        if self.bias_term and self.param_needs_backward(1):
+            np.dot(self._bias_multiplier, dy, out=self._bias_grad)
+            db = self.blobs[1].diff
+            db += self._bias_grad
+
+
+@register("Parameter")
+class ParameterLayer(Layer):
+    """A learnable blob as a layer's output (BVLC include/caffe/layers/parameter_layer.hpp).
+
+    No bottom, one top.  blobs[0] has the shape parameter_param.shape (a
+    scalar, shape (), when no dims are given) and starts at zero, as
+    upstream: there is no filler, the values come from a .caffemodel, a
+    shared param or training.  The top shares blobs[0]'s data and diff, so
+    the layers above write the parameter's gradient straight into its diff
+    and backward has nothing to do.
+
+    Mirrored from upstream on purpose:
+    - The top is shaped from parameter_param.shape at setup and never
+      reshaped; the sharing happens in forward, every pass, so the top
+      follows the blob when the net later gives it another storage (a param
+      shared by name).  Before the first forward the top is its own zeros.
+    - Existing `blobs` are kept; their count must equal the shape's (Caffe's
+      ShareData check), their shape need not.
+    """
+    exact_num_bottom = 0
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        shape = tuple(self.layer_param.parameter_param.shape.dim)
+        if any(d < 0 for d in shape):
+            raise NetError(f"layer '{self.name}' (Parameter): parameter_param.shape {shape} has a negative dimension")
+        if self.blobs:
+            count = int(np.prod(shape, dtype=np.int64))
+            if self.blobs[0].count != count:
+                raise NetError(f"layer '{self.name}' (Parameter): parameter blob has shape {self.blobs[0].shape}, "
+                               f"{self.blobs[0].count} values; parameter_param.shape {shape} needs {count}")
+        else:
+            self.blobs = [Blob(shape, name=f"{self.name}_param")]
+        top[0].reshape(shape)
+
+    def reshape(self, bottom, top):
+        pass  # shaped once, in layer_setup
+
+    def forward_cpu(self, bottom, top):
+        top[0].share_data(self.blobs[0])
+        top[0].share_diff(self.blobs[0])
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        pass  # the top's diff is the parameter's
+
+
+@register("BatchReindex")
+class BatchReindexLayer(Layer):
+    """Select, reorder or repeat items of a batch (BVLC src/caffe/layers/batch_reindex_layer.cpp).
+
+    Shapes: bottom[0] (N, ...), bottom[1] the indices, 1-D (M,); top (M, ...).
+    Formula: top[i] = bottom[0][idx_i].  Backward: bottom[0]'s diff is
+    zeroed, then top_diff[i] is added into item idx_i for i = 0, 1, ..., so a
+    repeated item sums its gradients in that order; items never picked get 0.
+
+    Mirrored from upstream on purpose:
+    - Each index is checked as a float, 0 <= idx < N (NaN fails), then
+      truncated towards zero: 1.7 picks item 1, as Caffe's static_cast<int>.
+    - Backpropagating to the indices is an error (upstream's CHECK), with
+      force_backward too, where Caffe aborts.
+    - The index blob must have exactly one axis, checked at reshape.
+    Not in place: the top's first axis is M, not N.
+    """
+    exact_num_bottom = 2
+    exact_num_top = 1
+    reshape_from_shapes = True
+
+    def reshape(self, bottom, top):
+        if top[0] is bottom[0]:
+            raise NetError(f"layer '{self.name}' (BatchReindex): top is bottom '{bottom[0].name}'; a BatchReindex "
+                           "layer cannot run in place, give the top its own name")
+        if bottom[1].num_axes != 1:
+            raise NetError(f"layer '{self.name}' (BatchReindex): index bottom '{bottom[1].name}' must be 1-D, "
+                           f"got shape {bottom[1].shape}")
+        if bottom[0].num_axes < 1:
+            raise NetError(f"layer '{self.name}' (BatchReindex): bottom '{bottom[0].name}' needs a first axis "
+                           "to index, got a scalar")
+        top[0].reshape(bottom[1].shape[:1] + bottom[0].shape[1:])
+
+    def _indices(self, bottom):
+        n = bottom[0].shape[0]
+        idx = bottom[1].flat_data
+        bad = ~((idx >= 0) & (idx < n))
+        if bad.any():
+            raise _index_error(self, bottom[1], idx, bad, f"indices into the first axis of bottom "
+                                                          f"'{bottom[0].name}' must lie in [0, {n})")
+        return idx.astype(np.intp)
+
+    def forward_cpu(self, bottom, top):
+        idx = self._indices(bottom)
+        if top[0].count == 0:
+            return
+        inner = bottom[0].count_range(1)
+        np.take(bottom[0].flat_data.reshape(-1, inner), idx, axis=0, out=top[0].flat_data.reshape(-1, inner))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise NetError(f"layer '{self.name}' (BatchReindex): cannot backpropagate to the indices "
+                           f"'{bottom[1].name}' (as in Caffe); set propagate_down: false for that bottom or drop "
+                           "force_backward")
+        if not propagate_down[0]:
+            return
+        dx = bottom[0].flat_diff
+        dx[:] = 0
+        if top[0].count == 0:
+            return
+        inner = bottom[0].count_range(1)
+        # Unbuffered, in index order: as upstream's loop over the top.
+        np.add.at(dx.reshape(-1, inner), self._indices(bottom), top[0].flat_diff.reshape(-1, inner))

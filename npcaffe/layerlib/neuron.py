@@ -465,3 +465,79 @@ class PReLULayer(NeuronLayer):
         if propagate_down[0]:
             factor = (x > 0) + self._slopes() * negative
             np.multiply(dy, factor, out=self._view(bottom[0].flat_diff, shape))
+
+
+# -- BVLC master's neuron layers (after 1.0): Clip, Swish ---------------------------
+
+@register("Clip")
+class ClipLayer(NeuronLayer):
+    """Clamp to [min, max] (BVLC master src/caffe/layers/clip_layer.cpp, after 1.0).
+
+    Forward: y = std::max(min, std::min(x, max)).  Backward:
+    dx = dy * (x >= min && x <= max): the gradient passes at min and max
+    themselves and is 0 outside.
+
+    Mirrored from upstream on purpose:
+    - std::min / std::max order: NaN inputs give min, and min > max gives
+      min everywhere.  Both bounds are required in BVLC's ClipParameter; our
+      prototxt reader does not enforce that, so setup does.
+    - dy is multiplied by the 0/1 test, so a NaN or inf dy outside the range
+      still gives NaN.
+    - Backward reads the bottom data and runs in place without complaint, as
+      upstream: in place it sees the clipped values, all inside [min, max],
+      so every gradient passes (wrong, in Caffe too, and not hidden here).
+    """
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.clip_param
+        for field in ("min", "max"):
+            if not p.HasField(field):
+                raise NetError(f"layer '{self.name}' (Clip): clip_param.{field} is required "
+                               "(BVLC's ClipParameter declares both min and max required)")
+        self.min = np.float32(p.min)
+        self.max = np.float32(p.max)
+
+    def forward_cpu(self, bottom, top):
+        x = bottom[0].flat_data
+        below_max = np.where(self.max < x, self.max, x)
+        top[0].flat_data[:] = np.where(self.min < below_max, below_max, self.min)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x = bottom[0].flat_data
+            inside = (x >= self.min) & (x <= self.max)
+            np.multiply(top[0].flat_diff, inside, out=bottom[0].flat_diff)
+
+
+@register("Swish")
+class SwishLayer(NeuronLayer):
+    """Swish, y = x sigmoid(beta x) (BVLC master src/caffe/layers/swish_layer.cpp, after 1.0).
+
+    swish_param.beta defaults to 1.  Forward as upstream: s = sigmoid of the
+    float32 product beta * x, by the Sigmoid layer's formula (0.5 tanh(0.5 v)
+    + 0.5 in double, rounded to float32), kept for backward; y = x * s in
+    float32.  Backward from the top data and the kept s:
+    dx = dy * (beta y + s (1 - beta y)), with beta * y a float32 product and
+    the rest in double (upstream's `1.` literal), rounded to float32 once.
+    Reads no bottom data in backward, so safe in place.
+    """
+
+    def layer_setup(self, bottom, top):
+        self.beta = np.float32(self.layer_param.swish_param.beta)
+        self.sigmoid_output = np.zeros(0, np.float32)
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.sigmoid_output = _scratch(self.sigmoid_output, bottom[0].count)
+
+    def forward_cpu(self, bottom, top):
+        x, s = bottom[0].flat_data, self.sigmoid_output
+        np.multiply(x, self.beta, out=s)
+        _activation().sigmoid_forward(s, s)
+        np.multiply(x, s, out=top[0].flat_data)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            beta_y = (self.beta * top[0].flat_data).astype(np.float64)
+            grad = top[0].flat_diff * (beta_y + self.sigmoid_output * (1.0 - beta_y))
+            bottom[0].flat_diff[:] = grad
