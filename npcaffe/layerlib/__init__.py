@@ -1,2 +1,6 @@
 """Layer implementations, one module per family; importing them registers their types."""
-from . import common, data, dns, loss, neuron, normalization, python_layer, structure, vision, vision_extra  # noqa: F401
+from . import (common, data, dns, loss, neuron, normalization, python_layer, recurrent, structure, vision,
+               vision_extra)
+
+__all__ = ["common", "data", "dns", "loss", "neuron", "normalization", "python_layer", "recurrent", "structure",
+           "vision", "vision_extra"]
