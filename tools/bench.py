@@ -398,16 +398,17 @@ def main():
             # A batch-1 forward takes tens of microseconds: many more repeats, and the
             # dense and sparse paths measured in turn, so drifts hit both alike.
             n = repeats * 20 if batch == 1 else repeats
+            rounds = 9 if batch == 1 else 3
             measured = {"dense": [], "pruned_dense": [], "pruned": [], "fixed": []}
-            for _ in range(3):
+            for _ in range(rounds):
                 measured["dense"].append(npcaffe_inference(name, f"caffe_{name}_original.caffemodel", batch, images,
-                                                           n // 3))
+                                                           n // rounds))
                 measured["pruned_dense"].append(npcaffe_inference(name, f"caffe_{name}_sparse.caffemodel", batch,
-                                                                  images, n // 3, dense=True))
+                                                                  images, n // rounds, dense=True))
                 measured["pruned"].append(npcaffe_inference(name, f"caffe_{name}_sparse.caffemodel", batch, images,
-                                                            n // 3))
+                                                            n // rounds))
                 measured["fixed"].append(npcaffe_inference(name, f"caffe_{name}_sparse.caffemodel", batch, images,
-                                                           n // 3, verify=False))
+                                                           n // rounds, verify=False))
             dense, pruned_dense, pruned, fixed = (statistics.median(measured[k]) for k in measured)
             theirs = torch_inference(torch, name, f"caffe_{name}_original.caffemodel", batch, images, n) \
                 if torch else None
