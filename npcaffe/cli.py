@@ -283,6 +283,15 @@ def cmd_plot(args):
     return 0
 
 
+def cmd_pycaffe(args):
+    if not os.path.isfile(args.script):
+        raise NpcaffeError(f"{args.script}: no such script")
+    from .pycaffe import run_script
+    sys.path.insert(0, os.path.dirname(os.path.abspath(args.script)))  # as `python script.py` does
+    run_script(args.script, args.args)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="npcaffe", description="Caffe rebuilt in NumPy + Numba.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -366,6 +375,10 @@ def build_parser():
     from .plot import add_plot_arguments
     add_plot_arguments(p)
     p.set_defaults(func=cmd_plot)
+    p = sub.add_parser("pycaffe", help="run a pycaffe script unchanged: its `import caffe` gives npcaffe")
+    p.add_argument("script", help="the Python script")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
+    p.set_defaults(func=cmd_pycaffe)
     p = sub.add_parser("prepare-mnist", help="MNIST LMDBs for the nets in prototxt/ (data/mnist/ by default)")
     p.add_argument("--mnist", help="directory with the four MNIST .gz IDX files (else $NPCAFFE_MNIST_DIR or download)")
     p.add_argument("--out", default="data/mnist", help="output directory (default: data/mnist)")

@@ -4,7 +4,9 @@ A layer `type: "Python"` with `python_param { module: "m" layer: "C" param_str: 
 is an instance of class C from the importable module m (on sys.path: the
 working directory for scripts run from it, else PYTHONPATH, as for Caffe),
 a subclass of `npcaffe.Layer`, built with the LayerParameter as its one
-argument.  As Caffe's PythonLayer does, the net then:
+argument.  A module written for Caffe, which does `import caffe` and
+subclasses `caffe.Layer`, loads unchanged: npcaffe.pycaffe makes `caffe`
+npcaffe when no real pycaffe is installed.  As Caffe's PythonLayer does, the net then:
   - sets `param_str` (python_param.param_str) and `phase` (0 TRAIN, 1 TEST)
     on the object, and calls setup(bottom, top) once;
   - calls reshape(bottom, top) before every forward (Caffe's Layer::Forward
@@ -83,9 +85,13 @@ class PythonLayer(Layer):
         if not p.module or not p.layer:
             raise NetError(f"{where}: python_param needs both 'module' and 'layer' (got module "
                            f"'{p.module}', layer '{p.layer}')")
+        from ..pycaffe import install
+        install()  # layer modules written for Caffe `import caffe`
         try:
             module = importlib.import_module(p.module)
         except ImportError as e:
+            if e.name is not None and p.module.split(".")[0] != e.name.split(".")[0]:
+                raise NetError(f"{where}: importing python_param.module '{p.module}' failed: {e}") from e
             raise NetError(f"{where}: cannot import python_param.module '{p.module}': {e}. "
                            "Put the directory holding it on PYTHONPATH (or sys.path)") from e
         cls = getattr(module, p.layer, None)

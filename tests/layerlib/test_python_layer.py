@@ -242,3 +242,80 @@ def test_cli_finds_layers_on_pythonpath(tmp_path, monkeypatch):
                           capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Average Forward-Backward" in done.stdout + done.stderr
+
+
+PYLOSS = '''import caffe
+import numpy as np
+
+
+class EuclideanLossLayer(caffe.Layer):
+    def setup(self, bottom, top):
+        if len(bottom) != 2:
+            raise Exception("Need two inputs to compute distance.")
+
+    def reshape(self, bottom, top):
+        self.diff = np.zeros_like(bottom[0].data, dtype=np.float32)
+        top[0].reshape(1)
+
+    def forward(self, bottom, top):
+        self.diff[...] = bottom[0].data - bottom[1].data
+        top[0].data[...] = np.sum(self.diff**2) / bottom[0].num / 2.
+
+    def backward(self, top, propagate_down, bottom):
+        for i in range(2):
+            if not propagate_down[i]:
+                continue
+            sign = 1 if i == 0 else -1
+            bottom[i].diff[...] = sign * self.diff / bottom[i].num
+'''
+
+SCRIPT = '''import sys
+import numpy as np
+import caffe
+from caffe import layers as L, params as P
+from caffe.proto import caffe_pb2
+
+caffe.set_mode_cpu()
+n = caffe.NetSpec()
+n.x, n.y = L.DummyData(shape=[dict(dim=[10, 3]), dict(dim=[10, 3])], data_filler=dict(type="gaussian"), ntop=2)
+n.ipx = L.InnerProduct(n.x, num_output=3, weight_filler=dict(type="xavier"))
+n.loss = L.Python(n.ipx, n.y, module="pyloss_unchanged", layer="EuclideanLossLayer", loss_weight=1)
+with open("net.prototxt", "w") as f:
+    f.write(str(n.to_proto()))
+solver = caffe_pb2.SolverParameter(net="net.prototxt", base_lr=0.1, lr_policy="fixed", max_iter=50, display=0,
+                                   snapshot_prefix="snap")
+with open("solver.prototxt", "w") as f:
+    f.write(str(solver))
+s = caffe.get_solver("solver.prototxt")
+s.step(1)
+first = float(s.net.blobs["loss"].data[0])
+s.step(49)
+print("loss", first, float(s.net.blobs["loss"].data[0]), sys.argv[1:])
+'''
+
+
+def test_layer_modules_written_for_caffe_load_unchanged(tmp_path, monkeypatch):
+    """Caffe's own examples/pycaffe/layers/pyloss.py shape: `import caffe`, `caffe.Layer`."""
+    (tmp_path / "pyloss_unchanged.py").write_text(PYLOSS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = _net("name: 'l' input: 'a' input_shape { dim: 4 dim: 3 } input: 'b' input_shape { dim: 4 dim: 3 } "
+               "layer { type: 'Python' name: 'loss' bottom: 'a' bottom: 'b' top: 'loss' loss_weight: 1 "
+               "python_param { module: 'pyloss_unchanged' layer: 'EuclideanLossLayer' } }")
+    a, b = np.ones((4, 3), np.float32), np.zeros((4, 3), np.float32)
+    assert net.forward(a=a, b=b)["loss"] == pytest.approx(12 / 4 / 2)
+    import caffe
+    assert caffe is npcaffe
+
+
+def test_npcaffe_pycaffe_runs_a_script_unchanged(tmp_path):
+    (tmp_path / "pyloss_unchanged.py").write_text(PYLOSS)
+    (tmp_path / "train.py").write_text(SCRIPT)
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-m", "npcaffe", "pycaffe", "train.py", "--flag", "7"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    _, first, last, args = done.stdout.split(maxsplit=3)
+    assert float(last) < 0.5 * float(first)
+    assert args.strip() == "['--flag', '7']"
