@@ -34,5 +34,8 @@ class SolverError(NpcaffeError):
     """A solver definition that cannot run."""
 
 
-class DataError(NpcaffeError):
-    """A data source that cannot be opened or decoded."""
+class DataError(NpcaffeError, ValueError):
+    """A data source that cannot be opened or decoded.
+
+    Also a ValueError: pycaffe's caffe.io raises ValueError for a BlobProto or
+    array that does not fit, and scripts catch that."""

@@ -12,6 +12,7 @@ from .blob import Blob
 from .errors import NetError, WeightsError
 from .fileio.caffemodel import blob_diff_to_array, blob_shape, blob_to_array, read_caffemodel, write_caffemodel
 from .fileio.prototxt import read_net
+from .fileio.solverstate import read_net_hdf5, write_net_hdf5
 from .graph import filter_net, insert_splits
 from .layer import TEST, TRAIN, create_layer
 from . import sparse
@@ -353,6 +354,9 @@ class Net:
         """
         if sparse.is_compressed(source):  # `npcaffe compress` output
             source = sparse.read_compressed(source)
+        elif isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".h5"):
+            self.load_hdf5(source, pack=pack)  # as Caffe's CopyTrainedLayersFrom
+            return
         if isinstance(source, caffe_pb2.NetParameter):
             net_param, where = source, f"<NetParameter '{source.name}'>"
         else:
@@ -418,6 +422,51 @@ class Net:
 
     def save(self, path, write_diff=False):
         write_caffemodel(self.to_proto(write_diff), path)
+
+    def _param_owned(self):
+        # {(layer index, param index): True when the layer owns that parameter (not shared from another)}
+        return {where: owner == -1 for where, owner in zip(self.param_layer_indices, self.param_owners)}
+
+    def save_hdf5(self, path, write_diff=False):
+        """Weights as Caffe's Net::ToHDF5 (pycaffe net.save_hdf5): data/<layer>/<i> for the
+        parameters each layer owns (shared ones are stored once, by their owner), and with
+        write_diff diff/<layer>/<i> for all."""
+        owned = self._param_owned()
+        layers = []
+        for layer_id, (name, layer) in enumerate(zip(self._layer_names, self.layers)):
+            data = {j: b.data for j, b in enumerate(layer.blobs) if owned[(layer_id, j)]}
+            diff = {j: b.diff for j, b in enumerate(layer.blobs)} if write_diff else None
+            layers.append((name, data, diff))
+        write_net_hdf5(layers, path)
+
+    def load_hdf5(self, path, pack=True):
+        """Copy weights by layer name from a Net::ToHDF5 file (CopyTrainedLayersFromHDF5, pycaffe
+        net.load_hdf5): layers the net lacks are skipped; a parameter the file lacks is an error
+        unless the net shares it from another layer."""
+        where = os.fspath(path)
+        index = {name: i for i, name in enumerate(self._layer_names)}
+        owned = self._param_owned()
+        for name, arrays in read_net_hdf5(where):
+            layer_id = index.get(name)
+            if layer_id is None:
+                continue
+            targets = self.layers[layer_id].blobs
+            if len(arrays) > len(targets) or any(j >= len(targets) for j in arrays):
+                raise WeightsError(f"{where}: layer '{name}' has {len(arrays)} blobs in the file but "
+                                   f"{len(targets)} in the net; incompatible number of blobs")
+            for j, target in enumerate(targets):
+                array = arrays.get(j)
+                if array is None:
+                    if owned[(layer_id, j)]:
+                        raise WeightsError(f"{where}: layer '{name}' has no dataset data/{name}/{j} for its "
+                                           f"param {j} {target.shape}; incompatible number of blobs")
+                    continue  # shared from another layer, stored by its owner
+                if array.shape != target.shape:
+                    raise WeightsError(f"{where}: cannot copy param {j} of layer '{name}': shape mismatch. "
+                                       f"Source shape {array.shape}; target shape {target.shape}")
+                target.data[...] = array
+        if self.phase == TEST and pack:
+            sparse.sparsify(self)
 
     # -- pycaffe face --------------------------------------------------------------
     @property

@@ -80,7 +80,7 @@ class Function:
     def __init__(self, type_name, inputs, params):
         for i, item in enumerate(inputs):
             if not isinstance(item, Top):
-                raise TypeError(f"{type_name} input {i} is not a Top (type is {type(item).__name__})")
+                raise TypeError(f"{type_name} input {i} is not a Top (type is {type(item)})")  # pycaffe's wording
         self.type_name = type_name
         self.inputs = inputs
         self.params = dict(params)

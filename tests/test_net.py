@@ -235,3 +235,19 @@ def test_forward_all_pads_the_last_batch():
     assert out["prob"].shape == (10, 3) and out["ip"].shape == (10, 3)
     net.forward(data=np.concatenate([data[8:10], data[:2]]))
     np.testing.assert_allclose(out["prob"][8:10], net.blobs["prob"].data[:2], rtol=1e-6)
+
+
+def test_pycaffe_module_level_names():
+    import npcaffe as caffe
+    assert not caffe.has_nccl()
+    assert (caffe.solver_count(), caffe.solver_rank()) == (1, 0)
+    caffe.set_solver_count(1)
+    caffe.set_multiprocess(False)
+    caffe.init_log()
+    with pytest.raises(caffe.NpcaffeError, match="one solver"):
+        caffe.set_solver_count(2)
+    timer = caffe.Timer()
+    timer.start()
+    sum(range(10000))
+    timer.stop()
+    assert timer.ms > 0

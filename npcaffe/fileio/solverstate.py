@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import SolverError, WeightsError
 from ..proto import caffe_pb2
 from .atomic import atomic_write
-from .caffemodel import array_to_blob, blob_shape, blob_to_array, read_proto_file
+from .caffemodel import array_to_blob, blob_to_array, read_proto_file
 
 SIDECAR_SUFFIX = ".npcaffe.json"
 SIDECAR_FORMAT = "npcaffe-solverstate-sidecar"
@@ -108,40 +108,49 @@ def _read_solverstate_hdf5(path):
 
 
 # -- weights in HDF5 (Net::ToHDF5 / CopyTrainedLayersFromHDF5) ---------------------
-def write_weights_hdf5(net_param, path):
-    """Weights of a NetParameter (with blobs) as Caffe's .caffemodel.h5: data/<layer>/<i>[, diff/...]."""
+def write_net_hdf5(layers, path):
+    """Weights in Caffe's Net::ToHDF5 layout: group data/<layer> for every layer (in
+    order, empty when it has no parameters or shares them all) holding dataset <i>
+    for each parameter i it owns, and, when diffs are given, diff/<layer>/<i> for
+    every parameter.  `layers`: [(layer name, {i: data}, {i: diff} or None)]."""
     h5py = _h5py(path)
     path = os.fspath(path)
     tmp = path + ".tmp"
     with h5py.File(tmp, "w") as f:
         data = f.create_group("data")
-        diff = None
-        for layer in net_param.layer:
-            group = data.create_group(layer.name)
-            for i, blob in enumerate(layer.blobs):
-                group.create_dataset(str(i), data=blob_to_array(blob))
-                if len(blob.diff):
-                    if diff is None:
-                        diff = f.create_group("diff")
-                    target = diff.require_group(layer.name)
-                    target.create_dataset(str(i), data=np.asarray(blob.diff, np.float32).reshape(blob_shape(blob)))
+        diff = f.create_group("diff") if any(d is not None for _, _, d in layers) else None
+        for name, arrays, diffs in layers:
+            group = data.create_group(name)
+            for i, array in arrays.items():
+                group.create_dataset(str(i), data=np.asarray(array, np.float32))
+            if diffs is not None:
+                group = diff.create_group(name)
+                for i, array in diffs.items():
+                    group.create_dataset(str(i), data=np.asarray(array, np.float32))
     os.replace(tmp, path)
 
 
-def read_weights_hdf5(path):
-    """NetParameter holding the layers and blobs of a .caffemodel.h5 (for Net.copy_from)."""
+def read_net_hdf5(path):
+    """[(layer name, {i: float32 array})] of a Net::ToHDF5 file's data group."""
     h5py = _h5py(path)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise WeightsError(f"{path}: file not found")
-    net = caffe_pb2.NetParameter()
-    with h5py.File(path, "r") as f:
-        for name, group in f["data"].items():
-            layer = net.layer.add()
-            layer.name = name
-            for i in range(len(group)):
-                array_to_blob(np.asarray(group[str(i)], dtype=np.float32), layer.blobs.add())
-    return net
+    layers = []
+    try:
+        with h5py.File(path, "r") as f:
+            if "data" not in f:
+                raise WeightsError(f"{path}: no 'data' group; not weights written by Caffe's Net::ToHDF5")
+            for name, group in f["data"].items():
+                arrays = {}
+                for key, dataset in group.items():
+                    if not key.isdigit():
+                        raise WeightsError(f"{path}: data/{name}/{key}: expected datasets named 0, 1, ...")
+                    arrays[int(key)] = np.asarray(dataset, dtype=np.float32)
+                layers.append((name, arrays))
+    except OSError as e:
+        raise WeightsError(f"{path}: not a readable HDF5 file: {e}") from None
+    return layers
 
 
 # -- the npcaffe sidecar -----------------------------------------------------------

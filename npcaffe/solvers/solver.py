@@ -256,10 +256,7 @@ class Solver:
         for path in [m for m in models.split(",") if m]:
             glog.info(f"Finetuning from {path}")
             for net in [self.net] + self.test_nets:
-                if ss.is_hdf5(path):
-                    net.copy_from(ss.read_weights_hdf5(path))
-                else:
-                    net.copy_from(path)
+                net.copy_from(path)  # .caffemodel or .caffemodel.h5
 
     # -- training --------------------------------------------------------------------
     def add_callback(self, on_start, on_gradients_ready):
@@ -391,17 +388,16 @@ class Solver:
     def snapshot(self):
         """Write <prefix>_iter_<N>.caffemodel and .solverstate (+ the npcaffe sidecar)."""
         p = self.param
-        net_param = self.net.to_proto(write_diff=p.snapshot_diff)
         if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
             model = self.snapshot_filename(".caffemodel.h5")
             glog.info(f"Snapshotting to HDF5 file {model}")
-            ss.write_weights_hdf5(net_param, model)
+            self.net.save_hdf5(model, write_diff=p.snapshot_diff)
             state_file = self.snapshot_filename(".solverstate.h5")
             glog.info(f"Snapshotting solver state to HDF5 file {state_file}")
         else:
             model = self.snapshot_filename(".caffemodel")
             glog.info(f"Snapshotting to binary proto file {model}")
-            write_caffemodel(net_param, model)
+            write_caffemodel(self.net.to_proto(write_diff=p.snapshot_diff), model)
             state_file = self.snapshot_filename(".solverstate")
             glog.info(f"Snapshotting solver state to binary proto file {state_file}")
         state = ss.make_solverstate(self.iter, model, self.current_step, self.state_arrays())
@@ -438,7 +434,7 @@ class Solver:
         self.iter = state.iter
         if state.HasField("learned_net") and state.learned_net:
             learned = ss.resolve_learned_net(state.learned_net, state_file)
-            self.net.copy_from(ss.read_weights_hdf5(learned) if ss.is_hdf5(learned) else learned)
+            self.net.copy_from(learned)  # .caffemodel or .caffemodel.h5
         self.current_step = state.current_step
         self.restore_state_arrays(ss.history_arrays(state, state_file), state_file)
         if upstream_resume:

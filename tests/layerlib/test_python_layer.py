@@ -277,13 +277,14 @@ from caffe.proto import caffe_pb2
 
 caffe.set_mode_cpu()
 n = caffe.NetSpec()
-n.x, n.y = L.DummyData(shape=[dict(dim=[10, 3]), dict(dim=[10, 3])], data_filler=dict(type="gaussian"), ntop=2)
+n.x, n.y = L.DummyData(shape=[dict(dim=[10, 3]), dict(dim=[10, 3])],
+                       data_filler=[dict(type="gaussian"), dict(type="constant")], ntop=2)
 n.ipx = L.InnerProduct(n.x, num_output=3, weight_filler=dict(type="xavier"))
 n.loss = L.Python(n.ipx, n.y, module="pyloss_unchanged", layer="EuclideanLossLayer", loss_weight=1)
 with open("net.prototxt", "w") as f:
     f.write(str(n.to_proto()))
 solver = caffe_pb2.SolverParameter(net="net.prototxt", base_lr=0.1, lr_policy="fixed", max_iter=50, display=0,
-                                   snapshot_prefix="snap")
+                                   snapshot_prefix="snap", random_seed=1)
 with open("solver.prototxt", "w") as f:
     f.write(str(solver))
 s = caffe.get_solver("solver.prototxt")
