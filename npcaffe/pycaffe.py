@@ -24,6 +24,7 @@ _ALIASES = {
     "caffe.io": "npcaffe.io",
     "caffe.net_spec": "npcaffe.net_spec",
     "caffe.classifier": "npcaffe.classifier",
+    "caffe.coord_map": "npcaffe.coord_map",
 }
 
 
