@@ -450,13 +450,18 @@ class Net:
             layer_id = index.get(name)
             if layer_id is None:
                 continue
-            targets = self.layers[layer_id].blobs
+            layer = self.layers[layer_id]
+            targets = layer.blobs
+            # DNS layers may come without their masks (trailing blobs), as in copy_from.
+            partial_ok = getattr(layer, "accepts_fewer_blobs", False)
             if len(arrays) > len(targets) or any(j >= len(targets) for j in arrays):
                 raise WeightsError(f"{where}: layer '{name}' has {len(arrays)} blobs in the file but "
                                    f"{len(targets)} in the net; incompatible number of blobs")
             for j, target in enumerate(targets):
                 array = arrays.get(j)
                 if array is None:
+                    if partial_ok and j >= len(arrays) and arrays:
+                        continue  # keeps its filler values
                     if owned[(layer_id, j)]:
                         raise WeightsError(f"{where}: layer '{name}' has no dataset data/{name}/{j} for its "
                                            f"param {j} {target.shape}; incompatible number of blobs")

@@ -90,3 +90,19 @@ def test_solver_hdf5_snapshot_resumes(tmp_path):
     resumed.restore(str(tmp_path / "s_iter_5.solverstate.h5"))
     resumed.solve()
     np.testing.assert_array_equal(resumed.net.params["ip"][0].data, straight.net.params["ip"][0].data)
+
+
+def test_dns_layers_load_without_their_masks(tmp_path):
+    text = ("name: 'd' input: 'x' input_shape { dim: 2 dim: 4 } "
+            "layer { name: 'ip' type: 'CInnerProduct' bottom: 'x' top: 'y' inner_product_param { num_output: 3 "
+            "weight_filler { type: 'gaussian' } } cinner_product_param { weight_mask_filler { type: 'constant' "
+            "value: 1 } bias_mask_filler { type: 'constant' value: 1 } } }")
+    net = npcaffe.Net(text_format.Parse(text, caffe_pb2.NetParameter()), npcaffe.TEST)
+    path = str(tmp_path / "plain.h5")
+    weight = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data/ip/0", data=weight)
+        f.create_dataset("data/ip/1", data=np.ones(3, np.float32))
+    net.load_hdf5(path)
+    np.testing.assert_array_equal(net.params["ip"][0].data, weight)
+    np.testing.assert_array_equal(net.params["ip"][2].data, 1)  # the mask keeps its filler
