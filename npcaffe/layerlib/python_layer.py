@@ -21,8 +21,9 @@ layer sets `loss_weight: 1` itself, as in Caffe, where only C++ loss layers
 default to it).
 
 net.layers[i] for such a layer is the wrapper the net calls; the user's
-object is its `python` attribute, and reading any other attribute the
-wrapper does not have reads the object's (`net.layers[i].my_counter`).
+object is its `python` attribute, and the user's attributes read and write
+through the wrapper (`net.layers[i].batch_size = 5`), as on pycaffe's
+layer object.
 """
 import importlib
 
@@ -127,3 +128,12 @@ class PythonLayer(Layer):
         if python is None:
             raise AttributeError(name)
         return getattr(python, name)
+
+    def __setattr__(self, name, value):
+        # Writing one of the user's attributes through net.layers[i] reaches the user's object.
+        python = self.__dict__.get("python")
+        if (python is not None and name not in self.__dict__ and not hasattr(type(self), name)
+                and hasattr(python, name)):
+            setattr(python, name, value)
+        else:
+            object.__setattr__(self, name, value)

@@ -127,6 +127,10 @@ def test_a_python_data_layer_keeps_its_state_between_forwards():
     for i in range(150):
         net.forward()
         np.testing.assert_array_equal(net.blobs["count"].data, (np.arange(10) + 10 * i) % 1000)
+    net.layers[0].next = 7  # the user's attribute, written through net.layers as on pycaffe's object
+    assert net.layers[0].python.next == 7
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["count"].data, np.arange(7, 17))
 
 
 def test_parameters_train_save_and_load(tmp_path):
