@@ -118,21 +118,13 @@ def _maps_to_ancestors(start):
 
 
 def coord_map_from_to(top_from, top_to):
-    """(axis, a, b) with top_to coordinate = a * top_from coordinate + b, through a common ancestor."""
+    """(axis, a, b) with top_to coordinate = a * top_from coordinate + b, through a common ancestor.
+
+    Any common ancestor gives the same map in a consistent net; the one nearest top_to is used."""
     from_maps = _maps_to_ancestors(top_from)
-    to_maps = {top_to: _IDENTITY}
-    frontier = [top_to]
-    while frontier:
-        top = frontier.pop()
+    for top, to_map in _maps_to_ancestors(top_to).items():
         if top in from_maps:
-            return compose(to_maps[top], inverse(from_maps[top]))
-        try:
-            step = coord_map(top.fn)
-        except UndefinedMapException:
-            continue
-        for bottom in _mapped_bottoms(top):
-            to_maps[bottom] = compose(to_maps[top], step)
-            frontier.append(bottom)
+            return compose(to_map, inverse(from_maps[top]))
     raise RuntimeError("could not compute the map between the tops: no common ancestor through spatial "
                        "layers (are they connected by Convolution / Pooling / Deconvolution / point-wise layers?)")
 

@@ -66,28 +66,6 @@ class Scale(npcaffe.Layer):
             bottom[0].diff[...] = top[0].diff * self.blobs[0].data[None, :]
 
 
-class EuclideanLoss(npcaffe.Layer):
-    """pycaffe's example loss layer: sum of squared differences / 2N."""
-
-    def setup(self, bottom, top):
-        if len(bottom) != 2:
-            raise Exception("Need two inputs to compute distance.")
-
-    def reshape(self, bottom, top):
-        self.diff = np.zeros_like(bottom[0].data, dtype=np.float32)
-        top[0].reshape(1)
-
-    def forward(self, bottom, top):
-        self.diff[...] = bottom[0].data - bottom[1].data
-        top[0].data[...] = np.sum(self.diff ** 2) / bottom[0].num / 2.
-
-    def backward(self, top, propagate_down, bottom):
-        for i in range(2):
-            if propagate_down[i]:
-                sign = 1 if i == 0 else -1
-                bottom[i].diff[...] = sign * self.diff * top[0].diff / bottom[i].num
-
-
 def _python(name, cls, bottom="", top="", extra=""):
     return (f"layer {{ type: 'Python' name: '{name}' {bottom} {top} {extra} "
             f"python_param {{ module: '{MODULE}' layer: '{cls}' }} }}")
@@ -172,10 +150,13 @@ def test_python_parameters_learn_with_the_solver(tmp_path):
     assert np.abs(solver.net.params["scale"][0].data).max() < 0.05  # w -> 0 makes sx = y = 0
 
 
-def test_python_loss_layer_gradient_and_loss_weight():
+def test_python_loss_layer_gradient_and_loss_weight(tmp_path, monkeypatch):
+    """A loss layer module written for Caffe (PYLOSS below), with a loss weight of 2."""
+    (tmp_path / "pyloss_unchanged.py").write_text(PYLOSS)
+    monkeypatch.syspath_prepend(str(tmp_path))
     net = _net("name: 'l' input: 'a' input_shape { dim: 5 dim: 4 } input: 'b' input_shape { dim: 5 dim: 4 } "
-               "force_backward: true "
-               + _python("loss", "EuclideanLoss", "bottom: 'a' bottom: 'b'", "top: 'loss'", "loss_weight: 2"))
+               "force_backward: true layer { type: 'Python' name: 'loss' bottom: 'a' bottom: 'b' top: 'loss' "
+               "loss_weight: 2 python_param { module: 'pyloss_unchanged' layer: 'EuclideanLossLayer' } }")
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((2, 5, 4)).astype(np.float32)
     loss = net.forward(a=a, b=b)["loss"]
@@ -270,7 +251,7 @@ class EuclideanLossLayer(caffe.Layer):
             if not propagate_down[i]:
                 continue
             sign = 1 if i == 0 else -1
-            bottom[i].diff[...] = sign * self.diff / bottom[i].num
+            bottom[i].diff[...] = sign * self.diff * top[0].diff / bottom[i].num
 '''
 
 SCRIPT = '''import sys
