@@ -151,8 +151,8 @@ def _eligible(net, i, layer):
         return False
     if net.phase != TEST or net.layer_need_backward[i]:
         return False
-    if layer.type.endswith("Convolution") and layer.group != 1:
-        return False
+    if layer.type.endswith("Convolution") and (layer.group != 1 or layer.nd):
+        return False  # the kernels are 2-D, group 1
     return not getattr(layer, "transpose", False)
 
 

@@ -215,3 +215,33 @@ def col2im_reference(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
             sh, sw = _tap_slices(i, j, stride_h, stride_w, dilation_h, dilation_w, out_h, out_w)
             padded[:, :, sh, sw] += rows[:, i, j].transpose(1, 0, 2, 3)
     im[...] = padded[:, :, ph[0]:ph[0] + height, pw[0]:pw[0] + width]
+
+
+# -- any number of spatial axes (Caffe's im2col_nd_cpu / col2im_nd_cpu) --------------------
+def _nd_tap_slices(offsets, dilation, stride, out_shape):
+    # The strided window of the padded image that one kernel tap reads, per spatial axis.
+    return tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offsets, dilation, stride, out_shape))
+
+
+def im2col_nd(im, kernel, pad, stride, dilation, out_shape, col):
+    """col (C * prod(kernel), prod(out_shape)) of one image im (C, *spatial), any number of axes.
+
+    col[(c, k...), (y...)] = im[c, y*stride - pad + k*dilation] (0 in the padding), rows in
+    Caffe's order (channel, then the kernel offsets in C order), as im2col_nd_cpu.  NumPy:
+    one strided copy per kernel tap."""
+    channels = im.shape[0]
+    padded = np.pad(im, [(0, 0)] + [(p, p) for p in pad]) if any(pad) else im
+    view = col.reshape((channels,) + tuple(kernel) + tuple(out_shape))
+    for offsets in np.ndindex(*kernel):
+        view[(slice(None),) + offsets] = padded[(slice(None),) + _nd_tap_slices(offsets, dilation, stride, out_shape)]
+
+
+def col2im_nd(col, kernel, pad, stride, dilation, out_shape, im):
+    """The adjoint of im2col_nd: im (C, *spatial) = every column entry summed into the pixel it
+    was read from, the taps in Caffe's order (col2im_nd_cpu), padding dropped."""
+    channels, spatial = im.shape[0], im.shape[1:]
+    padded = np.zeros((channels,) + tuple(n + 2 * p for n, p in zip(spatial, pad)), np.float32)
+    view = col.reshape((channels,) + tuple(kernel) + tuple(out_shape))
+    for offsets in np.ndindex(*kernel):
+        padded[(slice(None),) + _nd_tap_slices(offsets, dilation, stride, out_shape)] += view[(slice(None),) + offsets]
+    im[...] = padded[(slice(None),) + tuple(slice(p, p + n) for p, n in zip(pad, spatial))]

@@ -265,7 +265,8 @@ class CConvolution(_Surgery, Convolution):
         self.conv_forward(bottom, top, weight, bias, csr)
 
     def train_density_threshold(self):
-        return sparse.TRAIN_CONV_DENSITY_THRESHOLD if self.group == 1 else 0.0
+        # The sparse training kernels are 2-D, group 1; otherwise W * T goes through the dense path.
+        return sparse.TRAIN_CONV_DENSITY_THRESHOLD if self.group == 1 and not self.nd else 0.0
 
     def backward_cpu(self, top, propagate_down, bottom):
         weight = None if self.train_csr is not None else self._weight_tmp.reshape(self.blobs[0].shape)

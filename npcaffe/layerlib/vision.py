@@ -13,7 +13,7 @@ from ..errors import NetError
 from ..filler import fill
 from ..kernels.batch_inner import (from_batch_inner, im2col_batch_inner, sparse_conv_backward, sparse_conv_forward,
                                    to_batch_inner)
-from ..kernels.im2col import col2im, im2col, same_values
+from ..kernels.im2col import col2im, col2im_nd, im2col, im2col_nd, same_values
 from ..kernels.pooling import ave_pool_backward, ave_pool_forward, max_pool_backward, max_pool_forward
 from ..kernels.sparse import (csr_columns_product, csr_convolution_backward, csr_convolution_stride1,
                               stride1_tap_offsets)
@@ -74,6 +74,30 @@ def _spatial_pair(layer, param, field, default):
     return (repeated[0], repeated[-1])
 
 
+def _spatial_nd(layer, param, axes):
+    """(kernel, stride, pad, dilation), one entry per spatial axis, for a convolution over
+    `axes` != 2 spatial axes (BaseConvolutionLayer::LayerSetUp): each repeated field given
+    once (every axis) or once per axis; the _h / _w forms are 2-D only."""
+    legacy = [f for f in ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w") if param.HasField(f)]
+    if legacy:
+        raise NetError(f"layer '{layer.name}': {', '.join(legacy)} can only be used for 2-D convolution; this "
+                       f"one has {axes} spatial axes: give kernel_size / stride / pad once or {axes} times")
+    values = []
+    for name, default in (("kernel_size", None), ("stride", 1), ("pad", 0), ("dilation", 1)):
+        given = list(getattr(param, name))
+        if not given and default is None:
+            raise NetError(f"layer '{layer.name}': convolution_param.kernel_size is required")
+        if len(given) not in (0, 1, axes):
+            raise NetError(f"layer '{layer.name}': {name} must be given once, or once per spatial dimension "
+                           f"({axes}); it was given {len(given)} times")
+        values.append(tuple(given * axes if len(given) == 1 else given) if given else (default,) * axes)
+    kernel, stride = values[0], values[1]
+    if min(kernel) <= 0 or min(stride) <= 0:
+        raise NetError(f"layer '{layer.name}': kernel size and stride must be positive, got kernel {kernel}, "
+                       f"stride {stride}")
+    return tuple(values)
+
+
 def _conv_out_dim(size, kernel, pad, stride, dilation):
     extent = dilation * (kernel - 1) + 1
     # C integer division truncates toward zero: an input slightly smaller than
@@ -109,9 +133,11 @@ class Convolution(Layer):
       if their shapes fit, as Caffe skips the fillers then.
     - backward accumulates the weight and bias gradients (+=) and overwrites
       the bottom diffs, as Caffe's GEMMs with beta = 1 and col2im do.
-    Deliberate differences: only 2 spatial axes are supported (Caffe's N-D
-    path raises a NetError here, so force_nd_im2col has no effect), and an
-    output size below 1 is an error instead of an empty blob.
+    Other than 2 spatial axes (1-D, 3-D, ...): Caffe's N-D path, per image
+    im2col_nd + one GEMM per group (`_nd_forward` / `_nd_backward`, NumPy
+    columns; no sparse kernels there).  Deliberate differences:
+    force_nd_im2col has no effect (the 2-D kernels give the same values),
+    and an output size below 1 is an error instead of an empty blob.
 
     Computation: the whole batch is unrolled into one column matrix (see
     npcaffe.kernels.im2col) and multiplied by the weights in one GEMM per
@@ -151,20 +177,22 @@ class Convolution(Layer):
         shape = bottom[0].shape
         self.channel_axis = bottom[0].canonical_axis(param.axis)
         spatial_axes = len(shape) - self.channel_axis - 1
-        if spatial_axes != 2:
-            raise NetError(
-                f"layer '{self.name}': bottom shape {shape} with axis {param.axis} has {spatial_axes} "
-                "spatial axes; only 2-D convolution (channels followed by height and width) "
-                "is supported so far")
-        self.kernel = _spatial_pair(self, param, "kernel", None)
-        self.stride = _spatial_pair(self, param, "stride", 1)
-        self.pad = _spatial_pair(self, param, "pad", 0)
-        dilation = list(param.dilation)
-        if len(dilation) not in (0, 1, 2):
-            raise NetError(
-                f"layer '{self.name}': dilation must be given once, or once per spatial dimension (2); "
-                f"it was given {len(dilation)} times")
-        self.dilation = (dilation[0], dilation[-1]) if dilation else (1, 1)
+        self.nd = spatial_axes != 2  # 1-D, 3-D, ...: the plain path of _nd_forward / _nd_backward
+        if spatial_axes < 1:
+            raise NetError(f"layer '{self.name}': bottom shape {shape} with axis {param.axis} has no spatial "
+                           "axis after the channels")
+        if self.nd:
+            self.kernel, self.stride, self.pad, self.dilation = _spatial_nd(self, param, spatial_axes)
+        else:
+            self.kernel = _spatial_pair(self, param, "kernel", None)
+            self.stride = _spatial_pair(self, param, "stride", 1)
+            self.pad = _spatial_pair(self, param, "pad", 0)
+            dilation = list(param.dilation)
+            if len(dilation) not in (0, 1, 2):
+                raise NetError(
+                    f"layer '{self.name}': dilation must be given once, or once per spatial dimension (2); "
+                    f"it was given {len(dilation)} times")
+            self.dilation = (dilation[0], dilation[-1]) if dilation else (1, 1)
         if min(self.kernel) <= 0:
             raise NetError(f"layer '{self.name}': kernel size must be positive, got {self.kernel} (h, w)")
         if min(self.stride) <= 0:
@@ -204,6 +232,8 @@ class Convolution(Layer):
     def reshape(self, bottom, top):
         shape = bottom[0].shape
         axis = self.channel_axis
+        if self.nd:
+            return self._nd_reshape(bottom, top)
         if len(shape) != axis + 3:
             raise NetError(f"layer '{self.name}': bottom '{bottom[0].name}' changed its number of axes "
                            f"(now shape {shape}, channel axis {axis})")
@@ -258,6 +288,8 @@ class Convolution(Layer):
     # NumPy 2's matmul can leave BLAS for a far slower loop; np.dot always
     # calls sgemm, passing transposes as flags.
     def conv_forward(self, bottom, top, weight, bias, csr=None):
+        if self.nd:
+            return self._nd_forward(bottom, top, weight, bias)
         g, positions = self.group, self.out_h * self.out_w
         out = self._scratch.get("out", (g, self.num_output // g, self.num * positions))
         self._images_source = (None, None)
@@ -315,6 +347,78 @@ class Convolution(Layer):
         last = bottom[-1]
         self._col_source = last
         np.copyto(self._scratch.get("col_source", (last.count,)), last.flat_data)
+
+    # -- any number of spatial axes but 2 (Caffe's N-D im2col path) -------------------
+    def _nd_reshape(self, bottom, top):
+        shape, axis = bottom[0].shape, self.channel_axis
+        if len(shape) != axis + 1 + len(self.kernel) or shape[axis] != self.channels:
+            raise NetError(f"layer '{self.name}': bottom '{bottom[0].name}' has shape {shape}; the layer was set up "
+                           f"for {self.channels} channels at axis {axis} and {len(self.kernel)} spatial axes")
+        for b in bottom[1:]:
+            if b.shape != shape:
+                raise NetError(f"layer '{self.name}': all bottoms must have the same shape; "
+                               f"'{bottom[0].name}' is {shape}, '{b.name}' is {b.shape}")
+        self._image_shape = shape[axis + 1:]
+        self.out_shape = tuple(_conv_out_dim(*dims) for dims in zip(self._image_shape, self.kernel, self.pad,
+                                                                     self.stride, self.dilation))
+        if min(self.out_shape) < 1:
+            raise NetError(f"layer '{self.name}': input {self._image_shape} (bottom shape {shape}) is too small for "
+                           f"kernel {self.kernel}, dilation {self.dilation}, pad {self.pad}, stride {self.stride}; "
+                           f"output would be {self.out_shape}")
+        self.num = math.prod(shape[:axis])
+        for t in top:
+            t.reshape(shape[:axis] + (self.num_output,) + self.out_shape)
+
+    def _nd_geometry(self):
+        return self.kernel, self.pad, self.stride, self.dilation, self.out_shape
+
+    def _nd_columns(self, image):
+        col = self._scratch.get("col_nd", (self.channels * math.prod(self.kernel), math.prod(self.out_shape)))
+        im2col_nd(image, *self._nd_geometry(), col)
+        return col.reshape(self.group, -1, col.shape[1])
+
+    def _nd_forward(self, bottom, top, weight, bias):
+        """As Caffe's forward_cpu_gemm on the N-D path: per image, columns, one GEMM per group,
+        then the bias added."""
+        g = self.group
+        w = weight.reshape(g, self.num_output // g, -1)
+        for b, t in zip(bottom, top):
+            images = b.data.reshape((self.num, self.channels) + self._image_shape)
+            out = t.data.reshape(self.num, g, self.num_output // g, -1)
+            for n in range(self.num):
+                col = self._nd_columns(images[n])
+                for k in range(g):
+                    np.dot(w[k], col[k], out=out[n, k])
+                if bias is not None:
+                    out[n] += bias.reshape(g, -1, 1)
+
+    def _nd_backward(self, top, propagate_down, bottom, weight):
+        """Caffe's backward on the N-D path, per image: bias and weight gradients accumulated,
+        the bottom diff from the columns' gradient by col2im."""
+        g = self.group
+        need_weight = self.param_needs_backward(0)
+        need_bias = self.bias_term and self.param_needs_backward(1)
+        w = weight.reshape(g, self.num_output // g, -1)
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            dy = t.diff.reshape(self.num, g, self.num_output // g, -1)
+            if need_bias:
+                self.blobs[1].diff[...] += dy.reshape(self.num, self.num_output, -1).sum(axis=2, dtype=np.float32) \
+                    .sum(axis=0, dtype=np.float32)
+            images = b.data.reshape((self.num, self.channels) + self._image_shape)
+            if need_weight:
+                grad = self.blobs[0].diff.reshape(g, self.num_output // g, -1)
+                for n in range(self.num):
+                    col = self._nd_columns(images[n])
+                    for k in range(g):
+                        grad[k] += np.dot(dy[n, k], col[k].T)
+            if propagate_down[i]:
+                dx = b.diff.reshape((self.num, self.channels) + self._image_shape)
+                col = self._scratch.get("col_nd", (self.channels * math.prod(self.kernel), math.prod(self.out_shape)))
+                col_g = col.reshape(g, -1, col.shape[1])
+                for n in range(self.num):
+                    for k in range(g):
+                        np.dot(w[k].T, dy[n, k], out=col_g[k])
+                    col2im_nd(col, *self._nd_geometry(), dx[n])
 
     def _batch_inner(self):
         """Whether the sparse (TRAIN) path should work batch-innermost (npcaffe.kernels.batch_inner).
@@ -407,6 +511,8 @@ class Convolution(Layer):
         self.blobs[0].diff.reshape(grad.shape)[...] += grad
 
     def conv_backward(self, top, propagate_down, bottom, weight, csr=None):
+        if self.nd:
+            return self._nd_backward(top, propagate_down, bottom, weight)
         g, positions = self.group, self.out_h * self.out_w
         need_weight = self.param_needs_backward(0)
         need_bias = self.bias_term and self.param_needs_backward(1)

@@ -5,19 +5,21 @@ They share Convolution's parameter parsing and its im2col / col2im kernels
 pooling have kernels of their own (npcaffe.kernels.lrn,
 npcaffe.kernels.stochastic_pooling).
 """
+import math
+
 import numpy as np
 
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
-from ..kernels.im2col import col2im, im2col
+from ..kernels.im2col import col2im, col2im_nd, im2col, im2col_nd
 from ..kernels.lrn import lrn_across_backward, lrn_across_forward, lrn_within_backward, lrn_within_forward
 from ..kernels.stochastic_pooling import (stochastic_pool_test, stochastic_pool_test_backward,
                                           stochastic_pool_train, stochastic_pool_train_backward)
 from ..layer import TRAIN, Layer, create_layer, register, register_variant
 from ..proto import caffe_pb2
 from ..rng import get_rng
-from .vision import Pooling, _conv_out_dim, _spatial_pair
+from .vision import Pooling, _conv_out_dim, _spatial_nd, _spatial_pair
 
 _LRN = caffe_pb2.LRNParameter
 _Pool = caffe_pb2.PoolingParameter
@@ -96,12 +98,17 @@ class LRNLayer(Layer):
             lrn_within_backward(x, scale, top[0].diff, self.size, self.alpha, self.beta, bottom[0].diff)
 
 
-def _conv_geometry(layer, param, bottom):
-    """kernel, stride, pad, dilation (each (h, w)) and the channel axis, checked as Convolution does."""
+def _conv_geometry(layer, param, bottom, any_axes=False):
+    """kernel, stride, pad, dilation (each (h, w), or one per spatial axis with any_axes) and the
+    channel axis, checked as Convolution does."""
     axis = bottom.canonical_axis(param.axis)
-    if bottom.num_axes - axis - 1 != 2:
+    spatial = bottom.num_axes - axis - 1
+    if any_axes and spatial >= 1 and spatial != 2:
+        return (*_spatial_nd(layer, param, spatial), axis)
+    if spatial != 2:
         raise NetError(f"{_where(layer)}: bottom '{bottom.name}' {bottom.shape} with axis {param.axis} must have "
-                       "exactly 2 spatial axes after the channel axis")
+                       f"{'at least one spatial axis' if any_axes else 'exactly 2 spatial axes'} after the "
+                       "channel axis")
     kernel = _spatial_pair(layer, param, "kernel", None)
     stride = _spatial_pair(layer, param, "stride", 1)
     pad = _spatial_pair(layer, param, "pad", 0)
@@ -126,7 +133,8 @@ class DeconvolutionLayer(Layer):
     the order: input channels first, as upstream), blobs[1] the bias
     (num_output,) when bias_term.  Parameters as Convolution
     (convolution_param).  The batch goes through one GEMM per group and one
-    col2im, as our Convolution does.
+    col2im, as our Convolution does; over other than 2 spatial axes, one image
+    at a time through im2col_nd / col2im_nd (Caffe's N-D path).
     """
     min_bottom = 1
     min_top = 1
@@ -134,7 +142,8 @@ class DeconvolutionLayer(Layer):
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.convolution_param
-        self.kernel, self.stride, self.pad, self.dilation, self.axis = _conv_geometry(self, p, bottom[0])
+        self.kernel, self.stride, self.pad, self.dilation, self.axis = _conv_geometry(self, p, bottom[0], True)
+        self.nd = len(self.kernel) != 2  # 1-D, 3-D, ...: per image through im2col_nd / col2im_nd
         self.channels = bottom[0].shape[self.axis]
         self.num_output, self.group, self.bias_term = p.num_output, p.group, p.bias_term
         if self.num_output <= 0:
@@ -162,19 +171,23 @@ class DeconvolutionLayer(Layer):
             if b.shape != shape:
                 raise NetError(f"{_where(self)}: all bottoms must have the same shape; '{bottom[0].name}' is "
                                f"{shape}, '{b.name}' is {b.shape}")
-        if len(shape) != self.axis + 3 or shape[self.axis] != self.channels:
+        axes = len(self.kernel)
+        if len(shape) != self.axis + 1 + axes or shape[self.axis] != self.channels:
             raise NetError(f"{_where(self)}: bottom '{bottom[0].name}' {shape} does not fit the weights set up "
-                           f"for {self.channels} channels at axis {self.axis}")
-        self.in_h, self.in_w = shape[-2:]
+                           f"for {self.channels} channels at axis {self.axis} and {axes} spatial axes")
+        self.in_shape = shape[self.axis + 1:]
         out = [s * (i - 1) + d * (k - 1) + 1 - 2 * p
-               for i, s, d, k, p in zip(shape[-2:], self.stride, self.dilation, self.kernel, self.pad)]
+               for i, s, d, k, p in zip(self.in_shape, self.stride, self.dilation, self.kernel, self.pad)]
         if min(out) < 1:
-            raise NetError(f"{_where(self)}: input {shape[-2:]} gives output {tuple(out)} with kernel {self.kernel}, "
-                           f"stride {self.stride}, pad {self.pad}, dilation {self.dilation}")
-        self.out_h, self.out_w = out
+            raise NetError(f"{_where(self)}: input {self.in_shape} gives output {tuple(out)} with kernel "
+                           f"{self.kernel}, stride {self.stride}, pad {self.pad}, dilation {self.dilation}")
+        self.out_shape = tuple(out)
+        if not self.nd:
+            self.in_h, self.in_w = self.in_shape
+            self.out_h, self.out_w = out
         self.num = bottom[0].count_range(0, self.axis)
         for t in top:
-            t.reshape(shape[:self.axis] + (self.num_output, self.out_h, self.out_w))
+            t.reshape(shape[:self.axis] + (self.num_output,) + self.out_shape)
 
     def _geometry(self):
         # im2col's "output grid" is this layer's input.
@@ -193,7 +206,48 @@ class DeconvolutionLayer(Layer):
     def _top_image(self, array):
         return array.reshape(self.num, self.num_output, self.out_h, self.out_w)
 
+    # -- other than 2 spatial axes: per image, as Caffe's N-D path ------------------------
+    def _nd_geometry(self):
+        return self.kernel, self.pad, self.stride, self.dilation, self.in_shape  # im2col's "output" is the input
+
+    def _nd_forward(self, bottom, top):
+        g, w = self.group, self._weights()
+        for b, t in zip(bottom, top):
+            x = b.data.reshape(self.num, g, self.channels // g, -1)
+            y = t.data.reshape((self.num, self.num_output) + self.out_shape)
+            for n in range(self.num):
+                col = np.concatenate([np.dot(w[k].T, x[n, k]) for k in range(g)])
+                col2im_nd(col, *self._nd_geometry(), y[n])
+            if self.bias_term:
+                y += self.blobs[1].data.reshape((1, -1) + (1,) * len(self.out_shape))
+
+    def _nd_backward(self, top, propagate_down, bottom):
+        g, w = self.group, self._weights()
+        need_w = self.param_needs_backward(0)
+        need_b = self.bias_term and self.param_needs_backward(1)
+        col = np.empty((self.num_output * math.prod(self.kernel), math.prod(self.in_shape)), np.float32)
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            dy = t.diff.reshape((self.num, self.num_output) + self.out_shape)
+            if need_b:
+                self.blobs[1].diff[...] += dy.reshape(self.num, self.num_output, -1).sum(axis=2, dtype=np.float32) \
+                    .sum(axis=0, dtype=np.float32)
+            if not (need_w or propagate_down[i]):
+                continue
+            x = b.data.reshape(self.num, g, self.channels // g, -1)
+            dx = b.diff.reshape(self.num, g, self.channels // g, -1)
+            grad = self.blobs[0].diff.reshape(w.shape)
+            for n in range(self.num):
+                im2col_nd(dy[n], *self._nd_geometry(), col)
+                col_g = col.reshape(g, -1, col.shape[1])
+                for k in range(g):
+                    if need_w:
+                        grad[k] += np.dot(x[n, k], col_g[k].T)
+                    if propagate_down[i]:
+                        np.dot(w[k], col_g[k], out=dx[n, k])
+
     def forward_cpu(self, bottom, top):
+        if self.nd:
+            return self._nd_forward(bottom, top)
         w = self._weights()
         for b, t in zip(bottom, top):
             col = np.matmul(w.transpose(0, 2, 1), self._grouped_input(b.data))
@@ -203,6 +257,8 @@ class DeconvolutionLayer(Layer):
                 y += self.blobs[1].data.reshape(1, -1, 1, 1)
 
     def backward_cpu(self, top, propagate_down, bottom):
+        if self.nd:
+            return self._nd_backward(top, propagate_down, bottom)
         w = self._weights()
         need_w = self.param_needs_backward(0)
         need_b = self.bias_term and self.param_needs_backward(1)

@@ -231,8 +231,7 @@ def test_conv_hook_uses_given_weights():
     ("num_output: 2 kernel_size: 1 kernel_size: 2 kernel_size: 3", (1, 1, 5, 5), "given 3 times"),
     ("num_output: 2 kernel_h: 3", (1, 1, 5, 5), "kernel size must be positive"),
     ("kernel_size: 3", (1, 1, 5, 5), "num_output must be positive"),
-    ("num_output: 2 kernel_size: 3", (1, 1, 5, 5, 5), "only 2-D convolution"),
-    ("num_output: 2 kernel_size: 3", (4, 5), "only 2-D convolution"),
+    ("num_output: 2 kernel_size: 3", (4, 5), "no spatial axis"),
 ])
 def test_conv_bad_parameters(params, shape, match):
     with pytest.raises(NetError, match=match):
