@@ -88,3 +88,4 @@ from . import io  # noqa: F401,E402
 from .net_spec import NetSpec, layers, params, to_proto  # noqa: F401,E402
 from .layerlib.python_layer import PythonLayerBase as Layer  # noqa: F401,E402  (pycaffe's caffe.Layer)
 from .classifier import Classifier  # noqa: F401,E402
+from .detector import Detector  # noqa: F401,E402

@@ -15,21 +15,29 @@ from .layer import TEST
 from .net import Net
 
 
+def image_transformer(net, mean=None, input_scale=None, raw_scale=None, channel_swap=None):
+    """The Transformer pycaffe's Classifier and Detector set up for the net's first input:
+    (H, W, K) images transposed to (K, H, W), then the options given."""
+    data = net.inputs[0]
+    transformer = io.Transformer({data: net.blobs[data].data.shape})
+    transformer.set_transpose(data, (2, 0, 1))
+    if mean is not None:
+        transformer.set_mean(data, mean)
+    if input_scale is not None:
+        transformer.set_input_scale(data, input_scale)
+    if raw_scale is not None:
+        transformer.set_raw_scale(data, raw_scale)
+    if channel_swap is not None:
+        transformer.set_channel_swap(data, channel_swap)
+    return transformer
+
+
 class Classifier(Net):
     def __init__(self, model_file, pretrained_file, image_dims=None, mean=None, input_scale=None,
                  raw_scale=None, channel_swap=None):
         super().__init__(model_file, pretrained_file, TEST)
         data = self.inputs[0]
-        self.transformer = io.Transformer({data: self.blobs[data].data.shape})
-        self.transformer.set_transpose(data, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(data, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(data, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(data, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(data, channel_swap)
+        self.transformer = image_transformer(self, mean, input_scale, raw_scale, channel_swap)
         self.crop_dims = np.array(self.blobs[data].data.shape[2:])
         self.image_dims = self.crop_dims if image_dims is None or not len(image_dims) else image_dims
 

@@ -25,6 +25,7 @@ _ALIASES = {
     "caffe.net_spec": "npcaffe.net_spec",
     "caffe.classifier": "npcaffe.classifier",
     "caffe.coord_map": "npcaffe.coord_map",
+    "caffe.detector": "npcaffe.detector",
 }
 
 
