@@ -273,7 +273,7 @@ class ChainPlan:
     pruned LeNet-300-100 then makes one Numba call instead of eight Python
     layer calls, which took most of its forward (README, section Speed).
     The results are the same bits: the chain calls the layers' own kernels
-    on the same arrays (tests/test_sparse.py compares every blob).
+    on the same arrays (tests/test_sparse_chain.py compares every blob).
 
     The plan is a cache of what the layers' forward would do: it is rebuilt
     when any blob changes shape or storage (Blob.layout_version), and only
