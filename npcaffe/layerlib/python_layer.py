@@ -119,9 +119,6 @@ class PythonLayer(Layer):
     def backward_cpu(self, top, propagate_down, bottom):
         self.python.backward(top, list(propagate_down), bottom)
 
-    def allow_force_backward(self, bottom_index):
-        return True
-
     def __getattr__(self, name):
         # Only for names the wrapper lacks: the user's attributes (pycaffe returns the object itself).
         python = self.__dict__.get("python")

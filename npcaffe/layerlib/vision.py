@@ -372,8 +372,11 @@ class Convolution(Layer):
     def _nd_geometry(self):
         return self.kernel, self.pad, self.stride, self.dilation, self.out_shape
 
+    def _nd_column_buffer(self):
+        return self._scratch.get("col_nd", (self.channels * math.prod(self.kernel), math.prod(self.out_shape)))
+
     def _nd_columns(self, image):
-        col = self._scratch.get("col_nd", (self.channels * math.prod(self.kernel), math.prod(self.out_shape)))
+        col = self._nd_column_buffer()
         im2col_nd(image, *self._nd_geometry(), col)
         return col.reshape(self.group, -1, col.shape[1])
 
@@ -413,7 +416,7 @@ class Convolution(Layer):
                         grad[k] += np.dot(dy[n, k], col[k].T)
             if propagate_down[i]:
                 dx = b.diff.reshape((self.num, self.channels) + self._image_shape)
-                col = self._scratch.get("col_nd", (self.channels * math.prod(self.kernel), math.prod(self.out_shape)))
+                col = self._nd_column_buffer()
                 col_g = col.reshape(g, -1, col.shape[1])
                 for n in range(self.num):
                     for k in range(g):

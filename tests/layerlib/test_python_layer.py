@@ -150,10 +150,8 @@ def test_python_parameters_learn_with_the_solver(tmp_path):
     assert np.abs(solver.net.params["scale"][0].data).max() < 0.05  # w -> 0 makes sx = y = 0
 
 
-def test_python_loss_layer_gradient_and_loss_weight(tmp_path, monkeypatch):
+def test_python_loss_layer_gradient_and_loss_weight(pyloss_module):
     """A loss layer module written for Caffe (PYLOSS below), with a loss weight of 2."""
-    (tmp_path / "pyloss_unchanged.py").write_text(PYLOSS)
-    monkeypatch.syspath_prepend(str(tmp_path))
     net = _net("name: 'l' input: 'a' input_shape { dim: 5 dim: 4 } input: 'b' input_shape { dim: 5 dim: 4 } "
                "force_backward: true layer { type: 'Python' name: 'loss' bottom: 'a' bottom: 'b' top: 'loss' "
                "loss_weight: 2 python_param { module: 'pyloss_unchanged' layer: 'EuclideanLossLayer' } }")
@@ -254,6 +252,14 @@ class EuclideanLossLayer(caffe.Layer):
             bottom[i].diff[...] = sign * self.diff * top[0].diff / bottom[i].num
 '''
 
+
+@pytest.fixture
+def pyloss_module(tmp_path, monkeypatch):
+    """PYLOSS as the importable module pyloss_unchanged."""
+    (tmp_path / "pyloss_unchanged.py").write_text(PYLOSS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
 SCRIPT = '''import sys
 import numpy as np
 import caffe
@@ -280,10 +286,8 @@ print("loss", first, float(s.net.blobs["loss"].data[0]), sys.argv[1:])
 '''
 
 
-def test_layer_modules_written_for_caffe_load_unchanged(tmp_path, monkeypatch):
+def test_layer_modules_written_for_caffe_load_unchanged(pyloss_module):
     """Caffe's own examples/pycaffe/layers/pyloss.py shape: `import caffe`, `caffe.Layer`."""
-    (tmp_path / "pyloss_unchanged.py").write_text(PYLOSS)
-    monkeypatch.syspath_prepend(str(tmp_path))
     net = _net("name: 'l' input: 'a' input_shape { dim: 4 dim: 3 } input: 'b' input_shape { dim: 4 dim: 3 } "
                "layer { type: 'Python' name: 'loss' bottom: 'a' bottom: 'b' top: 'loss' loss_weight: 1 "
                "python_param { module: 'pyloss_unchanged' layer: 'EuclideanLossLayer' } }")
@@ -293,8 +297,8 @@ def test_layer_modules_written_for_caffe_load_unchanged(tmp_path, monkeypatch):
     assert caffe is npcaffe
 
 
-def test_npcaffe_pycaffe_runs_a_script_unchanged(tmp_path):
-    (tmp_path / "pyloss_unchanged.py").write_text(PYLOSS)
+def test_npcaffe_pycaffe_runs_a_script_unchanged(pyloss_module):
+    tmp_path = pyloss_module
     (tmp_path / "train.py").write_text(SCRIPT)
     import subprocess
     import sys
