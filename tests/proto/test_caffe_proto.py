@@ -1,3 +1,4 @@
+"""npcaffe/proto: the generated caffe_pb2 matches caffe.proto; the DNS fork's fields and BVLC's numbers."""
 import os
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import pytest
 
 from npcaffe.proto import caffe_pb2
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_generated_module_matches_proto():
