@@ -312,13 +312,13 @@ def build_parser():
     p.add_argument("--iterations", type=int, help="override the solver's max_iter")
     p.add_argument("--level", type=int, default=0, help="train net state level")
     p.add_argument("--stage", default="", help="comma-separated train net state stages")
-    p.add_argument("--sigint_effect", default="stop", choices=["stop", "snapshot", "none"],
+    p.add_argument("--sigint_effect", "--sigint-effect", default="stop", choices=["stop", "snapshot", "none"],
                    help="on SIGINT: stop (after a final snapshot), snapshot, or none")
-    p.add_argument("--sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"])
-    p.add_argument("--upstream_resume", action="store_true",
+    p.add_argument("--sighup_effect", "--sighup-effect", default="snapshot", choices=["stop", "snapshot", "none"])
+    p.add_argument("--upstream_resume", "--upstream-resume", action="store_true",
                    help="with --snapshot: ignore npcaffe's sidecar and resume as a restarted upstream Caffe "
                         "does (fresh random streams, DNS statistics reset)")
-    p.add_argument("--dns-trace", metavar="CSV",
+    p.add_argument("--dns_trace", "--dns-trace", metavar="CSV",
                    help="write every DNS gate draw to CSV: one row per C-layer per TRAIN forward "
                         "(columns: npcaffe.dnstrace)")
     p.add_argument("--quiet", action="store_true", help="print warnings and errors only")
@@ -328,7 +328,7 @@ def build_parser():
     p.set_defaults(func=cmd_test)
     p = sub.add_parser("time", help="time forward/backward per layer")
     net_flags(p, phase_default="TRAIN")
-    p.add_argument("--data-shape", action="append", metavar="TOP=N,C,H,W",
+    p.add_argument("--data_shape", "--data-shape", action="append", metavar="TOP=N,C,H,W",
                    help="replace the net's data layers by generated data of this shape for top TOP "
                         "(repeat per top; labels get valid class indices)")
     p.set_defaults(func=cmd_time)
@@ -346,7 +346,7 @@ def build_parser():
     p.add_argument("--model", required=True, help="net definition .prototxt")
     p.add_argument("--weights", help=".caffemodel (2-blob plain or 4-blob DNS snapshot); default: fresh initialisation")
     p.add_argument("--phase", default="TEST", choices=["TRAIN", "TEST", "train", "test"])
-    p.add_argument("--data-shape", action="append", default=[], metavar="TOP=N,C,H,W",
+    p.add_argument("--data_shape", "--data-shape", action="append", default=[], metavar="TOP=N,C,H,W",
                    help="replace the data layers by inputs of this shape (nets whose datasets are not here)")
     p.set_defaults(func=cmd_prune_report)
     p = sub.add_parser("surgery", help="DNS on LeNet-5 / LeNet-300-100 over MNIST, end to end, with a report")
@@ -367,7 +367,7 @@ def build_parser():
     p.add_argument("--iteration", type=int, required=True)
     p.add_argument("--solver", help="solver .prototxt: train up to --iteration, then explain it")
     p.add_argument("--weights", help="with --solver: .caffemodel(s) to start from (comma-separated)")
-    p.add_argument("--trace", help="instead of training: a trace CSV from `npcaffe train --dns-trace`")
+    p.add_argument("--trace", help="instead of training: a trace CSV from `npcaffe train --dns_trace`")
     p.add_argument("--model", help="with --trace: the net .prototxt, for c_rate, gamma, power and iter_stop")
     p.add_argument("--nearest", type=int, default=3, help="weights shown on each side of a and b (default 3)")
     p.set_defaults(func=cmd_explain)
