@@ -1,4 +1,5 @@
-"""Shared test helpers: where ../shared is, small blob factories."""
+"""Shared test helpers: where ../shared is, small blob factories, a quiet glog."""
+import contextlib
 import os
 
 import pytest
@@ -30,3 +31,15 @@ def layer_param(text):
     from google.protobuf import text_format
     from npcaffe.proto import caffe_pb2
     return text_format.Parse(text, caffe_pb2.LayerParameter())
+
+
+@contextlib.contextmanager
+def quiet_glog():
+    """npcaffe.glog's INFO lines off inside the block; the `quiet_log` fixture (conftest.py) does this
+    for a whole test, this is for a fixture of wider scope."""
+    from npcaffe import glog
+    glog.set_quiet(True)
+    try:
+        yield
+    finally:
+        glog.set_quiet(False)

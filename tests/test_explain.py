@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from helpers import shared_path
-from npcaffe import cli, crosscheck, glog
+from npcaffe import cli, crosscheck
 from npcaffe.dnstrace import read_trace, trace_dns
 from npcaffe.errors import NpcaffeError
 from npcaffe.explain import explain_run, explain_trace, format_explanation
@@ -23,19 +23,15 @@ def bundle_param(tmp_path):
 
 
 @pytest.fixture
-def traced(bundle_param, tmp_path):
+def traced(bundle_param, tmp_path, quiet_log):
     """A trace of the bundle's first 8 iterations."""
     param, weights = bundle_param
     glibc_rand.reset()
-    glog.set_quiet(True)
-    try:
-        solver = get_solver(param)
-        solver.copy_weights(weights)
-        path = str(tmp_path / "trace.csv")
-        with trace_dns(solver, path):
-            solver.step(8)
-    finally:
-        glog.set_quiet(False)
+    solver = get_solver(param)
+    solver.copy_weights(weights)
+    path = str(tmp_path / "trace.csv")
+    with trace_dns(solver, path):
+        solver.step(8)
     return path
 
 
@@ -50,13 +46,9 @@ def numbered(text):
     return out
 
 
-def test_run_matches_the_trace_and_lists_algorithm_1_in_order(bundle_param, traced):
+def test_run_matches_the_trace_and_lists_algorithm_1_in_order(bundle_param, traced, quiet_log):
     param, weights = bundle_param
-    glog.set_quiet(True)
-    try:
-        step = explain_run(param, "ip2", 5, weights=weights)
-    finally:
-        glog.set_quiet(False)
+    step = explain_run(param, "ip2", 5, weights=weights)
     row = [r for r in read_trace(traced) if r["layer"] == "ip2" and r["iteration"] == 5][0]
     assert step["rand"] == row["rand"] and step["mask_update"] == bool(row["mask_update"])
     assert (step["pruned"], step["spliced"]) == (row["pruned"], row["spliced"])
@@ -81,13 +73,9 @@ def test_run_matches_the_trace_and_lists_algorithm_1_in_order(bundle_param, trac
     assert "Weights nearest the thresholds" in text
 
 
-def test_iteration_0_prunes_what_the_rule_says(bundle_param):
+def test_iteration_0_prunes_what_the_rule_says(bundle_param, quiet_log):
     param, weights = bundle_param
-    glog.set_quiet(True)
-    try:
-        step = explain_run(param, "ip3", 0, weights=weights)
-    finally:
-        glog.set_quiet(False)
+    step = explain_run(param, "ip3", 0, weights=weights)
     w, before, after = step["weights"], step["mask_before"], step["mask_after"]
     assert (before == 1).all()
     expected = (np.abs(w.astype(np.float64)) > step["a"]).astype(np.float32)

@@ -79,7 +79,6 @@ def test_thread_count_checks(monkeypatch, threads):
 
 def _lenet5_dns_solver(batch=16):
     import os
-    from npcaffe import glog
     from npcaffe.fileio.prototxt import read_net
     from npcaffe.graph import replace_data_layers
     from npcaffe.proto import caffe_pb2
@@ -90,11 +89,10 @@ def _lenet5_dns_solver(batch=16):
     param = caffe_pb2.SolverParameter(base_lr=0.01, momentum=0.9, weight_decay=0.0005, lr_policy="inv",
                                       gamma=0.0001, power=0.75, max_iter=100, display=0, random_seed=1)
     param.net_param.CopyFrom(net)
-    glog.set_quiet(True)
     return solver_class("SGD")(param, where="test")
 
 
-def test_dns_training_is_bit_identical_with_threads(threads):
+def test_dns_training_is_bit_identical_with_threads(threads, quiet_log):
     """Every kernel a LeNet-5 DNS step uses, serial and split over three threads: the same bits."""
     from npcaffe.kernels import glibc_rand
     rng = np.random.default_rng(0)

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from helpers import shared_path
-from npcaffe import cli, crosscheck, glog, plot
+from helpers import quiet_glog, shared_path
+from npcaffe import cli, crosscheck, plot
 from npcaffe.dnstrace import trace_dns
 from npcaffe.errors import NpcaffeError
 from npcaffe.kernels import glibc_rand
@@ -40,15 +40,12 @@ def trace(tmp_path_factory):
     work = tmp_path_factory.mktemp("plot")
     param = crosscheck._prepare(bundle, str(work))
     glibc_rand.reset()
-    glog.set_quiet(True)
-    try:
+    with quiet_glog():
         solver = get_solver(param)
         solver.copy_weights(crosscheck._weights_arg(bundle))
         path = str(work / "trace.csv")
         with trace_dns(solver, path):
             solver.step(30)
-    finally:
-        glog.set_quiet(False)
     return path
 
 

@@ -2,7 +2,6 @@
 the gate, snapshots, loading upstream models, and the iteration-0 surgery of the
 upstream golden runs."""
 import csv
-import io
 import os
 
 import numpy as np
@@ -12,7 +11,6 @@ from google.protobuf import text_format
 import npcaffe
 from gradient_check import check_gradient
 from helpers import layer_param, make_blob, shared_path
-from npcaffe import glog
 from npcaffe.blob import Blob
 from npcaffe.errors import NetError
 from npcaffe.fileio.prototxt import read_net
@@ -92,28 +90,19 @@ def test_blobs_and_aliases(kind, alias):
 
 
 @pytest.mark.parametrize("kind", ["conv", "ip"])
-def test_missing_mask_filler_warns_and_zeroes(kind):
-    stream = io.StringIO()
-    glog.set_stream(stream)
-    try:
-        layer = make(kind, fillers="")
-        setup(layer)
-    finally:
-        glog.set_stream(None)
-    text = stream.getvalue()
+def test_missing_mask_filler_warns_and_zeroes(kind, glog_capture):
+    layer = make(kind, fillers="")
+    setup(layer)
+    text = glog_capture.getvalue()
     assert "layer 'c'" in text or "layer 'f'" in text
     assert 'weight_mask_filler { type: "constant" value: 1 }' in text
     assert 'bias_mask_filler { type: "constant" value: 1 }' in text
     assert all((b.data == 0).all() for b in layer.blobs[2:])
 
 
-def test_missing_mask_filler_gives_nan_statistics_in_conv():
-    glog.set_stream(io.StringIO())
-    try:
-        layer = make("conv", fillers="")
-        bottom, top = setup(layer)
-    finally:
-        glog.set_stream(None)
+def test_missing_mask_filler_gives_nan_statistics_in_conv(glog_capture):
+    layer = make("conv", fillers="")
+    bottom, top = setup(layer)
     layer.forward(bottom, top)
     assert np.isnan(layer.mu) and np.isnan(layer.std)
     assert not layer.last_update.pruned and not layer.last_update.spliced
@@ -138,13 +127,9 @@ def test_transpose_is_an_error():
 
 
 @pytest.mark.parametrize("value,expected", [("10000", 10000), ("2.9", 2), ("-1.5", -1), ("1e10", -2 ** 31)])
-def test_iter_stop_is_converted_like_cpp(value, expected):
-    glog.set_stream(io.StringIO())
-    try:
-        layer = make("ip", iter_stop=value)
-        setup(layer)
-    finally:
-        glog.set_stream(None)
+def test_iter_stop_is_converted_like_cpp(value, expected, glog_capture):
+    layer = make("ip", iter_stop=value)
+    setup(layer)
     assert layer.iter_stop == expected
 
 
@@ -379,43 +364,35 @@ def _tiny_net():
     return net
 
 
-def test_state_round_trip_is_bit_exact_and_resumes_the_draws():
+def test_state_round_trip_is_bit_exact_and_resumes_the_draws(quiet_log):
     import json
     net = _tiny_net()
-    glog.set_quiet()
-    try:
-        net.forward()
-        layer = net.layer_dict["f"]
-        saved = json.loads(json.dumps({"layer": layer.get_state(), "rand": glibc_rand.get_state()}))
-        mu, std = layer.mu, layer.std
-        net.set_iter(1)
-        net.forward()
-        next_draw = layer.last_update.rand
-        other = _tiny_net()
-        resumed = other.layer_dict["f"]
-        resumed.set_state(saved["layer"])
-        glibc_rand.set_state(saved["rand"])
-        assert (resumed.mu.view(np.uint32), resumed.std.view(np.uint32)) == (mu.view(np.uint32), std.view(np.uint32))
-        other.set_iter(1)
-        other.forward()
-        assert resumed.last_update.rand == next_draw
-    finally:
-        glog.set_quiet(False)
+    net.forward()
+    layer = net.layer_dict["f"]
+    saved = json.loads(json.dumps({"layer": layer.get_state(), "rand": glibc_rand.get_state()}))
+    mu, std = layer.mu, layer.std
+    net.set_iter(1)
+    net.forward()
+    next_draw = layer.last_update.rand
+    other = _tiny_net()
+    resumed = other.layer_dict["f"]
+    resumed.set_state(saved["layer"])
+    glibc_rand.set_state(saved["rand"])
+    assert (resumed.mu.view(np.uint32), resumed.std.view(np.uint32)) == (mu.view(np.uint32), std.view(np.uint32))
+    other.set_iter(1)
+    other.forward()
+    assert resumed.last_update.rand == next_draw
 
 
-def test_upstream_resume_splices_everything_back():
+def test_upstream_resume_splices_everything_back(quiet_log):
     net = _tiny_net()
-    glog.set_quiet()
-    try:
-        net.forward()
-        layer = net.layer_dict["f"]
-        assert layer.last_update.pruned > 0
-        dns.upstream_resume(net)
-        assert layer.mu == 0 and layer.std == 0
-        net.set_iter(5)
-        net.forward()
-    finally:
-        glog.set_quiet(False)
+    net.forward()
+    layer = net.layer_dict["f"]
+    assert layer.last_update.pruned > 0
+    dns.upstream_resume(net)
+    assert layer.mu == 0 and layer.std == 0
+    net.set_iter(5)
+    net.forward()
     u = layer.last_update
     assert u.rand == FIRST_RANDS[0] and u.threshold == 0
     np.testing.assert_array_equal(layer.blobs[2].data, (layer.blobs[0].data != 0).astype(np.float32))
@@ -456,7 +433,7 @@ def test_two_blob_sparse_model_keeps_the_filler_masks(tmp_path):
 
 @pytest.mark.parametrize("bundle,layers", [("lenet5-dns", ["conv1", "conv2", "ip1", "ip2"]),
                                            ("lenet300100-dns", ["ip1", "ip2", "ip3"])])
-def test_iteration_zero_surgery_matches_upstream(bundle, layers, monkeypatch):
+def test_iteration_zero_surgery_matches_upstream(bundle, layers, monkeypatch, quiet_log):
     root = shared_path("crosscheck", bundle)
     packed = np.load(shared_path("crosscheck", bundle, "upstream", "extra", "masks_after_iter0_forward.npz"))
     with open(os.path.join(root, "upstream", "loss.csv")) as f:
@@ -464,13 +441,9 @@ def test_iteration_zero_surgery_matches_upstream(bundle, layers, monkeypatch):
     with open(os.path.join(root, "upstream", "gate_trace.csv")) as f:
         trace = [row for row in csv.DictReader(f) if row["forward"] == "0"]
     monkeypatch.chdir(root)  # the Data layer's source is relative to the bundle
-    glog.set_quiet()
-    try:
-        net = npcaffe.Net("net.prototxt", npcaffe.TRAIN, weights="init.caffemodel")
-        net.set_iter(0)
-        loss = net.forward_from_to()
-    finally:
-        glog.set_quiet(False)
+    net = npcaffe.Net("net.prototxt", npcaffe.TRAIN, weights="init.caffemodel")
+    net.set_iter(0)
+    loss = net.forward_from_to()
     for name in layers:
         for j, kind in ((2, "weight_mask"), (3, "bias_mask")):
             size = int(packed[f"{name}.{kind}.size"])
