@@ -4,6 +4,7 @@ pycaffe's public names live here, so `import npcaffe as caffe` runs pycaffe
 scripts.
 """
 from .layer import TRAIN, TEST, layer_type_list  # noqa: F401
+from . import layerlib  # noqa: F401  (importing the layer families registers their types, once)
 from .blob import Blob  # noqa: F401
 from .errors import NpcaffeError  # noqa: F401
 from .net import Net  # noqa: F401

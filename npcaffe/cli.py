@@ -104,8 +104,8 @@ def cmd_time(args):
         glog.info(f"Iteration: {j + 1} forward-backward time: {(time.perf_counter() - iter_start) * 1e3:.3f} ms.")
     total = time.perf_counter() - total_start
     print("Average time per layer:")
-    width = max(len(n) for n in net._layer_names)
-    for i, name in enumerate(net._layer_names):
+    width = max(len(n) for n in net.layer_names)
+    for i, name in enumerate(net.layer_names):
         print(f"{name:>{width}}\tforward: {fwd[i] / args.iterations * 1e3:.4f} ms.")
         print(f"{name:>{width}}\tbackward: {bwd[i] / args.iterations * 1e3:.4f} ms.")
     print(f"Average Forward pass: {fwd.sum() / args.iterations * 1e3:.4f} ms.")

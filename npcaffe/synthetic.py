@@ -33,11 +33,11 @@ def label_consumers(net):
     """{input blob name: (layer name, number of classes)} for inputs a classifier layer reads as labels."""
     found = {}
     producers = {}
-    for layer_name, layer_param in zip(net._layer_names, net.param.layer):
+    for layer_name, layer_param in zip(net.layer_names, net.param.layer):
         if layer_param.type == "Split":
             for top in layer_param.top:
                 producers[top] = producers.get(layer_param.bottom[0], layer_param.bottom[0])
-    for layer_id, (layer_name, layer_param) in enumerate(zip(net._layer_names, net.param.layer)):
+    for layer_id, (layer_name, layer_param) in enumerate(zip(net.layer_names, net.param.layer)):
         if layer_param.type not in _LABEL_CONSUMERS or len(layer_param.bottom) < 2:
             continue
         source = producers.get(layer_param.bottom[1], layer_param.bottom[1])

@@ -48,7 +48,7 @@ def check_trace(bundle, tmp_path):
     rows = read_trace(trace_path)
     assert list(rows[0]) == COLUMNS
     # kept(before) = kept(after) + pruned - spliced, row after row of each layer.
-    layers = {name: layer for name, layer in zip(solver.net._layer_names, solver.net.layers)
+    layers = {name: layer for name, layer in zip(solver.net.layer_names, solver.net.layers)
               if hasattr(layer, "last_update")}
     for name, layer in layers.items():
         mine = [r for r in rows if r["layer"] == name]

@@ -57,7 +57,7 @@ def _images(batch, seed=1):
 
 def _chains(net):
     """{first layer name: last layer name} of the chains the next forward runs."""
-    names = net._layer_names
+    names = net.layer_names
     return {names[first]: names[chain.last] for first, chain in net.chain_plan.current().items()}
 
 

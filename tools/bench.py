@@ -316,7 +316,7 @@ def threshold_table(repeats):
             net.blobs["data"].data[...] = images[:batch]
             net.forward_from_to()
             original = {n: [b.data.copy() for b in blobs] for n, blobs in net.params.items()}
-            for i, (layer_name, layer) in enumerate(zip(net._layer_names, net.layers)):
+            for i, (layer_name, layer) in enumerate(zip(net.layer_names, net.layers)):
                 if not layer.blobs:
                     continue
                 ratios = []

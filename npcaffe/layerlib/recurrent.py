@@ -375,7 +375,7 @@ class RecurrentLayer(Layer):
 
     def _log_forward(self, i):
         net = self.unrolled_net
-        name = net._layer_names[i]
+        name = net.layer_names[i]
         for blob, blob_id in zip(net.top_vecs[i], net.top_id_vecs[i]):
             glog.info(f"    [Forward] Layer {name}, top blob {net._blob_names[blob_id]} "
                       f"data: {glog.fmt(self._mean_abs(blob.flat_data))}")
@@ -385,7 +385,7 @@ class RecurrentLayer(Layer):
 
     def _log_backward(self, i):
         net = self.unrolled_net
-        name = net._layer_names[i]
+        name = net.layer_names[i]
         for blob, blob_id, need in zip(net.bottom_vecs[i], net.bottom_id_vecs[i], net.bottom_need_backward[i]):
             if need:
                 glog.info(f"    [Backward] Layer {name}, bottom blob {net._blob_names[blob_id]} "

@@ -411,7 +411,7 @@ class Solver:
     def _npcaffe_state(self):
         layers = {}
         for key, net in self._named_nets():
-            states = {name: layer.get_state() for name, layer in zip(net._layer_names, net.layers)
+            states = {name: layer.get_state() for name, layer in zip(net.layer_names, net.layers)
                       if callable(getattr(layer, "get_state", None))}
             if states:
                 layers[key] = states
@@ -471,7 +471,7 @@ class Solver:
         saved = sidecar.get("layers", {})
         for key, net in self._named_nets():
             states = saved.get(key, {})
-            for name, layer in zip(net._layer_names, net.layers):
+            for name, layer in zip(net.layer_names, net.layers):
                 if name in states and callable(getattr(layer, "set_state", None)):
                     layer.set_state(states[name])
 

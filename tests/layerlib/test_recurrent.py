@@ -118,7 +118,7 @@ def test_shapes_and_blob_order(kind, static):
     copies = [b for b, owner in zip(layer.unrolled_net.params_list, layer.unrolled_net.param_owners) if owner >= 0]
     assert len(copies) == (T - 1) * (3 if kind == "RNN" else 1)
     assert any(b.shares_data_with(recurrent_weight) for b in copies)
-    layer_names = layer.unrolled_net._layer_names
+    layer_names = layer.unrolled_net.layer_names
     assert layer_names[-1] == ("o_pseudoloss" if kind == "RNN" else "h_pseudoloss")
     assert layer.last_layer_index == len(layer_names) - 2
     assert f"r_{'o' if kind == 'RNN' else 'h'}_concat" in layer_names
@@ -402,7 +402,7 @@ def test_caffemodel_round_trip(tmp_path):
 def test_force_backward_skips_cont():
     rng.set_random_seed(6)
     net = npcaffe.Net(net_param("force_backward: true"), npcaffe.TRAIN)
-    lstm = net._layer_names.index("lstm")
+    lstm = net.layer_names.index("lstm")
     assert net.bottom_need_backward[lstm] == [True, False]
     feed(net, sequence_data(2))
     net.forward()
