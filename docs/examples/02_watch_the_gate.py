@@ -20,7 +20,7 @@ for layer in solver.net.layers:
         layer.gamma = np.float32(0.05)  # a steep schedule, to see closed gates soon
 
 path = os.path.join(tempfile.gettempdir(), "npcaffe_example_trace.csv")
-trace = trace_dns(solver, path)  # the same as `npcaffe train --dns-trace trace.csv`
+trace = trace_dns(solver, path)  # the same as `npcaffe train --dns_trace trace.csv`
 for _ in range(40):
     solver.step(1)
     u = solver.net.layer_dict["ip1"].last_update
