@@ -38,6 +38,8 @@ from .errors import NpcaffeError
 from .fileio.caffemodel import caffemodel_arrays
 from .fileio.prototxt import read_net, read_solver
 from .kernels import glibc_rand
+from .layerlib.dns import dns_layers
+from .masks import layer_kept, mask_arrays, masked_layers
 
 WEIGHT_TOL = 1e-3
 MASK_AGREEMENT = 0.999
@@ -141,9 +143,8 @@ def run(bundle, workdir=None, echo_log=None):
 
     def keep_first_masks(net):
         if not first_masks:
-            for name, layer in zip(net._layer_names, net.layers):
-                if hasattr(layer, "last_update"):
-                    first_masks[name] = (layer.blobs[2].flat_data.copy(), layer.blobs[3].flat_data.copy())
+            for name, layer in dns_layers(net):
+                first_masks[name] = tuple(m.copy() for m in mask_arrays(layer))
 
     def attach(solver):
         traces.append(GateTrace(solver.net))
@@ -302,12 +303,11 @@ def test_results(log_lines):
 
 
 def kept_parameters(net):
-    """{layer: (kept, count)} of a net's C-layers: nonzero mask*W plus nonzero mask*b."""
+    """{layer: (kept, count)} of a net's masked layers: nonzero mask*W plus nonzero mask*b."""
     out = {}
-    for name, layer in zip(net._layer_names, net.layers):
-        if hasattr(layer, "last_update"):
-            w, b, wm, bm = (blob.flat_data for blob in layer.blobs)
-            out[name] = (int(np.count_nonzero(w * wm)) + int(np.count_nonzero(b * bm)), w.size + b.size)
+    for name, layer in masked_layers(net):
+        params, kept = layer_kept(layer)
+        out[name] = (kept, params)
     return out
 
 

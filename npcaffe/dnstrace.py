@@ -35,6 +35,8 @@ import csv
 import numpy as np
 
 from .layer import TRAIN
+from .layerlib.dns import dns_layers
+from .masks import mask_entries
 
 UPSTREAM_COLUMNS = ["forward", "iteration", "layer", "rand", "r_float32", "p_float32", "gate_open", "mask_update"]
 EXTRA_COLUMNS = ["mu", "std", "threshold_low", "threshold_high", "pruned", "spliced", "kept_weights", "kept_biases"]
@@ -64,8 +66,7 @@ class GateTrace:
     def __init__(self, net, path=None):
         if net.phase != TRAIN:
             raise ValueError("a DNS gate trace needs the TRAIN net")
-        self.layers = [(name, layer) for name, layer in zip(net._layer_names, net.layers)
-                       if hasattr(layer, "last_update")]
+        self.layers = dns_layers(net)
         self.rows = []
         self.forward = 0
         self.path = path
@@ -85,8 +86,7 @@ class GateTrace:
             p = bundle_probability(layer.gamma, u.iter, layer.power)
             row = [self.forward, u.iter, name, u.rand, _g9(u.r), _g9(p), int(u.gate_open), int(u.mask_update),
                    _g9(layer.mu), _g9(layer.std), repr(float(0.9 * threshold)), repr(float(1.1 * threshold)),
-                   u.pruned + u.bias_pruned, u.spliced + u.bias_spliced,
-                   int(np.count_nonzero(layer.blobs[2].flat_data)), int(np.count_nonzero(layer.blobs[3].flat_data))]
+                   u.pruned + u.bias_pruned, u.spliced + u.bias_spliced, *mask_entries(layer)]
             self.rows.append(row)
             if self._writer:
                 self._writer.writerow(row)

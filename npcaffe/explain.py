@@ -20,6 +20,8 @@ import numpy as np
 
 from . import rng
 from .errors import NpcaffeError
+from .layerlib.dns import dns_layers
+from .masks import mask_arrays, mask_blobs
 
 RAND_MAX = 2 ** 31 - 1
 
@@ -118,7 +120,7 @@ def nearest(weights, before, after, bound, k=3, shape=None):
 
 
 def _c_layers(net):
-    return {name: layer for name, layer in zip(net._layer_names, net.layers) if hasattr(layer, "last_update")}
+    return dict(dns_layers(net))
 
 
 def _statistics_sums(layer):
@@ -126,7 +128,7 @@ def _statistics_sums(layer):
     w = np.concatenate([layer.blobs[0].flat_data, layer.blobs[1].flat_data]).astype(np.float64)
     x = w
     if layer.masked_statistics:
-        x = w * np.concatenate([layer.blobs[2].flat_data, layer.blobs[3].flat_data])
+        x = w * np.concatenate(mask_arrays(layer))
     return int(np.count_nonzero(x)), float(np.abs(x).sum()), float((x * w).sum())
 
 
@@ -157,16 +159,17 @@ def explain_run(solver_source, layer_name, iteration, weights=None, k=3):
     layer = layers[layer_name]
     sums = _statistics_sums(layer)  # the statistics are taken at the first forward, from these values
     solver.step(iteration)
+    weight_mask, bias_mask = mask_blobs(layer)
     w_before = layer.blobs[0].data.copy()
-    m_before = layer.blobs[2].data.copy()
+    m_before = weight_mask.data.copy()
     b_before = layer.blobs[1].flat_data.copy()
-    bm_before = layer.blobs[3].flat_data.copy()
+    bm_before = bias_mask.flat_data.copy()
     captured = {}
 
     def keep(net):
         if not captured:
-            captured["mask"] = layer.blobs[2].data.copy()
-            captured["bias_mask"] = layer.blobs[3].flat_data.copy()
+            captured["mask"] = weight_mask.data.copy()
+            captured["bias_mask"] = bias_mask.flat_data.copy()
             captured["update"] = layer.last_update
 
     solver.net.forward_hooks.append(keep)

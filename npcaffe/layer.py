@@ -46,15 +46,21 @@ def register_variant(type_name, applies):
     return wrap
 
 
+def registered_class(type_name):
+    """The layer class registered for a Caffe type string, or None."""
+    return _REGISTRY.get(type_name)
+
+
 def layer_type_list():
     """Sorted list of registered layer type strings (pycaffe's caffe.layer_type_list)."""
-    _load_families()
     return sorted(_REGISTRY)
 
 
 def create_layer(param, phase=None):
-    """Construct the layer for a LayerParameter (Caffe's LayerRegistry::CreateLayer)."""
-    _load_families()
+    """Construct the layer for a LayerParameter (Caffe's LayerRegistry::CreateLayer).
+
+    The layer families register themselves when the package imports
+    npcaffe.layerlib (npcaffe/__init__.py), once, before any call here."""
     cls = _REGISTRY.get(param.type)
     for applies, variant in _VARIANTS.get(param.type, ()):
         if applies(param):
@@ -65,11 +71,6 @@ def create_layer(param, phase=None):
             f"layer '{param.name}': unknown layer type '{param.type}'. "
             f"Known types: {', '.join(sorted(_REGISTRY))}")
     return cls(param, phase)
-
-
-def _load_families():
-    # Importing the family modules runs their @register decorators.
-    from . import layerlib  # noqa: F401
 
 
 class Layer:
@@ -201,6 +202,20 @@ class Layer:
     def backward_cpu(self, top, propagate_down, bottom):
         if any(propagate_down):
             raise NetError(f"layer '{self.name}' of type {self.type} has no backward pass")
+
+    # -- masks (the mask core, npcaffe.masks, is the one place that reads these) ----------
+    # Parameter blobs that are masks (DNS layers: 2 and 3): learnable to the solver, never updated by the Net.
+    mask_param_indices = ()
+    # (weight mask, bias mask or None) Blobs given to a plain weight layer by masks.attach_masks.
+    attached_masks = None
+
+    def mask_blobs(self):
+        """(weight mask, bias mask or None) when the layer computes with W ⊙ T, else None."""
+        return self.attached_masks
+
+    def plain_layer_param(self, layer_param):
+        """Rewrite this layer's LayerParameter into BVLC Caffe's plain form once its masks are
+        baked into the weights (masks.plain_model); a plain layer keeps its type."""
 
     def allow_force_backward(self, bottom_index):
         return True

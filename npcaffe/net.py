@@ -15,7 +15,7 @@ from .fileio.prototxt import read_net
 from .fileio.solverstate import read_net_hdf5, write_net_hdf5
 from .graph import filter_net, insert_splits
 from .layer import TEST, TRAIN, create_layer
-from . import sparse
+from . import masks, sparse
 from .proto import caffe_pb2
 
 
@@ -73,7 +73,7 @@ class Net:
         self.name = param.name
         self.param = param
         self.layers = []
-        self._layer_names = []
+        self.layer_names = []
         self._blobs = []            # all blobs, in creation order
         self._blob_names = []
         self._blob_index = {}
@@ -107,7 +107,7 @@ class Net:
                                f"({len(layer_param.bottom)} bottoms, {len(layer_param.propagate_down)} values)")
             layer = create_layer(layer_param)
             self.layers.append(layer)
-            self._layer_names.append(layer_param.name)
+            self.layer_names.append(layer_param.name)
             self.bottom_vecs.append([])
             self.top_vecs.append([])
             self.bottom_id_vecs.append([])
@@ -209,7 +209,7 @@ class Net:
         blob = layer.blobs[param_id]
         self.params_list.append(blob)
         self.param_layer_indices.append((layer_id, param_id))
-        is_mask = param_id in getattr(layer, "mask_param_indices", ())
+        is_mask = param_id in layer.mask_param_indices
         if not name or name not in self._param_names_index:
             self.param_owners.append(-1)
             if name:
@@ -229,11 +229,11 @@ class Net:
             if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
                 if blob.count != owner_blob.count:
                     raise NetError(f"layer '{layer_param.name}': shared parameter '{name}' has {blob.count} elements "
-                                   f"{blob.shape}, its owner in layer '{self._layer_names[owner_layer]}' has "
+                                   f"{blob.shape}, its owner in layer '{self.layer_names[owner_layer]}' has "
                                    f"{owner_blob.count} {owner_blob.shape}")
             elif blob.shape != owner_blob.shape:
                 raise NetError(f"layer '{layer_param.name}': shared parameter '{name}' has shape {blob.shape}, its owner "
-                               f"in layer '{self._layer_names[owner_layer]}' has {owner_blob.shape} "
+                               f"in layer '{self.layer_names[owner_layer]}' has {owner_blob.shape} "
                                "(use share_mode: PERMISSIVE to compare counts only)")
             learnable_id = self.learnable_param_ids[owner_id]
             self.learnable_param_ids.append(learnable_id)
@@ -332,12 +332,23 @@ class Net:
         for blob in self.learnable_params:
             blob.flat_diff[:] = 0
 
+    def updates_param(self, learnable_id):
+        """Whether an update changes this learnable parameter: all but DNS masks, which are
+        learnable (regularised, with history) but never updated, as in the fork's Net::Update."""
+        return learnable_id not in self.mask_learnable_ids
+
     def update(self):
-        """data -= diff for every owned parameter except DNS masks (the fork's Net::Update)."""
+        """data -= diff for every parameter `updates_param` allows, then `enforce_masks`."""
         for learnable_id, blob in enumerate(self.learnable_params):
-            if learnable_id in self.mask_learnable_ids:
-                continue
-            np.subtract(blob.flat_data, blob.flat_diff, out=blob.flat_data)
+            if self.updates_param(learnable_id):
+                np.subtract(blob.flat_data, blob.flat_diff, out=blob.flat_data)
+        self.enforce_masks()
+
+    def enforce_masks(self):
+        """Set the pruned weights of layers with attached (fixed) masks back to zero (npcaffe.masks)."""
+        for layer in self.layers:
+            if layer.attached_masks is not None:
+                masks.apply_masks(layer)
 
     def reshape(self):
         for i, layer in enumerate(self.layers):
@@ -362,7 +373,7 @@ class Net:
         else:
             where = os.fspath(source)
             net_param = read_caffemodel(where)
-        index = {name: i for i, name in enumerate(self._layer_names)}
+        index = {name: i for i, name in enumerate(self.layer_names)}
         for source_layer in net_param.layer:
             target_id = index.get(source_layer.name)
             if target_id is None:
@@ -390,8 +401,8 @@ class Net:
 
     def share_with(self, other):
         """Share weights with another net by layer name (ShareTrainedLayersWith)."""
-        index = {name: i for i, name in enumerate(self._layer_names)}
-        for source_layer, name in zip(other.layers, other._layer_names):
+        index = {name: i for i, name in enumerate(self.layer_names)}
+        for source_layer, name in zip(other.layers, other.layer_names):
             target_id = index.get(name)
             if target_id is None:
                 continue
@@ -433,7 +444,7 @@ class Net:
         write_diff diff/<layer>/<i> for all."""
         owned = self._param_owned()
         layers = []
-        for layer_id, (name, layer) in enumerate(zip(self._layer_names, self.layers)):
+        for layer_id, (name, layer) in enumerate(zip(self.layer_names, self.layers)):
             data = {j: b.data for j, b in enumerate(layer.blobs) if owned[(layer_id, j)]}
             diff = {j: b.diff for j, b in enumerate(layer.blobs)} if write_diff else None
             layers.append((name, data, diff))
@@ -444,7 +455,7 @@ class Net:
         net.load_hdf5): layers the net lacks are skipped; a parameter the file lacks is an error
         unless the net shares it from another layer."""
         where = os.fspath(path)
-        index = {name: i for i, name in enumerate(self._layer_names)}
+        index = {name: i for i, name in enumerate(self.layer_names)}
         owned = self._param_owned()
         for name, arrays in read_net_hdf5(where):
             layer_id = index.get(name)
@@ -475,16 +486,21 @@ class Net:
 
     # -- pycaffe face --------------------------------------------------------------
     @property
+    def _layer_names(self):
+        # pycaffe's name for layer_names; its scripts read it.
+        return self.layer_names
+
+    @property
     def blobs(self):
         return OrderedDict((name, self._blobs[i]) for name, i in self._blob_index.items())
 
     @property
     def params(self):
-        return OrderedDict((name, layer.blobs) for name, layer in zip(self._layer_names, self.layers) if layer.blobs)
+        return OrderedDict((name, layer.blobs) for name, layer in zip(self.layer_names, self.layers) if layer.blobs)
 
     @property
     def layer_dict(self):
-        return OrderedDict(zip(self._layer_names, self.layers))
+        return OrderedDict(zip(self.layer_names, self.layers))
 
     @property
     def blob_loss_weights(self):
@@ -500,18 +516,18 @@ class Net:
 
     @property
     def top_names(self):
-        return OrderedDict((n, [self._blob_names[i] for i in ids]) for n, ids in zip(self._layer_names, self.top_id_vecs))
+        return OrderedDict((n, [self._blob_names[i] for i in ids]) for n, ids in zip(self.layer_names, self.top_id_vecs))
 
     @property
     def bottom_names(self):
-        return OrderedDict((n, [self._blob_names[i] for i in ids]) for n, ids in zip(self._layer_names, self.bottom_id_vecs))
+        return OrderedDict((n, [self._blob_names[i] for i in ids]) for n, ids in zip(self.layer_names, self.bottom_id_vecs))
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
         """Run forward; returns {output name: data} (pycaffe's Net.forward)."""
         blobs = list(blobs or [])
-        start_ind = self._layer_names.index(start) if start is not None else 0
+        start_ind = self.layer_names.index(start) if start is not None else 0
         if end is not None:
-            end_ind = self._layer_names.index(end)
+            end_ind = self.layer_names.index(end)
             outputs = set(self.top_names[end] + blobs)
         else:
             end_ind = len(self.layers) - 1
@@ -532,9 +548,9 @@ class Net:
     def backward(self, diffs=None, start=None, end=None, **kwargs):
         """Run backward; returns {input name: diff} (pycaffe's Net.backward)."""
         diffs = list(diffs or [])
-        start_ind = self._layer_names.index(start) if start is not None else len(self.layers) - 1
+        start_ind = self.layer_names.index(start) if start is not None else len(self.layers) - 1
         if end is not None:
-            end_ind = self._layer_names.index(end)
+            end_ind = self.layer_names.index(end)
             outputs = set(self.bottom_names[end] + diffs)
         else:
             end_ind = 0

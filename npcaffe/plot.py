@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from .errors import NpcaffeError
+from .masks import kept_counts, stored_kept, stored_layout
 
 KINDS = ("kept", "gate", "flips", "hist", "table4", "curves")
 _ITER = re.compile(r"_iter_(\d+)")
@@ -86,13 +87,19 @@ def snapshot_iteration(path):
 
 
 def read_snapshot(path):
-    """{layer: [arrays]} of a .caffemodel (or .caffemodel.gz); DNS layers have 4 blobs."""
-    from .fileio.caffemodel import caffemodel_arrays
-    return caffemodel_arrays(path)
+    """[(layer, type, [arrays])] of a .caffemodel (or .caffemodel.gz) with blobs; DNS layers have 4."""
+    from .fileio.caffemodel import caffemodel_layers
+    return caffemodel_layers(path)
 
 
 def _mask_layers(snapshot):
-    return {name: blobs for name, blobs in snapshot.items() if len(blobs) >= 4}
+    """{layer: (weight, bias, weight mask, bias mask)} of a snapshot's masked layers (npcaffe.masks)."""
+    out = {}
+    for name, layer_type, arrays in snapshot:
+        layout = stored_layout(layer_type, arrays)
+        if layout[2] is not None:
+            out[name] = layout
+    return out
 
 
 def kept_from_trace(rows):
@@ -114,9 +121,8 @@ def kept_from_snapshots(paths):
     series = {}
     for path in sorted(paths, key=snapshot_iteration):
         it = snapshot_iteration(path)
-        for name, blobs in _mask_layers(read_snapshot(path)).items():
-            total = blobs[2].size + blobs[3].size
-            kept = int(np.count_nonzero(blobs[2])) + int(np.count_nonzero(blobs[3]))
+        for name, layout in _mask_layers(read_snapshot(path)).items():
+            total, kept = kept_counts(*layout)
             series.setdefault(name, ([], []))
             series[name][0].append(it)
             series[name][1].append(kept / total)
@@ -145,7 +151,8 @@ def flips_from_snapshots(paths):
     out, previous, prev_it = {}, None, None
     for path in paths:
         it = snapshot_iteration(path)
-        masks = {n: np.concatenate([b[2].ravel(), b[3].ravel()]) for n, b in _mask_layers(read_snapshot(path)).items()}
+        masks = {n: np.concatenate([wm.ravel(), bm.ravel()])
+                 for n, (_, _, wm, bm) in _mask_layers(read_snapshot(path)).items()}
         if previous is not None:
             for name, m in masks.items():
                 starts, pruned, spliced = out.setdefault(name, ([], [], []))
@@ -452,11 +459,9 @@ def plot_command(args):
         return plot_histograms(grid, args.out, **kw)
     if kind == "table4":
         need("--weights", args.weights)
-        from .pruning.report import LayerCount, _kept
-        rows4 = []
-        for name, blobs in read_snapshot(args.weights).items():
-            params, kept = _kept(blobs)
-            rows4.append(LayerCount(name, "", params, kept))
+        from .pruning.report import LayerCount
+        rows4 = [LayerCount(name, layer_type, *stored_kept(layer_type, arrays))
+                 for name, layer_type, arrays in read_snapshot(args.weights)]
         return plot_table4(rows4, args.out, **kw)
     if kind == "curves":
         need("--log", args.log)

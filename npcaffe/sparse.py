@@ -62,7 +62,8 @@ from .kernels.sparse import (CHAIN_COLUMNS, CHAIN_RELU, CHAIN_ROWS, CHAIN_SOFTMA
                              csc_vector_product, csr_columns_product, csr_convolution, csr_convolution_stride1,
                              csr_inner_product, csr_vector_product, dense_to_csr, same_values_chunked,
                              sparse_chain_forward, stride1_tap_offsets)
-from .layer import TEST
+from .masks import effective_params, is_masked, stored_effective
+from .proto.caffe_pb2 import TEST
 from .proto import caffe_pb2
 
 # Measured crossovers (see the module docstring); a layer denser than this runs dense.
@@ -135,17 +136,6 @@ def _source_blobs(layer):
     return list(layer.blobs)
 
 
-def effective_params(layer):
-    """(weight, bias or None) the layer computes with: W * T and b * T_b for DNS layers."""
-    blobs = layer.blobs
-    weight = blobs[0].data
-    bias = blobs[1].data if getattr(layer, "bias_term", False) else None
-    if hasattr(layer, "mask_param_indices"):  # DNS layer: blobs 2, 3 are the masks
-        weight = weight * blobs[2].data
-        bias = bias * blobs[3].data
-    return weight, bias
-
-
 def _eligible(net, i, layer):
     if layer.type not in _SPARSE_TYPES or not layer.blobs:
         return False
@@ -166,7 +156,7 @@ def sparsify(net, threshold=None, verify=True):
     """
     threshold = DENSITY_THRESHOLD if threshold is None else threshold
     packed = {}
-    for i, (name, layer) in enumerate(zip(net._layer_names, net.layers)):
+    for i, (name, layer) in enumerate(zip(net.layer_names, net.layers)):
         layer.packed = None
         layer.sparse_threshold = threshold
         if not _eligible(net, i, layer):
@@ -441,10 +431,10 @@ def compress_layers(layers):
 def layers_from_net(net):
     """[(name, type, [effective weight, bias])] of a Net's layers with parameters."""
     layers = []
-    for name, layer in zip(net._layer_names, net.layers):
+    for name, layer in zip(net.layer_names, net.layers):
         if not layer.blobs:
             continue
-        if layer.type in _SPARSE_TYPES:
+        if layer.type in _SPARSE_TYPES or is_masked(layer):
             weight, bias = effective_params(layer)
             arrays = [weight] + ([] if bias is None else [bias])
         else:
@@ -461,10 +451,7 @@ def layers_from_caffemodel(net_param, where):
         if not lp.blobs:
             continue
         arrays = [blob_to_array(b, f"{where}: layer '{lp.name}' blob {j}") for j, b in enumerate(lp.blobs)]
-        if lp.type in ("CConvolution", "CInnerProduct", "CMaskedConvolution", "CMaskedInnerProduct") \
-                and len(arrays) == 4:
-            arrays = [arrays[0] * arrays[2], arrays[1] * arrays[3]]
-        layers.append((lp.name, lp.type, arrays))
+        layers.append((lp.name, lp.type, stored_effective(lp.type, arrays)))
     return layers
 
 

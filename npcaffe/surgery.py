@@ -13,10 +13,9 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from . import glog
 from .errors import NpcaffeError
+from .masks import layer_kept, masked_layers, plain_model
 from .fileio.prototxt import read_net, read_solver
 
 NETS = {
@@ -72,25 +71,6 @@ def _final_test(solver):
     return float(results["accuracy"]), float(results["loss"])
 
 
-def masked_plain_model(net):
-    """NetParameter with masks multiplied into W and b, two blobs per layer, plain layer types:
-    what the DNS release ships (loads into Convolution/InnerProduct nets and upstream Caffe)."""
-    out = net.to_proto()
-    plain = {"CConvolution": "Convolution", "CMaskedConvolution": "Convolution",
-             "CInnerProduct": "InnerProduct", "CMaskedInnerProduct": "InnerProduct"}
-    for layer_param, layer in zip(out.layer, net.layers):
-        if layer.type in plain:
-            del layer_param.blobs[:]
-            for value, mask in ((layer.blobs[0], layer.blobs[2]), (layer.blobs[1], layer.blobs[3])):
-                bp = layer_param.blobs.add()
-                bp.shape.dim.extend(value.shape)
-                bp.data.extend((value.data * mask.data).ravel().tolist())
-            layer_param.type = plain[layer.type]
-            layer_param.ClearField("cconvolution_param")
-            layer_param.ClearField("cinner_product_param")
-    return out
-
-
 def run(net_name, workdir, mnist=None, weights=None, iterations=None, quiet=False):
     from .data.mnist import prepare_mnist_lmdbs
     from .fileio.caffemodel import write_caffemodel
@@ -137,13 +117,8 @@ def run(net_name, workdir, mnist=None, weights=None, iterations=None, quiet=Fals
     final = os.path.join(workdir, f"{net_name}_dns.caffemodel")
     solver.net.save(final)
     plain_path = os.path.join(workdir, f"{net_name}_dns_pruned.caffemodel")
-    write_caffemodel(masked_plain_model(solver.net), plain_path)
-    rows = []
-    for name, layer in zip(solver.net._layer_names, solver.net.layers):
-        if hasattr(layer, "last_update"):
-            w, b, wm, bm = (blob.data for blob in layer.blobs)
-            rows.append(LayerCount(name, layer.type, w.size + b.size,
-                                   int(np.count_nonzero(w * wm)) + int(np.count_nonzero(b * bm))))
+    write_caffemodel(plain_model(solver.net), plain_path)
+    rows = [LayerCount(name, layer.type, *layer_kept(layer)) for name, layer in masked_layers(solver.net)]
     total, kept = sum(r.params for r in rows), sum(r.kept for r in rows)
     summary.update({
         "iterations": int(dns.max_iter), "test_accuracy": accuracy, "test_error_pct": 100 * (1 - accuracy),

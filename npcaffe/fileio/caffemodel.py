@@ -105,6 +105,14 @@ def caffemodel_arrays(path):
             for layer in net.layer if len(layer.blobs)}
 
 
+def caffemodel_layers(path):
+    """[(layer name, layer type, [float32 arrays])] of the layers with blobs in a .caffemodel (or .gz), in order."""
+    net = read_caffemodel(path)
+    return [(layer.name, layer.type,
+             [blob_to_array(b, f"{path}: layer '{layer.name}' blob {j}") for j, b in enumerate(layer.blobs)])
+            for layer in net.layer if len(layer.blobs)]
+
+
 def serialize_net(net):
     """Bytes of a NetParameter, with ELU/Bias parameters at BVLC's field numbers."""
     if not any(layer.type in _BVLC_MOVED and layer.HasField(_BVLC_MOVED[layer.type][1]) for layer in net.layer):

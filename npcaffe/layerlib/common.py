@@ -12,6 +12,7 @@ from ..kernels.dns import masked_accumulate
 from ..kernels.softmax import softmax_backward, softmax_forward
 from ..kernels.sparse import csr_inner_product, csr_inner_product_backward
 from ..layer import Layer, register
+from ..masks import computing_params, mask_gradients
 from ..sparse import sparse_forward
 
 _EMPTY = np.zeros(0, np.float32)
@@ -113,11 +114,15 @@ class InnerProductLayer(Layer):
     def forward_cpu(self, bottom, top):
         if self.packed is not None and sparse_forward(self, bottom, top):
             return
-        bias = self.blobs[1].data if self.bias_term else None
-        self.ip_forward(bottom, top, self.blobs[0].data, bias)
+        weight, bias = computing_params(self)
+        self.ip_forward(bottom, top, weight, bias)
 
     def backward_cpu(self, top, propagate_down, bottom):
-        self.ip_backward(top, propagate_down, bottom, self.blobs[0].data)
+        if self.attached_masks is None:
+            self.ip_backward(top, propagate_down, bottom, self.blobs[0].data)
+        else:  # the gradient of W ⊙ T: none for a pruned weight
+            self.ip_backward(top, propagate_down, bottom, computing_params(self)[0])
+            mask_gradients(self)
 
     # np.dot, not np.matmul: with out= and a transposed operand NumPy 2's matmul
     # can leave BLAS for a loop ten times slower; np.dot always calls sgemm/sgemv.

@@ -226,6 +226,13 @@ class _Surgery:
         self.last_update = MaskUpdate(self.iter, raw, float(r), float(p), gate_open, mask_update, float(threshold),
                                       *counts)
 
+    def mask_blobs(self):
+        return self.blobs[2], self.blobs[3]
+
+    def plain_layer_param(self, layer_param):
+        layer_param.type = self.plain_type
+        layer_param.ClearField(self.surgery_field)
+
     def _update(self, values, mask, threshold):
         if self.splicing:
             return dns_update_masks(values, mask, threshold)
@@ -255,6 +262,7 @@ class CConvolution(_Surgery, Convolution):
     weight_mask_filler, bias_mask_filler} (upstream defaults).
     """
     surgery_field = "cconvolution_param"
+    plain_type = "Convolution"
     masked_statistics = True
     logs_statistics = False
 
@@ -290,6 +298,7 @@ class CInnerProduct(_Surgery, InnerProductLayer):
     bias_mask_filler} (upstream defaults).
     """
     surgery_field = "cinner_product_param"
+    plain_type = "InnerProduct"
     masked_statistics = False
     logs_statistics = True
 
@@ -317,6 +326,16 @@ class CInnerProduct(_Surgery, InnerProductLayer):
                          weight_diff_mask=self.blobs[2].flat_data)
 
 
+def is_dns_layer(layer):
+    """The layer is a DNS surgery layer (CConvolution / CInnerProduct, any registered name)."""
+    return isinstance(layer, _Surgery)
+
+
+def dns_layers(net):
+    """[(name, layer)] of the net's DNS surgery layers, in net order."""
+    return [(name, layer) for name, layer in zip(net.layer_names, net.layers) if isinstance(layer, _Surgery)]
+
+
 def set_splicing(net, enabled):
     """Switch the splice rule (mask 0 -> 1 at |w| > 1.1 T) on or off in every C-layer of `net`.
 
@@ -324,9 +343,8 @@ def set_splicing(net, enabled):
     what splicing contributes.  Pruning, the statistics and the gate draws are
     unchanged.
     """
-    for layer in net.layers:
-        if isinstance(layer, _Surgery):
-            layer.splicing = bool(enabled)
+    for _, layer in dns_layers(net):
+        layer.splicing = bool(enabled)
 
 
 def upstream_resume(net):
@@ -340,6 +358,5 @@ def upstream_resume(net):
     solver's `upstream_resume` option).
     """
     glibc_rand.reset()
-    for layer in net.layers:
-        if isinstance(layer, _Surgery):
-            layer.mu, layer.std = np.float32(0), np.float32(0)
+    for _, layer in dns_layers(net):
+        layer.mu, layer.std = np.float32(0), np.float32(0)

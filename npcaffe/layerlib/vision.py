@@ -18,6 +18,7 @@ from ..kernels.pooling import ave_pool_backward, ave_pool_forward, max_pool_back
 from ..kernels.sparse import (csr_columns_product, csr_convolution_backward, csr_convolution_stride1,
                               stride1_tap_offsets)
 from ..layer import Layer, register
+from ..masks import computing_params, mask_gradients
 from ..proto import caffe_pb2
 from ..sparse import sparse_forward
 
@@ -264,11 +265,15 @@ class Convolution(Layer):
     def forward_cpu(self, bottom, top):
         if self.packed is not None and sparse_forward(self, bottom, top):
             return
-        bias = self.blobs[1].data if self.bias_term else None
-        self.conv_forward(bottom, top, self.blobs[0].data, bias)
+        weight, bias = computing_params(self)
+        self.conv_forward(bottom, top, weight, bias)
 
     def backward_cpu(self, top, propagate_down, bottom):
-        self.conv_backward(top, propagate_down, bottom, self.blobs[0].data)
+        if self.attached_masks is None:
+            self.conv_backward(top, propagate_down, bottom, self.blobs[0].data)
+        else:  # the gradient of W ⊙ T: none for a pruned weight
+            self.conv_backward(top, propagate_down, bottom, computing_params(self)[0])
+            mask_gradients(self)
 
     # -- computation ------------------------------------------------------------
     def _geometry(self):

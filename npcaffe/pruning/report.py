@@ -9,23 +9,10 @@ DNS paper and upstream-test-accuracy.txt.
 """
 from collections import namedtuple
 
-import numpy as np
-
 from ..fileio.caffemodel import blob_to_array, read_caffemodel
+from ..masks import layer_kept, stored_kept
 
 LayerCount = namedtuple("LayerCount", "name type params kept")
-
-
-def _kept(blobs):
-    """(params, kept) of a layer's list of float arrays."""
-    if len(blobs) >= 4:
-        weights, biases = blobs[0] * blobs[2], blobs[1] * blobs[3]
-        values = [weights, biases]
-    else:
-        values = blobs[:2]
-    params = sum(int(v.size) for v in values)
-    kept = sum(int(np.count_nonzero(v)) for v in values)
-    return params, kept
 
 
 def count_net(net, weights=None):
@@ -34,14 +21,17 @@ def count_net(net, weights=None):
     if weights is not None:
         for layer in read_caffemodel(weights).layer:
             if len(layer.blobs):
-                stored[layer.name] = [blob_to_array(b, f"{weights}: layer '{layer.name}'") for b in layer.blobs]
+                stored[layer.name] = (layer.type, [blob_to_array(b, f"{weights}: layer '{layer.name}'")
+                                                   for b in layer.blobs])
     rows = []
-    for name, layer in zip(net._layer_names, net.layers):
+    for name, layer in zip(net.layer_names, net.layers):
         if not layer.blobs or layer.type == "Split":
             continue
-        blobs = stored.get(name) or [b.data for b in layer.blobs]
-        params, kept = _kept(blobs)
-        rows.append(LayerCount(name, layer.type, params, kept))
+        if name in stored:
+            counts = stored_kept(*stored[name])
+        else:
+            counts = layer_kept(layer)
+        rows.append(LayerCount(name, layer.type, *counts))
     return rows
 
 

@@ -123,11 +123,13 @@ class SGDSolver(Solver):
                 local_decay = f32(p.weight_decay) * f32(self.net.params_weight_decay[param_id])
                 sgd_momentum_update(blob.flat_data, blob.flat_diff, self.history[param_id], local_decay,
                                     self.local_rate(param_id, rate), f32(p.momentum),
-                                    step=param_id not in self.net.mask_learnable_ids)
+                                    step=self.net.updates_param(param_id))
             else:
                 self.regularize(param_id)
                 self.compute_update_value(param_id, rate)
-        if not fused:
+        if fused:
+            self.net.enforce_masks()
+        else:
             self.net.update()
         self.iter += 1
 
