@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from helpers import layer_param, make_blob, shared_path
-from npcaffe import cli, crosscheck, glog, rng
+from helpers import layer_param, make_blob, quiet_glog, shared_path
+from npcaffe import cli, crosscheck, rng
 from npcaffe.blob import Blob
 from npcaffe.dnstrace import COLUMNS, GateTrace, read_trace, trace_dns
 from npcaffe.kernels import glibc_rand
@@ -20,14 +20,11 @@ def run_bundle(bundle, workdir, trace_path):
     param = crosscheck._prepare(bundle, workdir)
     glibc_rand.reset()
     rng.set_random_seed(0)
-    glog.set_quiet(True)
-    try:
+    with quiet_glog():
         solver = get_solver(param)
         solver.copy_weights(crosscheck._weights_arg(bundle))
         with trace_dns(solver, trace_path):
             solver.solve()
-    finally:
-        glog.set_quiet(False)
     return solver
 
 
@@ -127,15 +124,11 @@ def test_splicing_switch(splicing):
     glibc_rand.reset()
 
 
-def test_set_splicing_reaches_every_c_layer(tmp_path):
+def test_set_splicing_reaches_every_c_layer(tmp_path, quiet_log):
     from npcaffe.net import Net
     bundle = shared_path("crosscheck", "lenet5-dns")
     param = crosscheck._prepare(bundle, str(tmp_path))
-    glog.set_quiet(True)
-    try:
-        net = Net(param.net_param, TRAIN)
-    finally:
-        glog.set_quiet(False)
+    net = Net(param.net_param, TRAIN)
     dns.set_splicing(net, False)
     layers = [l for l in net.layers if isinstance(l, (dns.CConvolution, dns.CInnerProduct))]
     assert len(layers) == 4 and not any(l.splicing for l in layers)

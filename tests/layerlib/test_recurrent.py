@@ -1,8 +1,6 @@
 """RNN, LSTM and LSTMUnit (BVLC test_rnn_layer.cpp / test_lstm_layer.cpp): shapes and blob order,
 forward against float64 NumPy recurrences, carried state and cont resets, static input,
 expose_hidden, numerical gradients, training in a net, .caffemodel round trip, debug_info, errors."""
-import io
-
 import numpy as np
 import pytest
 from google.protobuf import text_format
@@ -410,20 +408,15 @@ def test_force_backward_skips_cont():
     assert np.abs(net.blobs["x"].diff).max() > 0
 
 
-def test_debug_info_logs_unrolled_layers():
+def test_debug_info_logs_unrolled_layers(glog_capture):
     layer = recurrent_layer("LSTM", 2, debug_info=True, name="lstm")
     bottom = [make_blob((2, 1, 3), seed=71), cont_blob([[0], [1]])]
     top = [Blob(())]
     layer.setup(bottom, top)
-    stream = io.StringIO()
-    glog.set_stream(stream)
-    try:
-        layer.forward(bottom, top)
-        top[0].diff[...] = 1
-        layer.backward(top, [True, False], bottom)
-    finally:
-        glog.set_stream(None)
-    log = stream.getvalue()
+    layer.forward(bottom, top)
+    top[0].diff[...] = 1
+    layer.backward(top, [True, False], bottom)
+    log = glog_capture.getvalue()
     mean = np.abs(layer.unrolled_net.blobs["c_2"].data).mean()
     assert f"[Forward] Layer lstm_unit_2, top blob c_2 data: {glog.fmt(mean)}" in log
     assert "[Forward] Layer lstm_x_transform, param blob W_xc data: " in log
