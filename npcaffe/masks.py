@@ -11,8 +11,7 @@ the blob indices:
   and .solverstate files hold them; the solver regularises them and keeps
   their history, and the Net never updates them (`Layer.mask_param_indices`).
   Their gate, thresholds and splicing are DNS's own (layerlib/dns.py).
-- Any plain weight layer (Convolution, InnerProduct, Deconvolution) can be
-  given masks with `attach_masks`: the masks of magnitude pruning (Han et
+- A plain Convolution or InnerProduct layer can be given masks with `attach_masks`: the masks of magnitude pruning (Han et
   al. 2015), OBD, SNIP and the like.  They live beside the parameters, not
   in `blobs`, so the layer still saves as BVLC Caffe's two blobs (`bake`
   writes W ⊙ T there).  Such masks are *fixed*: forward uses W ⊙ T, a pruned
@@ -33,7 +32,7 @@ from .errors import NetError
 from .layer import registered_class
 
 # Plain layer types that take attached masks: their blobs are [weight, bias?].
-MASKABLE_TYPES = ("Convolution", "InnerProduct", "Deconvolution")
+MASKABLE_TYPES = ("Convolution", "InnerProduct")
 
 
 class Kept(NamedTuple):
@@ -180,7 +179,7 @@ def plain_model(net):
 
 # -- attached (fixed) masks on plain layers --------------------------------------------
 def attach_masks(layer, weight_mask=None, bias_mask=None):
-    """Give a plain Convolution / InnerProduct / Deconvolution fixed 0/1 masks.
+    """Give a plain Convolution / InnerProduct layer fixed 0/1 masks.
 
     weight_mask: array shaped like the weight (default all ones); bias_mask:
     shaped like the bias, or None to leave the bias unmasked.  Pruned entries
