@@ -26,12 +26,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import npcaffe  # noqa: E402
-from npcaffe import glog, plot, rng  # noqa: E402
+from npcaffe import glog, masks, plot, rng  # noqa: E402
 from npcaffe.dnstrace import read_trace, trace_dns  # noqa: E402
 from npcaffe.explain import explain_run, format_explanation  # noqa: E402
 from npcaffe.fileio.prototxt import read_net, read_solver  # noqa: E402
 from npcaffe.kernels import glibc_rand  # noqa: E402
-from npcaffe.layerlib.dns import set_splicing  # noqa: E402
+from npcaffe.layerlib.dns import dns_layers, set_splicing  # noqa: E402
 from npcaffe.pruning.report import count_net, format_report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,14 +119,18 @@ class Setup:
 
 
 def c_layers(net):
-    return [(n, l) for n, l in zip(net._layer_names, net.layers) if hasattr(l, "last_update")]
+    return dns_layers(net)
+
+
+def mask_size(layer):
+    return sum(m.size for m in masks.mask_arrays(layer))
 
 
 def kept_share(net):
     kept = total = 0
     for _, layer in c_layers(net):
-        kept += sum(int(np.count_nonzero(layer.blobs[i].flat_data)) for i in (2, 3))
-        total += layer.blobs[2].count + layer.blobs[3].count
+        kept += sum(masks.mask_entries(layer))
+        total += mask_size(layer)
     return kept / total
 
 
@@ -183,7 +187,7 @@ def section_lenet300100(s):
     first = {r["layer"]: r for r in rows if r["iteration"] == 0}
     layer_rows = []
     for name, layer in c_layers(solver.net):
-        total = layer.blobs[2].count + layer.blobs[3].count
+        total = mask_size(layer)
         r0 = first[name]
         pruned0 = r0["pruned"]
         later = [r for r in rows if r["layer"] == name and r["forward"] > 0]
@@ -376,8 +380,8 @@ def section_fillers(s):
         net.set_iter(0)
         loss = float(net.forward_from_to())
         layers = dict(c_layers(net))
-        results[label] = (loss, {n: (float(l.mu), float(l.std), int(np.count_nonzero(l.blobs[2].flat_data)),
-                                     l.blobs[2].count, l.last_update.spliced) for n, l in layers.items()})
+        results[label] = (loss, {n: (float(l.mu), float(l.std), masks.mask_entries(l)[0],
+                                     masks.mask_arrays(l)[0].size, l.last_update.spliced) for n, l in layers.items()})
     for label, (loss, layers) in results.items():
         put(f"f_{label}_loss", f"{loss:.6g}")
         for n in ("conv1", "ip1"):
