@@ -27,13 +27,14 @@ then what the update did:
     kept_weights, kept_biases    nonzero mask entries after it
 
 so kept (before) = kept (after) + pruned - spliced.  Attach to a solver with
-`trace_dns(solver, "trace.csv")` (or `npcaffe train --dns-trace trace.csv`);
+`trace_dns(solver, "trace.csv")` (or `npcaffe train --dns_trace trace.csv`);
 read one back with `read_trace`.
 """
 import csv
 
 import numpy as np
 
+from .errors import NpcaffeError
 from .layer import TRAIN
 from .layerlib.dns import dns_layers
 from .masks import mask_entries
@@ -122,15 +123,33 @@ def trace_dns(solver, path=None):
 def read_trace(path):
     """The rows of a trace CSV (ours or an upstream bundle's) as dicts: ints as int, the rest float (layer str)."""
     rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
+    try:
+        f = open(path, newline="")
+    except OSError as e:
+        raise NpcaffeError(f"{path}: cannot read the trace CSV ({e.strerror}); write one with "
+                           "`npcaffe train --dns_trace FILE`") from None
+    with f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("iteration", "layer") if c not in (reader.fieldnames or ())]
+        if missing:
+            raise NpcaffeError(f"{path}: not a DNS trace CSV: no {', '.join(missing)} column in its header "
+                               f"{reader.fieldnames}")
+        for row in reader:
             typed = {}
             for key, value in row.items():
-                if key == "layer":
-                    typed[key] = value
-                elif key in _INT_COLUMNS:
-                    typed[key] = int(value)
-                else:
-                    typed[key] = float(value)
+                if key is None or value is None:  # csv's markers of a row longer / shorter than the header
+                    given = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, ()))
+                    raise NpcaffeError(f"{path}, line {reader.line_num}: {given} columns "
+                                       f"where the header has {len(reader.fieldnames)}")
+                try:
+                    if key == "layer":
+                        typed[key] = value
+                    elif key in _INT_COLUMNS:
+                        typed[key] = int(value)
+                    else:
+                        typed[key] = float(value)
+                except ValueError:
+                    raise NpcaffeError(f"{path}, line {reader.line_num}, column '{key}': "
+                                       f"{value!r} is not a number") from None
             rows.append(typed)
     return rows

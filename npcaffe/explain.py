@@ -230,7 +230,7 @@ def explain_trace(trace_path, layer_name, iteration, model=None):
     row = match[0]
     if "mu" not in row:
         raise NpcaffeError(f"{trace_path}: an upstream gate trace (8 columns) has no statistics; "
-                           "use a trace written by `npcaffe train --dns-trace`")
+                           "use a trace written by `npcaffe train --dns_trace`")
     step = {k: row[k] for k in ("iteration", "forward", "rand", "mask_update", "pruned", "spliced",
                                 "kept_weights", "kept_biases", "mu", "std")}
     step.update({"layer": layer_name, "type": None, "r": row["r_float32"], "p": row["p_float32"],

@@ -113,7 +113,7 @@ def replace_data_layers(param, shapes):
     """Copy of `param` where every data layer becomes an Input layer of given shapes.
 
     `shapes` maps a top name to its shape, e.g. {"data": (64, 1, 28, 28), "label": (64,)}.
-    Used to run published nets without their datasets (`npcaffe time --data-shape`).
+    Used to run published nets without their datasets (`npcaffe time --data_shape`).
     Every top of a replaced layer needs a shape; a missing one is a NetError naming it.
     """
     out = caffe_pb2.NetParameter()
@@ -124,7 +124,7 @@ def replace_data_layers(param, shapes):
         missing = [t for t in layer.top if t not in shapes]
         if missing:
             raise NetError(f"data layer '{layer.name}' ({layer.type}) has top(s) {missing} with no shape given "
-                           f"(pass e.g. --data-shape {missing[0]}=N,C,H,W)")
+                           f"(pass e.g. --data_shape {missing[0]}=N,C,H,W)")
         tops, name, include, exclude = list(layer.top), layer.name, list(layer.include), list(layer.exclude)
         layer.Clear()
         layer.name, layer.type = name, "Input"

@@ -1,6 +1,6 @@
 """`npcaffe plot`: figures that teach dynamic network surgery, from real runs.
 
-Sources: a DNS trace (`npcaffe train --dns-trace`, npcaffe.dnstrace), a
+Sources: a DNS trace (`npcaffe train --dns_trace`, npcaffe.dnstrace), a
 glog log (ours or upstream Caffe's), or snapshots (4-blob .caffemodel files
 of a DNS run, optionally .gz, the iteration read from `_iter_N`).
 
@@ -410,7 +410,7 @@ def add_plot_arguments(p):
         "table4: parameters and kept per layer (--weights)",
         "curves: training loss and test accuracy (--log, repeatable)"]))
     p.add_argument("-o", "--out", required=True, help="output file: .png or .svg")
-    p.add_argument("--trace", help="trace CSV from npcaffe train --dns-trace")
+    p.add_argument("--trace", help="trace CSV from npcaffe train --dns_trace")
     p.add_argument("--snapshots", nargs="+", help="DNS .caffemodel snapshots (name with _iter_N; .gz allowed)")
     p.add_argument("--log", action="append", help="glog log (ours or Caffe's); repeat to compare")
     p.add_argument("--label", action="append", help="legend label per --log (default: file name)")

@@ -1,6 +1,6 @@
 """Run a published net without its dataset: generated inputs and finiteness checks.
 
-`npcaffe time --data-shape` uses these with graph.replace_data_layers: the
+`npcaffe time --data_shape` uses these with graph.replace_data_layers: the
 data layers become Input layers of the given shapes, the data tops get
 Gaussian values, and the label tops get valid class indices, the number of
 classes read from the channel count of the prediction that a loss or
@@ -23,7 +23,7 @@ def parse_data_shapes(items):
         except ValueError:
             shape = ()
         if not sep or not name or not shape or min(shape) < 1:
-            raise NetError(f"--data-shape '{item}': expected TOP=N[,C,H,W...] with positive integers, "
+            raise NetError(f"--data_shape '{item}': expected TOP=N[,C,H,W...] with positive integers, "
                            "e.g. data=10,3,227,227 or label=10")
         shapes[name] = shape
     return shapes

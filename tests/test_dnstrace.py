@@ -8,6 +8,7 @@ import pytest
 from helpers import layer_param, make_blob, quiet_glog, shared_path
 from npcaffe import cli, crosscheck, rng
 from npcaffe.blob import Blob
+from npcaffe.errors import NpcaffeError
 from npcaffe.dnstrace import COLUMNS, GateTrace, read_trace, trace_dns
 from npcaffe.kernels import glibc_rand
 from npcaffe.layer import TRAIN, create_layer
@@ -153,3 +154,19 @@ def test_solver_trace_dns_method(tmp_path):
     trace.close()
     lines = (tmp_path / "t.csv").read_text().splitlines()
     assert len(lines) == 1 + 3 * 3 and lines[0].startswith("forward,iteration,layer,rand,")
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "cannot read the trace CSV"),
+    ("a,b\n1,2\n", "not a DNS trace CSV: no iteration, layer column"),
+    ("iteration,layer,rand\n1,ip1,x\n", "line 2, column 'rand': 'x' is not a number"),
+    ("iteration,layer,rand\n1,ip1\n", "line 2: 2 columns where the header has 3"),
+])
+def test_read_trace_names_the_fault(tmp_path, text, message):
+    path = tmp_path / "trace.csv"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(NpcaffeError, match=message):
+        read_trace(str(path))
+    if text is None:  # the commands that read traces print it as one line, no traceback
+        assert cli.main(["plot", "kept", "--trace", str(path), "-o", str(tmp_path / "k.png")]) == 1

@@ -83,7 +83,7 @@ def net():
         "# docstring for how the c_rates were chosen).  Layer names as BVLC's AlexNet, so\n"
         "# bvlc_alexnet.caffemodel loads as the dense starting point; fc6/fc7/fc8 are the paper's fc1/fc2/fc3.\n"
         "# ImageNet is not part of npcaffe: the data paths are placeholders (build the LMDBs as Caffe's\n"
-        "# examples/imagenet does, or run `npcaffe time --data-shape data=N,3,227,227 --data-shape label=N`).\n",
+        "# examples/imagenet does, or run `npcaffe time --data_shape data=N,3,227,227 --data_shape label=N`).\n",
         'name: "AlexNet-DNS"\n',
         data("TRAIN", "data/ilsvrc12/ilsvrc12_train_lmdb", 256, True),
         data("TEST", "data/ilsvrc12/ilsvrc12_val_lmdb", 50, False),
