@@ -73,7 +73,7 @@ def cmd_time(args):
     net = Net(model, _phase(args.phase), level=args.level, stages=_stages(args.stage))
     unknown = sorted(set(shapes) - set(net.inputs))
     if unknown:
-        raise NpcaffeError(f"--data-shape names {unknown}, which are not data-layer tops of {args.model} "
+        raise NpcaffeError(f"--data_shape names {unknown}, which are not data-layer tops of {args.model} "
                            f"in phase {args.phase.upper()} (its inputs: {net.inputs})")
     if args.weights:
         net.copy_from(args.weights)
@@ -270,7 +270,7 @@ def cmd_explain(args):
             glog.set_quiet(False)
     else:
         raise NpcaffeError("give --solver (and --weights to start from) to train up to the iteration, "
-                           "or --trace CSV (from npcaffe train --dns-trace)")
+                           "or --trace CSV (from npcaffe train --dns_trace)")
     print(format_explanation(step))
     return 0
 
