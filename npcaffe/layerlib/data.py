@@ -1,6 +1,7 @@
-"""Data layers: Data (LMDB), MemoryData, DummyData, Input.
+"""Data layers: Data (LMDB; LevelDB is refused with advice), MemoryData, DummyData, Input, HDF5Data, HDF5Output,
+ImageData.
 
-They have no bottoms and no backward pass.  Data and MemoryData load their
+They have no bottoms (HDF5Output, which writes its bottoms to a file, excepted) and no backward pass.  Data and MemoryData load their
 batch in forward and reshape their tops to it, as Caffe's
 BasePrefetchingDataLayer::Forward_cpu does; reshape() between forwards
 leaves the tops alone (BaseDataLayer::Reshape is empty).

@@ -1,4 +1,6 @@
-"""Loss layers (SoftmaxWithLoss) and the Accuracy layer that usually sits beside them."""
+"""Loss layers and the Accuracy layer that usually sits beside them: SoftmaxWithLoss, Accuracy,
+EuclideanLoss, SigmoidCrossEntropyLoss, HingeLoss, MultinomialLogisticLoss, InfogainLoss,
+ContrastiveLoss."""
 import numpy as np
 
 from ..blob import Blob
