@@ -84,6 +84,51 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, solver_type):
     assert not os.path.exists("b/run_iter_4.caffemodel")
 
 
+# Each update rule with settings it accepts (AdaGrad and RMSProp refuse momentum); biases get
+# lr_mult 2 so every rule also runs with a local rate other than the base rate.
+RULES = {
+    "SGD": "momentum: 0.9",
+    "Nesterov": "momentum: 0.9",
+    "AdaGrad": "delta: 1e-6",
+    "RMSProp": "rms_decay: 0.98",
+    "AdaDelta": "momentum: 0.95\ndelta: 1e-6",
+    "Adam": "momentum: 0.9\nmomentum2: 0.999",
+}
+
+
+@pytest.mark.parametrize("solver_type", sorted(RULES))
+def test_each_update_rule_resumes_at_iteration_50_bit_for_bit(tmp_path, monkeypatch, solver_type):
+    """Stopped at iteration 50 and resumed from its .solverstate, a run ends where the uninterrupted
+    run ends: same weights and the same history blobs (2 x params for AdaDelta and Adam)."""
+    monkeypatch.chdir(tmp_path)
+    with open("net.prototxt", "w") as f:
+        f.write(NET.replace("weight_filler { type: \"gaussian\" std: 0.3 } }",
+                            "weight_filler { type: \"gaussian\" std: 0.3 } }\n  param { lr_mult: 1 } param { lr_mult: 2 }"))
+    for run in ("a", "b"):
+        os.makedirs(run)
+        with open(f"{run}.prototxt", "w") as f:
+            f.write(f"""net: "net.prototxt"
+type: "{solver_type}"
+base_lr: {1 if solver_type == "AdaDelta" else 0.01}
+{RULES[solver_type]}
+weight_decay: 0.005
+lr_policy: "fixed"
+display: 0
+max_iter: 60
+snapshot: 50
+snapshot_prefix: "{run}/run"
+random_seed: 3
+""")
+    get_solver("a.prototxt").solve()
+    resumed = get_solver("b.prototxt")
+    resumed.solve("a/run_iter_50.solverstate")
+    assert resumed.iter == 60
+    assert_same_snapshot("a/run_iter_60", "b/run_iter_60")
+    n_params = len(resumed.net.learnable_params)
+    sets = 2 if solver_type in ("AdaDelta", "Adam") else 1
+    assert len(read_solverstate("b/run_iter_60.solverstate").history) == sets * n_params
+
+
 def test_step_snapshot_restore_in_python(tmp_path, monkeypatch):
     """pycaffe style: step(4), snapshot(), step(4) == restore() + step(4)."""
     monkeypatch.chdir(tmp_path)
