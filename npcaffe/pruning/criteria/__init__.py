@@ -1,0 +1,37 @@
+"""Pruning criteria: what to score.  A criterion is a function from (net, data) to scores.
+
+Every criterion has the signature
+
+    scores(net, layers=None, batches=..., bias=False, **options)
+        -> {layer name: float64 array shaped like the layer's weight}
+           (with bias=True: {layer name: (weight scores, bias scores or None)})
+
+over the net's Convolution / InnerProduct layers and the DNS layers (all of
+them, or the named ones); a higher score means more important.  `batches`
+is the data (criteria.common).  Turning scores into 0/1 masks (a target
+sparsity per layer or across layers, Han's quality x σ threshold) and
+putting them on the layers is npcaffe.pruning.select; when and how often to
+prune is a schedule's business.
+
+    magnitude  |w|                                   Han et al. 2015
+"""
+from ...errors import NpcaffeError
+from . import magnitude
+from .common import is_scored, weight_layers  # noqa: F401
+
+CRITERIA = {
+    "magnitude": magnitude.scores,
+}
+
+
+def criterion(name):
+    """The scores function registered under `name`."""
+    try:
+        return CRITERIA[name]
+    except KeyError:
+        raise NpcaffeError(f"unknown pruning criterion '{name}'; known: {', '.join(sorted(CRITERIA))}") from None
+
+
+def scores(name, net, layers=None, **options):
+    """Scores of criterion `name` for the net's weight layers (see the module docstring)."""
+    return criterion(name)(net, layers=layers, **options)
