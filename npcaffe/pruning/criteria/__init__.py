@@ -14,13 +14,15 @@ putting them on the layers is npcaffe.pruning.select; when and how often to
 prune is a schedule's business.
 
     magnitude  |w|                                   Han et al. 2015
+    obd        ½ h_ii w², h by second-derivative backprop   LeCun et al. 1989
 """
 from ...errors import NpcaffeError
-from . import magnitude
+from . import magnitude, obd
 from .common import is_scored, weight_layers  # noqa: F401
 
 CRITERIA = {
     "magnitude": magnitude.scores,
+    "obd": obd.scores,
 }
 
 
