@@ -15,14 +15,16 @@ prune is a schedule's business.
 
     magnitude  |w|                                   Han et al. 2015
     obd        ½ h_ii w², h by second-derivative backprop   LeCun et al. 1989
+    snip       |g w| on a batch, at initialisation          Lee et al. 2019
 """
 from ...errors import NpcaffeError
-from . import magnitude, obd
+from . import magnitude, obd, snip
 from .common import is_scored, weight_layers  # noqa: F401
 
 CRITERIA = {
     "magnitude": magnitude.scores,
     "obd": obd.scores,
+    "snip": snip.scores,
 }
 
 
