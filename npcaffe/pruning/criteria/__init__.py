@@ -15,15 +15,18 @@ prune is a schedule's business.
 
     magnitude  |w|                                   Han et al. 2015
     obd        ½ h_ii w², h by second-derivative backprop   LeCun et al. 1989
+    lobs       w² / (2 [H⁻¹]_qq), H the layer's input covariance; with the
+               compensating update (lobs.compensation)      Dong et al. 2017
     snip       |g w| on a batch, at initialisation          Lee et al. 2019
 """
 from ...errors import NpcaffeError
-from . import magnitude, obd, snip
+from . import lobs, magnitude, obd, snip
 from .common import is_scored, weight_layers  # noqa: F401
 
 CRITERIA = {
     "magnitude": magnitude.scores,
     "obd": obd.scores,
+    "lobs": lobs.scores,
     "snip": snip.scores,
 }
 
