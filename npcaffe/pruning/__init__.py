@@ -1,1 +1,3 @@
-"""Pruning tools beyond the DNS layers themselves: reports of what pruning kept."""
+"""Pruning tools beyond the DNS layers themselves: what to score (`criteria`: magnitude, OBD,
+L-OBS, SNIP), scores to masks and masks onto layers (`select`), reports of what pruning kept
+(`report`)."""
