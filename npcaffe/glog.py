@@ -4,6 +4,7 @@
 
 (severity, month-day, time with microseconds, thread id, source file:line).
 """
+import contextlib
 import datetime
 import os
 import sys
@@ -11,6 +12,7 @@ import threading
 
 _stream = None
 _quiet = False
+_tees = []
 
 
 def set_stream(stream):
@@ -24,17 +26,38 @@ def set_quiet(quiet=True):
     _quiet = quiet
 
 
+def is_quiet():
+    return _quiet
+
+
+@contextlib.contextmanager
+def tee(path):
+    """Inside the block, every line also goes to the file at `path`, INFO lines included when
+    quiet: a run's full log (`npcaffe surgery --solver` writes DIR/log.txt so)."""
+    with open(path, "w") as f:
+        _tees.append(f)
+        try:
+            yield f
+        finally:
+            _tees.remove(f)
+
+
 def _emit(severity, message, depth):
-    if _quiet and severity == "I":
+    to_console = not (_quiet and severity == "I")
+    if not to_console and not _tees:
         return
     frame = sys._getframe(depth)
     source = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
     now = datetime.datetime.now()
     tid = threading.get_native_id() % 100000
     line = f"{severity}{now:%m%d %H:%M:%S}.{now.microsecond:06d} {tid:>5d} {source}] {message}\n"
-    stream = _stream or sys.stderr
-    stream.write(line)
-    stream.flush()
+    for f in _tees:
+        f.write(line)
+        f.flush()
+    if to_console:
+        stream = _stream or sys.stderr
+        stream.write(line)
+        stream.flush()
 
 
 def info(message):

@@ -59,6 +59,51 @@ def fill_inputs(net, seed=0):
             blob.data[...] = gen.standard_normal(blob.shape).astype(np.float32)
 
 
+# A label filled uniformly in [0, K - LABEL_MARGIN] truncates to 0..K-1: Caffe's uniform filler may
+# return its max itself (it draws up to nextafter(max)), so max K could give the invalid label K.
+LABEL_MARGIN = 1e-3
+
+
+def generated_data_net(param, shapes):
+    """Copy of `param` whose data layers are DummyData layers of the given shapes, for training without a dataset.
+
+    Data tops: Gaussian values (mean 0, std 1).  Label tops (those a loss or
+    Accuracy layer reads as labels, in either phase): uniform values in
+    [0, K - LABEL_MARGIN], which those layers truncate to class indices
+    0..K-1 (K from the prediction's channels).  Both are refilled at every
+    forward from npcaffe's seeded generator, as Caffe's DummyData does, so
+    the net file alone trains (in npcaffe or BVLC Caffe) and a snapshot resumes.
+    Every top of a data layer needs a shape (graph.replace_data_layers)."""
+    from .graph import DATA_LAYER_TYPES, replace_data_layers
+    from .layer import TEST, TRAIN
+    from .net import Net
+    from .proto import caffe_pb2
+    data_tops = {top for layer in param.layer if layer.type in DATA_LAYER_TYPES for top in layer.top}
+    unknown = sorted(set(shapes) - data_tops)
+    if unknown:
+        raise NetError(f"--data_shape names {unknown}, which are not tops of a data layer of net '{param.name}' "
+                       f"(its data tops: {sorted(data_tops)})")
+    inputs = replace_data_layers(param, shapes)
+    classes = {}
+    for phase in (TRAIN, TEST):
+        for top, (_, count) in label_consumers(Net(inputs, phase)).items():
+            classes.setdefault(top, count)
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(inputs)
+    for layer, original in zip(out.layer, param.layer):
+        if original.type in DATA_LAYER_TYPES:
+            layer.type = "DummyData"
+            layer.ClearField("input_param")
+            for top in layer.top:
+                layer.dummy_data_param.shape.add().dim.extend(int(d) for d in shapes[top])
+                filler = layer.dummy_data_param.data_filler.add()
+                if top in classes:
+                    filler.type, filler.min, filler.max = "uniform", 0, classes[top] - LABEL_MARGIN
+                else:
+                    filler.type, filler.std = "gaussian", 1
+    return out
+
+
 def first_non_finite(net, what="data"):
     """(blob name, number of bad values, count) of the first blob with NaN/inf in its data or diff, else None."""
     for name, blob in net.blobs.items():

@@ -24,3 +24,23 @@ def test_labels_are_valid_class_indices():
 def test_bad_data_shape(arg):
     with pytest.raises(npcaffe.NpcaffeError, match="expected TOP=N"):
         parse_data_shapes([arg])
+
+
+def test_generated_data_net_trains_on_dummy_data(quiet_log):
+    from npcaffe.synthetic import LABEL_MARGIN, generated_data_net
+    model = shared_path("model-zoo", "bvlc", "examples_cifar10_cifar10_quick_train_test.prototxt")
+    param = generated_data_net(read_net(model), {"data": (5, 3, 32, 32), "label": (5,)})
+    data_layers = [layer for layer in param.layer if layer.name == "cifar"]
+    assert [layer.type for layer in data_layers] == ["DummyData", "DummyData"]  # TRAIN and TEST
+    fillers = data_layers[0].dummy_data_param.data_filler
+    assert (fillers[0].type, fillers[1].type, fillers[1].max) == ("gaussian", "uniform", pytest.approx(10 - LABEL_MARGIN))
+    net = npcaffe.Net(param, npcaffe.TRAIN)
+    seen = []
+    for _ in range(3):  # refilled at every forward
+        net.forward_from_to()
+        seen.append(net.blobs["label"].data.copy())
+        assert np.isfinite(net.blobs["loss"].data).all()
+    assert 0 <= np.trunc(np.concatenate(seen)).min() and np.trunc(np.concatenate(seen)).max() <= 9
+    assert not np.array_equal(seen[0], seen[1])
+    with pytest.raises(npcaffe.NpcaffeError, match="--data_shape names \\['pixels'\\]"):
+        generated_data_net(read_net(model), {"pixels": (1, 3, 32, 32), "data": (1, 3, 32, 32), "label": (1,)})
