@@ -15,7 +15,9 @@ from .fileio.prototxt import read_net
 from .fileio.solverstate import read_net_hdf5, write_net_hdf5
 from .graph import filter_net, insert_splits
 from .layer import TEST, TRAIN, create_layer
-from . import masks, sparse
+from . import masks
+from .fileio import compressed
+from .sparse import packing
 from .proto import caffe_pb2
 
 
@@ -61,7 +63,7 @@ class Net:
         del param.state.stage[:]
         param.state.stage.extend(stages)
         self.verbose = verbose
-        self.chain_plan = None  # npcaffe.sparse.ChainPlan once sparsify packs a layer
+        self.chain_plan = None  # npcaffe.sparse.chains.ChainPlan once sparsify packs a layer
         self.forward_hooks = []  # called as hook(net) after every full forward pass (e.g. the DNS trace)
         self._init(param)
         if weights is not None:
@@ -296,7 +298,7 @@ class Net:
         end = len(layers) - 1 if end is None else end
         loss = np.float32(0)
         chains = self.chain_plan.current() if self.chain_plan is not None else None
-        if chains:  # a pruned TEST net: runs of layers as one kernel call each (npcaffe.sparse.ChainPlan)
+        if chains:  # a pruned TEST net: runs of layers as one kernel call each (npcaffe.sparse.chains)
             i = start
             while i <= end:
                 chain = chains.get(i)
@@ -361,10 +363,10 @@ class Net:
         DNS fork rule: a CConvolution/CInnerProduct layer may receive fewer
         blobs than it has (weight, bias only); its masks then keep their
         filler values.  A TEST net then packs its pruned layers
-        (npcaffe.sparse.sparsify); pack=False leaves that to the caller.
+        (npcaffe.sparse.packing.sparsify); pack=False leaves that to the caller.
         """
-        if sparse.is_compressed(source):  # `npcaffe compress` output
-            source = sparse.read_compressed(source)
+        if compressed.is_compressed(source):  # `npcaffe compress` output
+            source = compressed.read_compressed(source)
         elif isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".h5"):
             self.load_hdf5(source, pack=pack)  # as Caffe's CopyTrainedLayersFrom
             return
@@ -397,7 +399,7 @@ class Net:
                 if diff is not None:
                     targets[j].diff[...] = diff.reshape(targets[j].shape)
         if self.phase == TEST and pack:
-            sparse.sparsify(self)  # pruned layers compute with packed sparse weights
+            packing.sparsify(self)  # pruned layers compute with packed sparse weights
 
     def share_with(self, other):
         """Share weights with another net by layer name (ShareTrainedLayersWith)."""
@@ -482,7 +484,7 @@ class Net:
                                        f"Source shape {array.shape}; target shape {target.shape}")
                 target.data[...] = array
         if self.phase == TEST and pack:
-            sparse.sparsify(self)
+            packing.sparsify(self)
 
     # -- pycaffe face --------------------------------------------------------------
     @property

@@ -7,7 +7,8 @@ from google.protobuf import text_format
 import npcaffe
 from gradient_check import check_gradient
 from helpers import layer_param, make_blob
-from npcaffe import masks, sparse
+from npcaffe import masks
+from npcaffe.sparse import packing
 from npcaffe.errors import NetError
 from npcaffe.layer import create_layer
 from npcaffe.proto import caffe_pb2
@@ -202,7 +203,7 @@ def test_attached_masks_pack_for_sparse_inference():
     np.testing.assert_array_equal(masks.effective_params(ip1)[0], weight * mask)
     net.forward()
     dense = net.blobs["ip1"].data.copy()
-    assert "ip1" in sparse.sparsify(net)  # 3 of 48 inputs kept: packed
+    assert "ip1" in packing.sparsify(net)  # 3 of 48 inputs kept: packed
     net.blobs["ip1"].data[...] = np.nan
     net.forward()
     np.testing.assert_allclose(net.blobs["ip1"].data, dense, rtol=1e-5, atol=1e-6)

@@ -2,7 +2,7 @@
 
     python tools/bench.py               the full table (about two minutes)
     python tools/bench.py --quick       fewer repeats
-    python tools/bench.py --threshold   the sparse/dense crossover behind npcaffe.sparse.DENSITY_THRESHOLD
+    python tools/bench.py --threshold   the sparse/dense crossover behind npcaffe.sparse.packing.DENSITY_THRESHOLD
 
 Every figure is the median of repeats after warm-up, both frameworks with the
 same thread count: OpenBLAS's (OPENBLAS_NUM_THREADS, default the CPU count)
@@ -130,12 +130,12 @@ def npcaffe_training(name, images, labels, repeats):
 
 def npcaffe_inference(name, weights, batch, images, repeats, dense=False, verify=True):
     import npcaffe
-    from npcaffe import sparse
+    from npcaffe.sparse import packing
     net = npcaffe.Net(shared("upstream-dns", f"{name}.prototxt"), shared("upstream-dns", weights), npcaffe.TEST)
     if dense:
-        sparse.sparsify(net, threshold=0)
+        packing.sparsify(net, threshold=0)
     elif not verify:
-        sparse.sparsify(net, verify=False)
+        packing.sparsify(net, verify=False)
     net.blobs["data"].reshape(batch, 1, 28, 28)
     net.reshape()
     net.blobs["data"].data[...] = images[:batch]
@@ -300,7 +300,7 @@ def cold_start(repeats):
 def threshold_table(repeats):
     """Sparse vs dense forward per weight layer, randomly pruned to each density."""
     import npcaffe
-    from npcaffe import sparse
+    from npcaffe.sparse import packing
     images, _ = mnist(100, "t10k")
     rng = np.random.default_rng(0)
     densities = [0.01, 0.03, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7]
@@ -324,13 +324,13 @@ def threshold_table(repeats):
                     w = original[layer_name][0] * (rng.random(original[layer_name][0].shape) < density)
                     layer.blobs[0].data[...] = w
                     forward = lambda: layer.forward(net.bottom_vecs[i], net.top_vecs[i])  # noqa: E731
-                    sparse.sparsify(net, threshold=0)
+                    packing.sparsify(net, threshold=0)
                     dense_ms = median_ms(forward, repeats)
-                    sparse.sparsify(net, threshold=1.01, verify=False)  # the kernels, without the weights check
-                    small_batch_threshold = sparse.SMALL_BATCH_DENSITY_THRESHOLD
-                    sparse.SMALL_BATCH_DENSITY_THRESHOLD = 1.01  # measure small batches on the kernels too
+                    packing.sparsify(net, threshold=1.01, verify=False)  # the kernels, without the weights check
+                    small_batch_threshold = packing.SMALL_BATCH_DENSITY_THRESHOLD
+                    packing.SMALL_BATCH_DENSITY_THRESHOLD = 1.01  # measure small batches on the kernels too
                     sparse_ms = median_ms(forward, repeats)
-                    sparse.SMALL_BATCH_DENSITY_THRESHOLD = small_batch_threshold
+                    packing.SMALL_BATCH_DENSITY_THRESHOLD = small_batch_threshold
                     ratios.append(dense_ms / sparse_ms)
                 layer.blobs[0].data[...] = original[layer_name][0]
                 above = [d for d, r in zip(densities, ratios) if r < 1]
@@ -341,8 +341,8 @@ def threshold_table(repeats):
                       + f"   sparse slower from {crossover}")
     for batch in (1, 100):
         print(f"batch {batch}: lowest crossover of the layers with >= 10000 weights: {min(crossovers[batch])}")
-    print(f"npcaffe.sparse: DENSITY_THRESHOLD = {sparse.DENSITY_THRESHOLD}, below batch {sparse.SMALL_BATCH} "
-          f"SMALL_BATCH_DENSITY_THRESHOLD = {sparse.SMALL_BATCH_DENSITY_THRESHOLD}")
+    print(f"npcaffe.sparse.packing: DENSITY_THRESHOLD = {packing.DENSITY_THRESHOLD}, below batch {packing.SMALL_BATCH} "
+          f"SMALL_BATCH_DENSITY_THRESHOLD = {packing.SMALL_BATCH_DENSITY_THRESHOLD}")
 
 
 # -- the table ---------------------------------------------------------------------------

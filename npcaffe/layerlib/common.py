@@ -10,10 +10,10 @@ from ..errors import NetError
 from ..filler import fill
 from ..kernels.dns import masked_accumulate
 from ..kernels.softmax import softmax_backward, softmax_forward
-from ..kernels.sparse import csr_inner_product, csr_inner_product_backward
+from ..kernels.sparse import csc_vector_product, csr_inner_product, csr_inner_product_backward, csr_vector_product
 from ..layer import Layer, register
 from ..masks import computing_params, mask_gradients
-from ..sparse import sparse_forward
+from ..sparse.packing import repack
 
 _EMPTY = np.zeros(0, np.float32)
 
@@ -109,10 +109,10 @@ class InnerProductLayer(Layer):
         if self.bias_term and self._bias_multiplier.size != self.M:
             self._bias_multiplier = np.ones(self.M, np.float32)
 
-    packed = None  # npcaffe.sparse.PackedWeights while a TEST net runs this layer sparsely
+    packed = None  # npcaffe.sparse.packing.PackedWeights while a TEST net runs this layer sparsely
 
     def forward_cpu(self, bottom, top):
-        if self.packed is not None and sparse_forward(self, bottom, top):
+        if self.packed is not None and self.sparse_forward(bottom, top):
             return
         weight, bias = computing_params(self)
         self.ip_forward(bottom, top, weight, bias)
@@ -123,6 +123,27 @@ class InnerProductLayer(Layer):
         else:  # the gradient of W ⊙ T: none for a pruned weight
             self.ip_backward(top, propagate_down, bottom, computing_params(self)[0])
             mask_gradients(self)
+
+    def sparse_forward(self, bottom, top):
+        """Forward with the packed weights (a TEST net, npcaffe.sparse.packing); False if the layer
+        should run dense instead.  Weights written since packing are packed again first.  Kept
+        lean: at batch 1 this bookkeeping costs as much as the arithmetic."""
+        packed = self.packed
+        num = self.M
+        # Decided before the weights check: a layer that runs dense at this batch reads its weights anyway.
+        if num < packed.min_batch:
+            return False
+        if packed.verify and not packed.current(self):
+            return repack(self) and self.sparse_forward(bottom, top)
+        x, y = bottom[0].flat_data, top[0].flat_data
+        if num == 1 and packed.csc is not None:
+            csc_vector_product(x, *packed.csc, packed.bias, y)
+        elif num == 1:
+            csr_vector_product(x, packed.indptr, packed.indices, packed.values, packed.bias, y)
+        else:
+            csr_inner_product(x.reshape(num, self.K), packed.indptr, packed.indices, packed.values, packed.bias,
+                              y.reshape(num, self.num_output))
+        return True
 
     # np.dot, not np.matmul: with out= and a transposed operand NumPy 2's matmul
     # can leave BLAS for a loop ten times slower; np.dot always calls sgemm/sgemv.

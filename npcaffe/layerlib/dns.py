@@ -62,7 +62,7 @@ for splicing.  `set_splicing(net, False)` sets it on every C-layer; the gate
 draws are unchanged, so a run without splicing stays in step with rand().
 
 Speed (not upstream, same results to float rounding): in TRAIN, when W * T
-is sparse enough (npcaffe.sparse.TRAIN_CONV_DENSITY_THRESHOLD /
+is sparse enough (npcaffe.sparse.packing.TRAIN_CONV_DENSITY_THRESHOLD /
 TRAIN_IP_DENSITY_THRESHOLD), the masked product and the bottom gradient run
 on CSR kernels; the weight gradient, which DNS gives to every weight, stays
 dense.  See `masked_params`.
@@ -80,14 +80,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import glog, sparse
+from .. import glog
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
 from ..kernels import glibc_rand
 from ..kernels.dns import dns_statistics, dns_threshold, dns_update_masks, gate_probability, masked_csr, masked_product
 from ..layer import TRAIN, register
-from ..sparse import sparse_forward
+from ..sparse import packing
 from .common import InnerProductLayer
 from .vision import Convolution
 
@@ -171,7 +171,7 @@ class _Surgery:
         """(W * T or None, b * T_b): the weights and bias the layer computes with.
 
         In TRAIN, when W * T has a density below `train_density_threshold()`
-        (npcaffe.sparse.TRAIN_*), it is returned as CSR rows in `train_csr`
+        (npcaffe.sparse.packing.TRAIN_*), it is returned as CSR rows in `train_csr`
         and the weight is None: forward and the bottom gradient then use the
         sparse kernels (the masks of a DNS run keep a few percent of the
         weights) and nothing reads the dense product; the weight gradient
@@ -198,7 +198,7 @@ class _Surgery:
         """TRAIN: surgery, then forward with W * T; TEST: packed sparse weights if any, else W * T."""
         if self.phase == TRAIN:
             self.surgery()
-        elif self.packed is not None and sparse_forward(self, bottom, top):
+        elif self.packed is not None and self.sparse_forward(bottom, top):
             return
         weight, bias = self.masked_params()
         self.masked_forward(bottom, top, weight, bias, self.train_csr)
@@ -274,7 +274,7 @@ class CConvolution(_Surgery, Convolution):
 
     def train_density_threshold(self):
         # The sparse training kernels are 2-D, group 1; otherwise W * T goes through the dense path.
-        return sparse.TRAIN_CONV_DENSITY_THRESHOLD if self.group == 1 and not self.nd else 0.0
+        return packing.TRAIN_CONV_DENSITY_THRESHOLD if self.group == 1 and not self.nd else 0.0
 
     def backward_cpu(self, top, propagate_down, bottom):
         weight = None if self.train_csr is not None else self._weight_tmp.reshape(self.blobs[0].shape)
@@ -315,7 +315,7 @@ class CInnerProduct(_Surgery, InnerProductLayer):
         self.ip_forward(bottom, top, weight, bias, csr)
 
     def train_density_threshold(self):
-        return sparse.TRAIN_IP_DENSITY_THRESHOLD
+        return packing.TRAIN_IP_DENSITY_THRESHOLD
 
     def backward_cpu(self, top, propagate_down, bottom):
         if self.param_needs_backward(1):

@@ -15,12 +15,12 @@ from ..kernels.batch_inner import (from_batch_inner, im2col_batch_inner, sparse_
                                    to_batch_inner)
 from ..kernels.im2col import col2im, col2im_nd, im2col, im2col_nd, same_values
 from ..kernels.pooling import ave_pool_backward, ave_pool_forward, max_pool_backward, max_pool_forward
-from ..kernels.sparse import (csr_columns_product, csr_convolution_backward, csr_convolution_stride1,
-                              stride1_tap_offsets)
+from ..kernels.sparse import (csr_columns_product, csr_convolution, csr_convolution_backward,
+                              csr_convolution_stride1, stride1_tap_offsets)
 from ..layer import Layer, register
 from ..masks import computing_params, mask_gradients
 from ..proto import caffe_pb2
-from ..sparse import sparse_forward
+from ..sparse.packing import SMALL_BATCH, repack
 
 _Pool = caffe_pb2.PoolingParameter
 _EMPTY = np.zeros(0, np.float32)
@@ -259,11 +259,11 @@ class Convolution(Layer):
         for t in top:
             t.reshape(shape[:axis] + (self.num_output, self.out_h, self.out_w))
 
-    packed = None  # npcaffe.sparse.PackedWeights while a TEST net runs this layer sparsely
+    packed = None  # npcaffe.sparse.packing.PackedWeights while a TEST net runs this layer sparsely
 
     # -- the hook for subclasses ------------------------------------------------
     def forward_cpu(self, bottom, top):
-        if self.packed is not None and sparse_forward(self, bottom, top):
+        if self.packed is not None and self.sparse_forward(bottom, top):
             return
         weight, bias = computing_params(self)
         self.conv_forward(bottom, top, weight, bias)
@@ -274,6 +274,45 @@ class Convolution(Layer):
         else:  # the gradient of W ⊙ T: none for a pruned weight
             self.conv_backward(top, propagate_down, bottom, computing_params(self)[0])
             mask_gradients(self)
+
+    def sparse_forward(self, bottom, top):
+        """Forward with the packed weights (a TEST net, npcaffe.sparse.packing); False if the layer
+        should run dense instead.  Weights written since packing are packed again first."""
+        packed = self.packed
+        num = self.num
+        if packed.verify and not packed.current(self):
+            return repack(self) and self.sparse_forward(bottom, top)
+        if num < SMALL_BATCH and self.stride == (1, 1):
+            self._small_batch_convolution(packed, bottom, top)
+            return True
+        for b, t in zip(bottom, top):
+            if num < SMALL_BATCH:
+                # A few images, strided: unroll them (the column matrix is small) and
+                # add one contiguous column row per kept weight.
+                col = self._columns(b.data)[0]
+                csr_columns_product(packed.indptr, packed.indices, packed.values, packed.bias, col,
+                                    t.data.reshape(num, self.num_output, self.out_h * self.out_w))
+            else:
+                csr_convolution(self._image(b.data), packed.indptr, packed.indices, packed.values, packed.bias,
+                                *self.kernel, *self.pad, *self.stride, *self.dilation,
+                                t.data.reshape((num, self.num_output, self.out_h, self.out_w)), packed.scratch)
+        return True
+
+    def _small_batch_convolution(self, packed, bottom, top):
+        """A few images at stride 1: the direct kernel on the (padded) images, no im2col."""
+        height, width = bottom[0]._shape[-2:]
+        work = packed.scratch.get("stride1")
+        if work is None or work[0] != (height, width):
+            (pad_h, pad_w), (kernel_h, kernel_w), (dilation_h, dilation_w) = self.pad, self.kernel, self.dilation
+            plane_h, plane_w = height + 2 * pad_h, width + 2 * pad_w
+            padded = np.zeros((self.channels, plane_h, plane_w) if pad_h or pad_w else (0, 0, 0), np.float32)
+            offsets = stride1_tap_offsets(packed.indices, kernel_h, kernel_w, dilation_h, dilation_w, plane_h,
+                                          plane_w)
+            wide = np.empty((self.num_output, self.out_h * plane_w), np.float32)
+            work = packed.scratch["stride1"] = ((height, width), offsets, padded, wide)
+        _, offsets, padded, wide = work
+        for image, out in self.blob_views(bottom, top, _image_views):
+            csr_convolution_stride1(image, packed.indptr, offsets, packed.values, packed.bias, out, padded, wide)
 
     # -- computation ------------------------------------------------------------
     def _geometry(self):
@@ -580,6 +619,12 @@ class Convolution(Layer):
                 for k in range(g):
                     np.dot(w[k].T, dy[k], out=dcol[k])
                 col2im(dcol.reshape(-1, dcol.shape[2]), *self._geometry(), self._image(b.diff))
+
+
+def _image_views(layer, bottom, top):
+    # [(bottom (N, C, H, W), top (N, O, OH, OW))] of a Convolution layer
+    return [(b.flat_data.reshape((layer.num, layer.channels) + b._shape[-2:]),
+             t.flat_data.reshape((layer.num, layer.num_output, layer.out_h, layer.out_w))) for b, t in zip(bottom, top)]
 
 
 def _pool_out_dim(size, kernel, pad, stride, ceil_mode):

@@ -7,7 +7,7 @@ from helpers import layer_param, make_blob
 from npcaffe.blob import Blob
 from npcaffe.kernels import glibc_rand
 from npcaffe.layer import TRAIN, create_layer
-from npcaffe import sparse as sparse_module
+from npcaffe.sparse import packing
 
 CONV = """name: "c" type: "CConvolution"
 convolution_param {{ num_output: 7 kernel_size: {kernel} stride: {stride} pad: {pad} dilation: {dilation}
@@ -34,15 +34,15 @@ def _run(text, shape, density, sparse, seed=0):
     layer.blobs[2].data[...] = rng.random(layer.blobs[2].shape) < density
     for j in (0, 1):
         layer.blobs[j].diff[...] = rng.standard_normal(layer.blobs[j].shape)  # accumulated onto
-    thresholds = sparse_module.TRAIN_CONV_DENSITY_THRESHOLD, sparse_module.TRAIN_IP_DENSITY_THRESHOLD
-    sparse_module.TRAIN_CONV_DENSITY_THRESHOLD = sparse_module.TRAIN_IP_DENSITY_THRESHOLD = 1.01 if sparse else 0.0
+    thresholds = packing.TRAIN_CONV_DENSITY_THRESHOLD, packing.TRAIN_IP_DENSITY_THRESHOLD
+    packing.TRAIN_CONV_DENSITY_THRESHOLD = packing.TRAIN_IP_DENSITY_THRESHOLD = 1.01 if sparse else 0.0
     try:
         layer.forward(bottom, top)
         assert (layer.train_csr is not None) == sparse
         top[0].diff[...] = rng.standard_normal(top[0].shape)
         layer.backward(top, [True], bottom)
     finally:
-        sparse_module.TRAIN_CONV_DENSITY_THRESHOLD, sparse_module.TRAIN_IP_DENSITY_THRESHOLD = thresholds
+        packing.TRAIN_CONV_DENSITY_THRESHOLD, packing.TRAIN_IP_DENSITY_THRESHOLD = thresholds
     return [top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy()]
 
 
@@ -104,8 +104,8 @@ def test_batch_inner_backward_reuses_forward_copy_only_when_the_bottom_is_unchan
     layer.setup(bottom, top)
     rng = np.random.default_rng(5)
     layer.blobs[2].data[...] = rng.random(layer.blobs[2].shape) < 0.1
-    thresholds = sparse_module.TRAIN_CONV_DENSITY_THRESHOLD
-    sparse_module.TRAIN_CONV_DENSITY_THRESHOLD = 1.01
+    thresholds = packing.TRAIN_CONV_DENSITY_THRESHOLD
+    packing.TRAIN_CONV_DENSITY_THRESHOLD = 1.01
     try:
         layer.forward(bottom, top)
         assert layer.train_csr is not None and layer._batch_inner()
@@ -122,4 +122,4 @@ def test_batch_inner_backward_reuses_forward_copy_only_when_the_bottom_is_unchan
         layer.backward(top, [True] * bottoms, bottom)
         np.testing.assert_array_equal(got, layer.blobs[0].diff)
     finally:
-        sparse_module.TRAIN_CONV_DENSITY_THRESHOLD = thresholds
+        packing.TRAIN_CONV_DENSITY_THRESHOLD = thresholds

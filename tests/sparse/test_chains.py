@@ -1,10 +1,10 @@
-"""Fused chains of sparse inference layers (npcaffe.sparse.ChainPlan): the same bits as layer by layer."""
+"""Fused chains of sparse inference layers (npcaffe.sparse.chains.ChainPlan): the same bits as layer by layer."""
 import numpy as np
 import pytest
 from google.protobuf import text_format
 
 import npcaffe
-from npcaffe import sparse
+from npcaffe.sparse import packing
 from npcaffe.proto import caffe_pb2
 
 # An MLP with what a deploy net has around its inner products: in-place and separate
@@ -36,7 +36,7 @@ def _mlp(fused=True, density=0.04, seed=0):
         weight[0, 0] = 1  # every layer keeps a weight
         params[0].data[...] = weight
         params[1].data[...] = rng.standard_normal(params[1].shape).astype(np.float32)
-    sparse.sparsify(net)
+    packing.sparsify(net)
     if not fused:
         net.chain_plan = None
     return net
@@ -75,7 +75,7 @@ def _count_layer_calls(net):
 def test_chains_give_the_bits_of_the_layer_by_layer_forward(batch):
     fused, plain = _mlp(), _mlp(fused=False)
     images = _images(batch)
-    assert set(sparse.sparsify(fused)) == {"ip1", "ip2", "ip3", "ip4", "ip5"}
+    assert set(packing.sparsify(fused)) == {"ip1", "ip2", "ip3", "ip4", "ip5"}
     calls = _count_layer_calls(fused)
     for _ in range(3):  # the first forwards settle the shapes, later ones run the chains
         got, want = _run(fused, images), _run(plain, images)
@@ -89,7 +89,7 @@ def test_chains_give_the_bits_of_the_layer_by_layer_forward(batch):
 
 def test_the_chain_matches_the_dense_path():
     net, dense = _mlp(), _mlp(fused=False)
-    sparse.sparsify(dense, threshold=0)
+    packing.sparsify(dense, threshold=0)
     images = _images(1)
     for _ in range(3):
         got, want = _run(net, images), _run(dense, images)
@@ -121,7 +121,7 @@ def test_weights_written_after_the_chain_was_built(verify):
     (verify=False) promises never to write, as without chains."""
     fused, plain = _mlp(), _mlp(fused=False)
     if not verify:
-        sparse.sparsify(fused, verify=False)
+        packing.sparsify(fused, verify=False)
     images = _images(1)
     for _ in range(3):
         _run(fused, images), _run(plain, images)
@@ -154,19 +154,19 @@ def test_batch_changes_and_dense_at_small_batches():
     """A layer packed but dense below SMALL_BATCH (density above SMALL_BATCH_DENSITY_THRESHOLD)
     ends the chain at batch 1 and joins it at batch 20."""
     fused, plain = _mlp(density=0.08), _mlp(fused=False, density=0.08)
-    assert not fused.layer_dict["ip1"].packed.small_batch
+    assert fused.layer_dict["ip1"].packed.min_batch == packing.SMALL_BATCH
     for batch in (1, 20, 1, 5):
         images = _images(batch)
         for _ in range(3):
             got, want = _run(fused, images), _run(plain, images)
         for name in want:
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-        assert ("data" in _chains(fused)) == (batch >= sparse.SMALL_BATCH), batch
+        assert ("data" in _chains(fused)) == (batch >= packing.SMALL_BATCH), batch
 
 
 def test_dense_nets_and_loss_layers_make_no_chains():
     net = _mlp()
-    sparse.sparsify(net, threshold=0)
+    packing.sparsify(net, threshold=0)
     assert net.chain_plan is None
     param = text_format.Parse(MLP, caffe_pb2.NetParameter())
     param.layer[6].loss_weight.append(1)  # prob now counts in the loss
@@ -174,7 +174,7 @@ def test_dense_nets_and_loss_layers_make_no_chains():
     for name, params in _mlp().params.items():
         for mine, theirs in zip(net.params[name], params):
             mine.data[...] = theirs.data
-    sparse.sparsify(net)
+    packing.sparsify(net)
     images = _images(1)
     for _ in range(3):
         _run(net, images)

@@ -1,14 +1,12 @@
-"""Sparse inference in TEST nets and compressed (.npz) weights: same outputs as the dense path."""
-import os
-
+"""Sparse inference in TEST nets (npcaffe.sparse.packing and the layers' sparse_forward): the same
+outputs as the dense path, and weights written after packing are seen."""
 import numpy as np
 import pytest
 
 import npcaffe
 from helpers import shared_path
-from npcaffe import cli, sparse
+from npcaffe.sparse import packing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETS = [("lenet5", "ip2"), ("lenet300100", "ip3")]
 
 
@@ -38,11 +36,11 @@ def test_pruned_upstream_models_match_dense_path(net_name, logits, batch):
     for layer in net.layers:
         if layer.blobs:
             density = np.count_nonzero(layer.blobs[0].data) / layer.blobs[0].count
-            assert (layer.packed is not None) == (density < sparse.DENSITY_THRESHOLD), layer.name
+            assert (layer.packed is not None) == (density < packing.DENSITY_THRESHOLD), layer.name
     assert sum(layer.packed is not None for layer in net.layers) >= 2
     images = _images(batch)
     got = _forward(net, images, logits)
-    sparse.sparsify(net, threshold=0)  # everything dense
+    packing.sparsify(net, threshold=0)  # everything dense
     assert all(getattr(layer, "packed", None) is None for layer in net.layers)
     _close(got, _forward(net, images, logits))
 
@@ -84,7 +82,7 @@ def test_batch_one_uses_the_cheap_check_and_still_sees_writes(verify):
     net = npcaffe.Net(shared_path("upstream-dns", "lenet5.prototxt"),
                       shared_path("upstream-dns", "caffe_lenet5_sparse.caffemodel"), npcaffe.TEST)
     if not verify:
-        sparse.sparsify(net, verify=False)
+        packing.sparsify(net, verify=False)
     image = _images(1)
     first = _forward(net, image, "ip2")
     for _ in range(2):
@@ -132,41 +130,3 @@ def test_writes_through_views_held_across_forwards_are_seen():
     zero_bias = _forward(net, images, "ip3")
     dense.params["ip2"][1].data[...] = 0
     _close(zero_bias, _forward(dense, images, "ip3"))
-
-
-@pytest.mark.parametrize("net_name, logits", NETS)
-def test_compress_round_trip(net_name, logits, tmp_path, capsys):
-    weights = shared_path("upstream-dns", f"caffe_{net_name}_sparse.caffemodel")
-    out = tmp_path / "w.npz"
-    assert cli.main(["compress", "--weights", weights, "--out", str(out)]) == 0
-    report = capsys.readouterr().out
-    assert "kept" in report and out.exists()
-    prototxt = shared_path("upstream-dns", f"{net_name}.prototxt")
-    from_npz = npcaffe.Net(prototxt, weights=str(out), phase=npcaffe.TEST)
-    from_caffemodel = npcaffe.Net(prototxt, weights, npcaffe.TEST)
-    for name in from_caffemodel.params:
-        for a, b in zip(from_npz.params[name], from_caffemodel.params[name]):
-            np.testing.assert_array_equal(a.data, b.data)
-    again = npcaffe.Net(prototxt, npcaffe.TEST)
-    again.copy_from(str(out))
-    images = _images(10)
-    np.testing.assert_array_equal(_forward(again, images, logits), _forward(from_caffemodel, images, logits))
-
-
-def test_compress_with_model_masks_dns_layers(tmp_path):
-    """With --model the weights go through the net (here its deploy form) before being stored."""
-    model = os.path.join(ROOT, "prototxt", "lenet5", "lenet5_deploy.prototxt")
-    weights = shared_path("upstream-dns", "caffe_lenet5_sparse.caffemodel")
-    out = tmp_path / "w.npz"
-    assert cli.main(["compress", "--weights", weights, "--out", str(out), "--model", model]) == 0
-    archive = np.load(out)
-    kept = sum(archive[f"{name}/{j}/value"].size for name in archive["layers"] for j in (0, 1))
-    assert kept == 3993  # upstream README: nonzero weights + biases of the pruned LeNet-5
-
-
-def test_damaged_file_is_a_weights_error(tmp_path):
-    bad = tmp_path / "bad.npz"
-    bad.write_bytes(b"not a zip")
-    net = npcaffe.Net(shared_path("upstream-dns", "lenet300100.prototxt"), npcaffe.TEST)
-    with pytest.raises(npcaffe.errors.WeightsError, match="bad.npz"):
-        net.copy_from(str(bad))
