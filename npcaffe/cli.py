@@ -1,5 +1,6 @@
 """`npcaffe` command line, mirroring the `caffe` tool's commands and flags."""
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ def cmd_test(args):
     if args.weights:
         for w in args.weights.split(","):
             net.copy_from(w, pack=False)  # packed once, below
-        from .sparse.packing import sparsify
+        from .sparse import sparsify
         sparsify(net, verify=False)  # the weights stay fixed from here on
     else:
         glog.warning("no --weights given: scoring the net's freshly initialised parameters")
@@ -120,6 +121,39 @@ def cmd_time(args):
     return 0
 
 
+@contextlib.contextmanager
+def signal_actions(solver, sigint_effect="stop", sighup_effect="snapshot"):
+    """SIGINT / SIGHUP become solver actions while training, as caffe.cpp's SignalHandler: stop
+    (after the final snapshot), snapshot, or none; a second SIGINT with `stop` stops at once."""
+    import signal
+
+    pending = []
+    effects = {"SIGINT": sigint_effect, "SIGHUP": sighup_effect}
+
+    def on_signal(signum, frame):
+        effect = effects[signal.Signals(signum).name]
+        if effect == "stop" and "stop" in pending:
+            raise KeyboardInterrupt  # asked twice: stop now, without the final snapshot
+        pending.append(effect)
+
+    def action():
+        return pending.pop(0) if pending else "none"
+
+    solver.action_function = action
+    previous = {}
+    for name in effects:
+        if hasattr(signal, name):
+            try:
+                previous[name] = signal.signal(getattr(signal, name), on_signal)
+            except ValueError:  # not the main thread
+                pass
+    try:
+        yield solver
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
 def cmd_train(args):
     """Train or fine-tune from a solver definition, as `caffe train` (tools/caffe.cpp, Caffe 1.0)."""
     if args.snapshot and args.weights:
@@ -132,8 +166,6 @@ def cmd_train(args):
 
 
 def _train(args):
-    import signal
-
     from .solvers import load_solver_param, solver_class
     param, where = load_solver_param(args.solver)
     # As caffe.cpp: --level always overrides the solver's train_state level; stages are added.
@@ -148,40 +180,19 @@ def _train(args):
         param.weights.append(args.weights)
     solver = solver_class(param.type, where)(param, where=where)
 
-    pending = []
-    effects = {"SIGINT": args.sigint_effect, "SIGHUP": args.sighup_effect}
-
-    def on_signal(signum, frame):
-        effect = effects[signal.Signals(signum).name]
-        if effect == "stop" and "stop" in pending:
-            raise KeyboardInterrupt  # asked twice: stop now, without the final snapshot
-        pending.append(effect)
-
-    def action():
-        return pending.pop(0) if pending else "none"
-
-    solver.action_function = action
     trace = None
     if args.dns_trace:
         from .dnstrace import trace_dns
         trace = trace_dns(solver, args.dns_trace)
-    previous = {}
-    for name in effects:
-        if hasattr(signal, name):
-            try:
-                previous[name] = signal.signal(getattr(signal, name), on_signal)
-            except ValueError:  # not the main thread
-                pass
     try:
-        if args.snapshot:
-            glog.info(f"Resuming from {args.snapshot}")
-            solver.restore(args.snapshot, upstream_resume=args.upstream_resume)
-        glog.info("Starting Optimization")
-        solver.solve()
-        glog.info("Optimization Done.")
+        with signal_actions(solver, args.sigint_effect, args.sighup_effect):
+            if args.snapshot:
+                glog.info(f"Resuming from {args.snapshot}")
+                solver.restore(args.snapshot, upstream_resume=args.upstream_resume)
+            glog.info("Starting Optimization")
+            solver.solve()
+            glog.info("Optimization Done.")
     finally:
-        for name, handler in previous.items():
-            signal.signal(getattr(signal, name), handler)
         if trace is not None:
             trace.close()
     return 0
@@ -229,27 +240,78 @@ def cmd_crosscheck(args):
 
 
 def cmd_surgery(args):
-    """The main job: dynamic network surgery on an MNIST net, end to end, with a Table-1 style report."""
+    """Dynamic network surgery on the net of any solver (--solver), or the named LeNet recipes."""
     from . import surgery
-    surgery.run(args.net, args.workdir or os.path.join("runs", args.net), mnist=args.mnist,
-                weights=args.weights, iterations=args.iterations, quiet=args.quiet)
+    general = {"--solver": args.solver, "--model": args.model, "--layers": args.layers, "--c_rate": args.c_rate,
+               "--gamma": args.gamma, "--power": args.power, "--iter_stop": args.iter_stop,
+               "--data_shape": args.data_shape}
+    if args.net is not None:
+        given = [flag for flag, value in general.items() if value is not None]
+        if given:
+            raise NpcaffeError(f"{', '.join(given)}: the named recipe '{args.net}' fixes its net and settings; "
+                               f"for other settings run the general command on its files, e.g. --solver "
+                               f"prototxt/{args.net}/{args.net}_solver.prototxt --weights ...")
+        surgery.run(args.net, args.out or os.path.join("runs", args.net), mnist=args.mnist,
+                    weights=args.weights, iterations=args.iterations, quiet=args.quiet)
+        return 0
+    if args.solver is None:
+        raise NpcaffeError("give --solver S.prototxt (DNS on its net), or a named recipe: lenet5 or lenet300100")
+    if args.mnist:
+        raise NpcaffeError("--mnist is for the named recipes; with --solver the net's own data layers are read")
+    from .pruning.dnsify import parse_c_rates, parse_layers
+    from .synthetic import parse_data_shapes
+    default_rate, rates = parse_c_rates(args.c_rate)
+    surgery.run_solver(args.solver, out=args.out, weights=args.weights, model=args.model,
+                       layers=parse_layers(args.layers), c_rate=rates or None, default_c_rate=default_rate,
+                       gamma=args.gamma, power=args.power, iter_stop=args.iter_stop, iterations=args.iterations,
+                       data_shapes=parse_data_shapes(args.data_shape), quiet=args.quiet,
+                       solve_wrapper=lambda solver: signal_actions(solver, args.sigint_effect))
+    return 0
+
+
+def cmd_dnsify(args):
+    """Write a net with its Convolution / InnerProduct layers as DNS layers, as readable prototxt."""
+    from .fileio.prototxt import read_net, read_solver
+    from .pruning import dnsify as dz
+    if not os.path.isfile(args.model):
+        raise NpcaffeError(f"{args.model}: no such net file")
+    iter_stop = args.iter_stop
+    if iter_stop is None:
+        if not args.solver:
+            raise NpcaffeError("give --iter_stop N (the iteration from which the masks stay fixed), or --solver "
+                               "S.prototxt to take 80% of its max_iter")
+        if not os.path.isfile(args.solver):
+            raise NpcaffeError(f"--solver: solver file '{args.solver}' not found")
+        solver = read_solver(args.solver)
+        if not solver.HasField("max_iter") or solver.max_iter <= 0:
+            raise NpcaffeError(f"{args.solver}: field 'max_iter' is not set; give --iter_stop N")
+        iter_stop = dz.default_iter_stop(solver.max_iter)
+    default_rate, rates = dz.parse_c_rates(args.c_rate)
+    settings = {"gamma": dz.GAMMA if args.gamma is None else args.gamma,
+                "power": dz.POWER if args.power is None else args.power, "iter_stop": iter_stop}
+    net, record = dz.dnsify(read_net(args.model), dz.parse_layers(args.layers), rates or None, where=args.model,
+                            default_c_rate=dz.C_RATE if default_rate is None else default_rate, **settings)
+    text = dz.converted_text(net, record, source=args.model, **settings)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print("\n".join(dz.describe(record, **settings)) + f"\nwrote {args.out}")
     return 0
 
 
 def cmd_compress(args):
-    """Store only the kept (nonzero, unmasked) weights of a model in an .npz (format: npcaffe.fileio.compressed)."""
+    """Store only the kept (nonzero, unmasked) weights of a model in an .npz (format: npcaffe.sparse)."""
     import os
 
-    from .fileio import compressed
+    from . import sparse
     if args.model:
         from .net import Net
         net = Net(args.model, _phase("TEST"))
         net.copy_from(args.weights)
-        layers = compressed.layers_from_net(net)
+        layers = sparse.layers_from_net(net)
     else:
         from .fileio.caffemodel import read_caffemodel
-        layers = compressed.layers_from_caffemodel(read_caffemodel(args.weights), args.weights)
-    compressed.write_compressed(args.out, layers)
+        layers = sparse.layers_from_caffemodel(read_caffemodel(args.weights), args.weights)
+    sparse.write_compressed(args.out, layers)
     total = sum(a.size for _, _, arrays in layers for a in arrays)
     kept = sum(int(np.count_nonzero(a)) for _, _, arrays in layers for a in arrays)
     print(f"kept {kept} of {total} parameters ({total / max(kept, 1):.2f}x fewer); "
@@ -290,6 +352,58 @@ def cmd_pycaffe(args):
     sys.path.insert(0, os.path.dirname(os.path.abspath(args.script)))  # as `python script.py` does
     run_script(args.script, args.args)
     return 0
+
+
+SURGERY_DEFAULTS = """\
+Defaults for the DNS layers (npcaffe/pruning/dnsify.py):
+  --gamma 1e-4 --power 1   the surgery settings embedded in the DNS release's LeNet models, the
+                           only ones published: the mask update gate opens with probability
+                           1 / (1 + 1e-4 iter), always at first, half the time at iteration 10,000
+  --c_rate 3               the DNS fork's own field default, for every layer not given one; the
+                           threshold is mu + c_rate * std of |w| (the LeNets use 2 to 5 per layer)
+  --iter_stop              80% of max_iter: the last fifth trains the kept weights with the masks
+                           frozen (the release's LeNet recipes stop at 87.5% and 80%)
+  mask fillers             constant 1: every weight starts kept
+A layer with bias_term: false gets a constant 0 bias with mask 0 and lr_mult 0 (DNS layers need a
+bias); the pruned model drops it again.
+"""
+
+SURGERY_HELP = """\
+Dynamic network surgery (Guo, Yao & Chen, NIPS 2016) on any net:
+
+  npcaffe surgery --solver S.prototxt --weights W.caffemodel [--layers conv1,ip1] [--c_rate ip1=4]
+
+The solver's net may use plain Convolution / InnerProduct layers; the chosen ones (--layers,
+default all) become CConvolution / CInnerProduct, the solver trains them from --weights, and --out
+DIR gets <name>_dns_pruned.caffemodel (masks baked: two blobs per layer, the user's own layer
+types and parameters, loads in BVLC Caffe and the user's deploy net), the final 4-blob snapshot
+<name>_dns_iter_N.caffemodel + .solverstate with the converted <name>_dns_solver.prototxt and
+<name>_dns_train_test.prototxt (resume: npcaffe train --solver ... --snapshot ...), report.txt /
+report.json (the paper's Table 4 per layer, test error from the solver's test net) and log.txt.
+<name> is the solver file's name without _solver.prototxt.
+
+  npcaffe surgery lenet5|lenet300100 [--mnist DIR] [--weights W]
+
+are the named recipes: the paper's LeNet runs from prototxt/<net>/, with per-layer settings.
+
+""" + SURGERY_DEFAULTS
+
+DNSIFY_HELP = """\
+Write the net with its Convolution / InnerProduct layers (--layers, default all) as DNS layers,
+as readable prototxt, to read and edit before training it (npcaffe train).
+
+""" + SURGERY_DEFAULTS
+
+
+def dnsify_flags(p):
+    p.add_argument("--layers", action="append", metavar="L1,L2",
+                   help="Convolution / InnerProduct layers to convert (comma-separated, repeatable; default: all)")
+    p.add_argument("--c_rate", "--c-rate", action="append", metavar="[LAYER=]X",
+                   help="DNS threshold factor: LAYER=X for one layer, X for every other (repeatable; default 3)")
+    p.add_argument("--gamma", type=float, help="gate decay gamma (default 1e-4)")
+    p.add_argument("--power", type=float, help="gate power (default 1)")
+    p.add_argument("--iter_stop", "--iter-stop", type=int, metavar="N",
+                   help="iteration from which the masks stay fixed (default: 80%% of the solver's max_iter)")
 
 
 def build_parser():
@@ -349,14 +463,36 @@ def build_parser():
     p.add_argument("--data_shape", "--data-shape", action="append", default=[], metavar="TOP=N,C,H,W",
                    help="replace the data layers by inputs of this shape (nets whose datasets are not here)")
     p.set_defaults(func=cmd_prune_report)
-    p = sub.add_parser("surgery", help="DNS on LeNet-5 / LeNet-300-100 over MNIST, end to end, with a report")
-    p.add_argument("net", choices=["lenet5", "lenet300100"])
-    p.add_argument("--mnist", help="directory with the four MNIST .gz files (else $NPCAFFE_MNIST_DIR or download)")
-    p.add_argument("--weights", help="dense reference .caffemodel to start from (default: train one first)")
-    p.add_argument("--workdir", help="run directory (default: runs/<net>)")
+    p = sub.add_parser("surgery", help="dynamic network surgery on any net (--solver), or the LeNet recipes",
+                       description=SURGERY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("net", nargs="?", choices=["lenet5", "lenet300100"],
+                   help="a named recipe: LeNet-5 / LeNet-300-100 over MNIST with the DNS release's settings")
+    p.add_argument("--solver", help="solver .prototxt whose net (Convolution / InnerProduct layers) gets DNS")
+    p.add_argument("--weights", help="trained .caffemodel to start from (default: train a dense reference first "
+                                     "with the solver as it is)")
+    p.add_argument("--model", help="with --solver: the train/test net .prototxt, instead of the solver's net field")
+    dnsify_flags(p)
     p.add_argument("--iterations", type=int, help="override the solver's max_iter (for a quick try)")
-    p.add_argument("--quiet", action="store_true", help="no training log, just the report")
+    p.add_argument("--data_shape", "--data-shape", action="append", metavar="TOP=N,C,H,W",
+                   help="with --solver: train on generated data, the data layers becoming DummyData of this "
+                        "shape for top TOP (repeat per top; labels get valid class indices)")
+    p.add_argument("--out", "--workdir", dest="out", metavar="DIR",
+                   help="output directory (default: runs/<solver file stem>, runs/<net> for a named recipe)")
+    p.add_argument("--mnist", help="named recipes: directory with the four MNIST .gz files "
+                                   "(else $NPCAFFE_MNIST_DIR or download)")
+    p.add_argument("--sigint_effect", "--sigint-effect", default="stop", choices=["stop", "snapshot", "none"],
+                   help="with --solver, on SIGINT: stop (after a snapshot; the report is still written), "
+                        "snapshot, or none")
+    p.add_argument("--quiet", action="store_true", help="no training log on the console, just the report "
+                                                        "(with --solver, DIR/log.txt keeps the whole log)")
     p.set_defaults(func=cmd_surgery)
+    p = sub.add_parser("dnsify", help="write a net with its Convolution / InnerProduct layers as DNS layers",
+                       description=DNSIFY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="net .prototxt")
+    p.add_argument("--out", required=True, help="converted net .prototxt to write")
+    p.add_argument("--solver", help="solver .prototxt whose max_iter sets the default iter_stop (80%% of it)")
+    dnsify_flags(p)
+    p.set_defaults(func=cmd_dnsify)
     p = sub.add_parser("crosscheck", help="rerun an upstream DNS bundle and compare it number by number")
     p.add_argument("bundle", help="bundle directory, e.g. ../shared/crosscheck/lenet5-dns")
     p.add_argument("--workdir", help="scratch directory for our run (default: a new temporary directory)")

@@ -1,12 +1,24 @@
-"""`npcaffe surgery NET`: the DNS paper's Table 1 from our own command.
+"""`npcaffe surgery`: dynamic network surgery on any net (`run_solver`), and the paper's LeNet recipes (`run`).
 
-MNIST -> LMDB -> (a dense reference, if no --weights) -> dynamic network
-surgery -> (a fine-tuning stage with the masks frozen, where the recipe has
-one) -> test on all 10,000 test images -> report (per-layer kept parameters,
+Any net, `npcaffe surgery --solver S.prototxt --weights W.caffemodel`: the
+solver's net has its Convolution / InnerProduct layers turned into DNS
+layers (npcaffe.pruning.dnsify, whose docstring gives the defaults and
+why), the user's solver trains it (max_iter, schedule, test net as given;
+snapshots into the output directory), and the result is written as the
+user's own plain net with the masks baked in, as a resumable 4-blob DNS
+snapshot with its converted net and solver, and as a report (Table 4 per
+layer, test error from the solver's test net) with the whole log.
+
+The named recipes, `npcaffe surgery lenet5|lenet300100`: MNIST -> LMDB ->
+(a dense reference, if no --weights) -> dynamic network surgery -> (a
+fine-tuning stage with the masks frozen, where the recipe has one) -> test
+on all 10,000 test images -> report (per-layer kept parameters,
 compression, error, iterations, wall time).  The nets and solvers are the
-ones in prototxt/<net>/; data paths in them are rewritten to the run's own
-LMDBs, snapshots go to the run directory.  `iterations` (a quick try) cuts
-the surgery short and skips the fine-tuning stage.
+ones in prototxt/<net>/ (their DNS nets are `dnsify` of the dense ones with
+the release's per-layer settings: tests/pruning/test_dnsify.py); data paths
+in them are rewritten to the run's own LMDBs, snapshots go to the run
+directory.  `iterations` (a quick try) cuts the surgery short and skips the
+fine-tuning stage.
 """
 import json
 import os
@@ -140,3 +152,242 @@ def run(net_name, workdir, mnist=None, weights=None, iterations=None, quiet=Fals
         f.write("\n".join(text) + "\n")
     print("\n".join(text))
     return summary
+
+
+# -- any net: `npcaffe surgery --solver S.prototxt` ------------------------------------------
+_NET_FIELDS = ("net", "net_param", "train_net", "train_net_param", "test_net", "test_net_param")
+
+
+def surgery_name(solver_path):
+    """Stem of the output files: the solver file's name without .prototxt and a trailing _solver."""
+    stem = os.path.splitext(os.path.basename(solver_path))[0]
+    return stem[:-len("_solver")] if stem.endswith("_solver") and stem != "_solver" else stem
+
+
+def _solver_net(param, where, model):
+    """(NetParameter, where it came from) of the one net the solver trains and tests."""
+    if model:
+        if not os.path.isfile(model):
+            raise NpcaffeError(f"--model: net file '{model}' not found")
+        return read_net(model), model
+    if param.HasField("net_param"):
+        return param.net_param, f"{where} (net_param)"
+    if param.HasField("net"):
+        if not os.path.isfile(param.net):
+            raise NpcaffeError(f"{where}: field 'net': net file '{param.net}' not found (relative paths are taken "
+                               f"from the working directory, {os.getcwd()}); run from the directory the solver "
+                               "expects, or give the net with --model")
+        return read_net(param.net), param.net
+    for field in ("train_net", "train_net_param"):
+        if param.HasField(field):
+            raise NpcaffeError(f"{where}: field '{field}': surgery needs one net for training and testing (field "
+                               "net or net_param); put the train and test nets in one file with phase rules, "
+                               "or give such a file with --model")
+    raise NpcaffeError(f"{where}: no net given (field 'net'); give one with --model")
+
+
+def _solver_for(param, net, prefix, max_iter):
+    """The user's solver with `net` (a path or a NetParameter) as its one net, snapshots to prefix."""
+    out = type(param)()
+    out.CopyFrom(param)
+    for field in _NET_FIELDS:
+        out.ClearField(field)
+    if isinstance(net, str):
+        out.net = net
+    else:
+        out.net_param.CopyFrom(net)
+    out.snapshot_prefix = prefix
+    out.max_iter = max_iter
+    out.snapshot_after_train = True
+    del out.weights[:]
+    return out
+
+
+def _solve(solver, solve_wrapper):
+    if solve_wrapper is None:
+        solver.solve()
+        return
+    with solve_wrapper(solver):
+        solver.solve()
+
+
+def _model_ext(param):
+    from .proto import caffe_pb2
+    return ".caffemodel.h5" if param.snapshot_format == caffe_pb2.SolverParameter.HDF5 else ".caffemodel"
+
+
+def _test_scores(solver):
+    """({output: value}, first Accuracy top or None) of the solver's test net #0, or ({}, None)."""
+    if not solver.test_nets:
+        return {}, None
+    scores = {}
+    for name, value in solver.test(0):
+        scores.setdefault(name, float(value))
+    net = solver.test_nets[0]
+    accuracy = [top for name, layer in zip(net.layer_names, net.layers) if layer.type == "Accuracy"
+                for top in net.top_names[name]]
+    return scores, next((top for top in accuracy if top in scores), None)
+
+
+def report_rows(net, record):
+    """Table 4 rows (pruning.report.LayerCount) of a DNS net: every layer with parameters, the
+    kept counts of the mask core; a bias dnsify added to a bias_term: false layer is not counted."""
+    from .masks import effective_params, kept_counts
+    from .pruning.report import LayerCount, count_net
+    zero_bias = {c.name for c in record if c.zero_bias}
+    layers = dict(zip(net.layer_names, net.layers))
+    rows = []
+    for row in count_net(net):
+        if row.name in zero_bias:
+            row = LayerCount(row.name, row.type, *kept_counts(effective_params(layers[row.name])[0]))
+        rows.append(row)
+    return rows
+
+
+def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_rate=None, default_c_rate=None,
+               gamma=None, power=None, iter_stop=None, iterations=None, data_shapes=None, quiet=False,
+               solve_wrapper=None):
+    """DNS on the net of any solver: dnsify its Convolution / InnerProduct layers, train, bake, report.
+
+    Writes into `out` (default runs/<solver file stem>), with <name> = surgery_name(solver_path):
+    <name>_dns_train_test.prototxt and <name>_dns_solver.prototxt (the converted net and the
+    solver that ran it), the final 4-blob snapshot <name>_dns_iter_N.caffemodel + .solverstate
+    (resume with npcaffe train --solver <name>_dns_solver.prototxt --snapshot ...),
+    <name>_dns_pruned.caffemodel (masks baked into the user's own plain layers: BVLC Caffe and
+    the user's deploy net load it), report.txt / report.json (Table 4, test scores) and log.txt
+    (the whole log, INFO lines included when quiet).  Without `weights` (or the solver's own
+    `weights`) a dense reference is trained first, with the solver as it is.  layers, c_rate,
+    default_c_rate, gamma, power, iter_stop: as pruning.dnsify.dnsify, None for its defaults
+    (iter_stop: 80% of max_iter).  iterations overrides max_iter (of the reference too).
+    data_shapes {top: shape}: train on generated data (synthetic.generated_data_net).
+    solve_wrapper(solver): a context manager around training (the CLI's SIGINT handling).
+    """
+    from .fileio.caffemodel import write_caffemodel
+    from .fileio.prototxt import to_text
+    from .pruning import dnsify as dz
+    from .pruning.report import format_report
+    from .solvers import get_solver
+    from .synthetic import generated_data_net
+
+    if not os.path.isfile(solver_path):
+        raise NpcaffeError(f"--solver: solver file '{solver_path}' not found")
+    param = read_solver(solver_path)
+    name = surgery_name(solver_path)
+    if iterations is not None:
+        max_iter = int(iterations)
+    elif param.HasField("max_iter") and param.max_iter > 0:
+        max_iter = param.max_iter
+    else:
+        raise NpcaffeError(f"{solver_path}: field 'max_iter' is not set; DNS needs it (the default iter_stop is "
+                           "80% of it): set it, or give --iterations")
+    net_param, net_where = _solver_net(param, solver_path, model)
+    settings = {"gamma": dz.GAMMA if gamma is None else float(gamma),
+                "power": dz.POWER if power is None else float(power),
+                "iter_stop": dz.default_iter_stop(max_iter) if iter_stop is None else int(iter_stop)}
+    convert = {"layers": layers, "c_rate": c_rate, "where": net_where,
+               "default_c_rate": dz.C_RATE if default_c_rate is None else default_c_rate, **settings}
+    dz.dnsify(net_param, **convert)  # conversion errors before anything is written
+    if weights is None and param.weights:
+        weights = ",".join(param.weights)
+    for path in (weights or "").split(","):
+        if path and not os.path.isfile(path):
+            raise NpcaffeError(f"--weights: '{path}' not found")
+
+    out = out or os.path.join("runs", os.path.splitext(os.path.basename(solver_path))[0])
+    os.makedirs(out, exist_ok=True)
+    net_file = os.path.join(out, f"{name}_dns_train_test.prototxt")
+    solver_file = os.path.join(out, f"{name}_dns_solver.prototxt")
+    log_file = os.path.join(out, "log.txt")
+    started = time.time()
+    summary = {"solver": solver_path, "net": net_where, "name": name}
+    was_quiet = glog.is_quiet()
+    glog.set_quiet(quiet)
+    try:
+        with glog.tee(log_file):
+            glog.info(f"npcaffe surgery --solver {solver_path}: dynamic network surgery on {net_where}")
+            if data_shapes:
+                net_param = generated_data_net(net_param, data_shapes)
+            dns_net, record = dz.dnsify(net_param, **convert)
+            if weights is None:
+                glog.info("No --weights: training a dense reference with the solver as it is first")
+                dense = _solver_for(param, net_param, os.path.join(out, f"{name}_reference"), max_iter)
+                solver = get_solver(dense)
+                _solve(solver, solve_wrapper)
+                weights = solver.snapshot_filename(_model_ext(dense))
+                if solver.requested_early_exit:
+                    raise NpcaffeError(f"stopped while training the dense reference, at iteration {solver.iter} "
+                                       f"(snapshot {weights}); give it as --weights to go on from there")
+                summary["reference_test_scores"] = _test_scores(solver)[0]
+            summary["weights"] = weights
+
+            source = net_where + (f", data layers replaced by generated data {data_shapes}" if data_shapes else "")
+            with open(net_file, "w") as f:
+                f.write(dz.converted_text(dns_net, record, source=source, **settings))
+            dns = _solver_for(param, net_file, os.path.join(out, f"{name}_dns"), max_iter)
+            with open(solver_file, "w") as f:
+                f.write(f"# {solver_path}, its net dnsified ({net_file}): npcaffe surgery --solver.\n"
+                        f"# Resume: npcaffe train --solver {solver_file} --snapshot "
+                        f"{os.path.join(out, name + '_dns')}_iter_N.solverstate\n" + to_text(dns))
+
+            surgery_started = time.time()
+            solver = get_solver(solver_file)
+            solver.copy_weights(weights)
+            _solve(solver, solve_wrapper)
+            surgery_seconds = time.time() - surgery_started
+            scores, accuracy_top = _test_scores(solver)
+            snapshot_model = solver.snapshot_filename(_model_ext(dns))
+            snapshot_state = solver.snapshot_filename(_model_ext(dns).replace("caffemodel", "solverstate"))
+            pruned = os.path.join(out, f"{name}_dns_pruned.caffemodel")
+            write_caffemodel(dz.baked_model(solver.net, record), pruned)
+            glog.info(f"Pruned model (masks baked into the plain layers) written to {pruned}")
+    finally:
+        glog.set_quiet(was_quiet)
+    rows = report_rows(solver.net, record)
+    total, kept = sum(r.params for r in rows), sum(r.kept for r in rows)
+    summary.update({
+        "iterations": solver.iter, "max_iter": max_iter, "stopped_early": bool(solver.requested_early_exit),
+        "settings": {**settings, "c_rate": {c.name: c.c_rate for c in record}},
+        "converted": list(dict.fromkeys(c.name for c in record)),
+        "test_scores": scores, "accuracy_output": accuracy_top,
+        "test_accuracy": scores[accuracy_top] if accuracy_top else None,
+        "test_error_pct": 100 * (1 - scores[accuracy_top]) if accuracy_top else None,
+        "params": total, "kept": kept, "compression": total / kept if kept else None,
+        "surgery_seconds": surgery_seconds, "total_seconds": time.time() - started,
+        "pruned_model": pruned, "snapshot_model": snapshot_model, "snapshot_state": snapshot_state,
+        "net_prototxt": net_file, "solver_prototxt": solver_file, "log": log_file,
+        "layers": {r.name: {"type": r.type, "params": r.params, "kept": r.kept} for r in rows},
+    })
+    text = _general_report(summary, format_report(rows), list(solver.param.test_iter), record, settings)
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(out, "report.txt"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    return summary
+
+
+def _general_report(s, table, test_iter, record, settings):
+    from .pruning.dnsify import describe
+    done = f"{s['iterations']} iterations" if not s["stopped_early"] else \
+        f"stopped at iteration {s['iterations']} of {s['max_iter']}"
+    lines = [f"Dynamic network surgery on {s['net']} ({s['solver']}): {done} in {s['surgery_seconds']:.0f} s "
+             f"(total {s['total_seconds']:.0f} s, from {s['weights']})"]
+    lines += describe(record, **settings)
+    lines.append(table)
+    for name in s["converted"]:
+        if s["layers"][name]["kept"] == 0:
+            lines.append(f"warning: layer {name} keeps no parameters, so the net's output no longer depends on "
+                         f"its input; give it a lower --c_rate (now {s['settings']['c_rate'][name]:g})")
+    if s["accuracy_output"]:
+        lines.append(f"test error {s['test_error_pct']:.2f}% ({s['accuracy_output']} {s['test_accuracy']:.4f}) on "
+                     f"test net #0, {test_iter[0]} iterations")
+    if s["test_scores"]:
+        lines.append("test net #0 outputs: " + ", ".join(f"{k} = {glog.fmt(v)}" for k, v in s["test_scores"].items()))
+    else:
+        lines.append("no test net in the solver (test_iter): no test error")
+    lines += [f"pruned model (masks baked, the user's plain layers): {s['pruned_model']}",
+              f"DNS snapshot (4 blobs per layer): {s['snapshot_model']}, {s['snapshot_state']}",
+              f"resume DNS: npcaffe train --solver {s['solver_prototxt']} --snapshot {s['snapshot_state']}"
+              + (" --iterations M" if not s["stopped_early"] else ""),
+              f"log: {s['log']}"]
+    return "\n".join(lines)
