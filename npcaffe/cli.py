@@ -27,7 +27,7 @@ def cmd_test(args):
     if args.weights:
         for w in args.weights.split(","):
             net.copy_from(w, pack=False)  # packed once, below
-        from .sparse import sparsify
+        from .sparse.packing import sparsify
         sparsify(net, verify=False)  # the weights stay fixed from here on
     else:
         glog.warning("no --weights given: scoring the net's freshly initialised parameters")
@@ -299,19 +299,19 @@ def cmd_dnsify(args):
 
 
 def cmd_compress(args):
-    """Store only the kept (nonzero, unmasked) weights of a model in an .npz (format: npcaffe.sparse)."""
+    """Store only the kept (nonzero, unmasked) weights of a model in an .npz (format: npcaffe.fileio.compressed)."""
     import os
 
-    from . import sparse
+    from .fileio import compressed
     if args.model:
         from .net import Net
         net = Net(args.model, _phase("TEST"))
         net.copy_from(args.weights)
-        layers = sparse.layers_from_net(net)
+        layers = compressed.layers_from_net(net)
     else:
         from .fileio.caffemodel import read_caffemodel
-        layers = sparse.layers_from_caffemodel(read_caffemodel(args.weights), args.weights)
-    sparse.write_compressed(args.out, layers)
+        layers = compressed.layers_from_caffemodel(read_caffemodel(args.weights), args.weights)
+    compressed.write_compressed(args.out, layers)
     total = sum(a.size for _, _, arrays in layers for a in arrays)
     kept = sum(int(np.count_nonzero(a)) for _, _, arrays in layers for a in arrays)
     print(f"kept {kept} of {total} parameters ({total / max(kept, 1):.2f}x fewer); "
