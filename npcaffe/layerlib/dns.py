@@ -89,7 +89,7 @@ from ..kernels.dns import dns_statistics, dns_threshold, dns_update_masks, gate_
 from ..layer import TRAIN, register
 from ..sparse import packing
 from .common import InnerProductLayer
-from .vision import Convolution
+from .convolution import Convolution
 
 _INT_MIN = -2 ** 31
 

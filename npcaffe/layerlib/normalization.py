@@ -1,17 +1,21 @@
-"""Normalisation layers: BatchNorm, Scale, Bias, MVN.
+"""Normalisation layers: BatchNorm, Scale, Bias, MVN, LRN.
 
 ResNet-style nets chain them as Convolution -> BatchNorm (statistics only)
 -> Scale (bias_term: true, the learned gamma and beta).  Sums over the
 reduced axes are float32 NumPy reductions (pairwise), where Caffe uses BLAS
-gemv; results agree to float rounding, not bit for bit.
+gemv; results agree to float rounding, not bit for bit.  LRN (AlexNet's local
+response normalisation) has kernels of its own, npcaffe.kernels.lrn.
 """
 import numpy as np
 
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
+from ..kernels.lrn import lrn_across_backward, lrn_across_forward, lrn_within_backward, lrn_within_forward
 from ..layer import TEST, Layer, register
 from ..proto import caffe_pb2
+
+_LRN = caffe_pb2.LRNParameter
 
 
 def _where(layer):
@@ -319,3 +323,67 @@ class MVNLayer(Layer):
         y = top[0].flat_data.reshape(self.view)
         mean_dy_y = (dy * y).sum(axis=1, dtype=np.float32, keepdims=True) / dim
         np.divide(dy - mean_dy - mean_dy_y * y, self.std, out=dx)
+
+
+@register("LRN")
+class LRNLayer(Layer):
+    """Local response normalisation (BVLC src/caffe/layers/lrn_layer.cpp).
+
+    Shapes: bottom (N, C, H, W), top the same.  lrn_param: local_size n
+    (default 5, must be odd), alpha (1), beta (0.75), k (1), norm_region.
+
+    ACROSS_CHANNELS (default):
+        y = x * (k + alpha / n * sum_{c' in window(c)} x_{c'}^2) ^ -beta
+    over the n channels centred on c (fewer at the ends; missing ones count 0).
+    WITHIN_CHANNEL:
+        y = x * (1 + alpha / n^2 * sum_{n x n window} x^2) ^ -beta
+    over the n x n spatial window centred on the pixel, zeros outside the
+    image.  Mirrored from upstream on purpose: k is ignored here (the shift
+    is 1) and alpha is divided by n^2 (upstream averages with a padded AVE
+    pooling).  Backward is the exact gradient of each (kernels in
+    npcaffe.kernels.lrn, which keep upstream's running-window arithmetic for
+    ACROSS_CHANNELS).  Deliberate difference: in-place use is an error
+    (upstream accepts it and then computes its backward from the output).
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.lrn_param
+        self.size = p.local_size
+        if self.size % 2 != 1 or self.size < 1:
+            raise NetError(f"{_where(self)}: lrn_param.local_size must be odd (the window is centred), got "
+                           f"{self.size}; use e.g. {self.size + 1 if self.size > 0 else 1}")
+        self.alpha, self.beta, self.k = np.float32(p.alpha), np.float32(p.beta), np.float32(p.k)
+        self.region = p.norm_region
+        if self.region not in (_LRN.ACROSS_CHANNELS, _LRN.WITHIN_CHANNEL):
+            raise NetError(f"{_where(self)}: unknown norm_region {self.region}")
+        self.scale = np.zeros(0, np.float32)
+
+    def reshape(self, bottom, top):
+        if bottom[0].num_axes != 4:
+            raise NetError(f"{_where(self)}: bottom '{bottom[0].name}' must have 4 axes (num, channels, height, "
+                           f"width), got shape {bottom[0].shape}")
+        if top[0] is bottom[0]:
+            raise NetError(f"{_where(self)}: cannot run in place (backward needs the input); give the top its own name")
+        top[0].reshape_like(bottom[0])
+        if self.scale.size != bottom[0].count:
+            self.scale = np.zeros(bottom[0].count, np.float32)
+
+    def forward_cpu(self, bottom, top):
+        x = bottom[0].data
+        scale = self.scale.reshape(x.shape)
+        if self.region == _LRN.ACROSS_CHANNELS:
+            lrn_across_forward(x, self.size, self.alpha, self.beta, self.k, scale, top[0].data)
+        else:
+            lrn_within_forward(x, self.size, self.alpha, self.beta, scale, top[0].data)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x = bottom[0].data
+        scale = self.scale.reshape(x.shape)
+        if self.region == _LRN.ACROSS_CHANNELS:
+            lrn_across_backward(x, top[0].data, scale, top[0].diff, self.size, self.alpha, self.beta, bottom[0].diff)
+        else:
+            lrn_within_backward(x, scale, top[0].diff, self.size, self.alpha, self.beta, bottom[0].diff)

@@ -4,7 +4,7 @@
   CSR copies of their (effective) weights (`sparsify`, `PackedWeights`),
   and the measured densities below which the sparse kernels win, for
   inference and for DNS training.  Each layer runs its own sparse forward
-  (Convolution in npcaffe.layerlib.vision, InnerProduct in
+  (Convolution through npcaffe.layerlib.conv_paths, InnerProduct in
   npcaffe.layerlib.common).
 - npcaffe.sparse.chains: runs of packed inner products and the ReLU,
   Split, Softmax and Input layers around them as one kernel call (ChainPlan).

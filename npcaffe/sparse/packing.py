@@ -20,7 +20,8 @@ batch-1 InnerProduct).  `npcaffe test`, which never changes weights, packs
 with verify=False and skips it.  Convolution with group > 1 stays dense.
 Below SMALL_BATCH images a convolution unrolls its input (im2col, small
 then) and adds one column row per kept weight, or at stride 1 runs a direct
-kernel; from SMALL_BATCH on it uses the batch-innermost direct kernel.
+kernel; from SMALL_BATCH on it uses the batch-innermost direct kernel
+(npcaffe.layerlib.conv_paths, the Packed* paths).
 
 DENSITY_THRESHOLD and SMALL_BATCH_DENSITY_THRESHOLD were measured with
 `python tools/bench.py --threshold`: each weight layer of LeNet-5 and

@@ -1,9 +1,9 @@
-"""im2col / col2im: Numba kernels against the NumPy references and hand values."""
+"""im2col / col2im: Numba kernels against the NumPy references and hand values; the N-D ones against the 2-D."""
 import numpy as np
 import pytest
 
-from npcaffe.kernels.im2col import (col2im, col2im_reference, im2col, im2col_reference, same_values,
-                                    same_values_reference)
+from npcaffe.kernels.im2col import (col2im, col2im_nd, col2im_reference, im2col, im2col_nd, im2col_reference,
+                                    same_values, same_values_reference)
 
 
 def out_dim(size, kernel, pad, stride, dilation):
@@ -105,3 +105,20 @@ def test_split_over_threads_is_bit_identical(case, count):
         parallel.set_num_threads(before)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("geometry", [((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 2), (0, 1), (2, 1), (1, 2)),
+                                      ((2, 4), (2, 0), (1, 3), (2, 1))])
+def test_nd_kernels_equal_the_2d_ones(geometry):
+    kernel, pad, stride, dilation = geometry
+    im = np.random.default_rng(1).uniform(-1, 1, (1, 3, 7, 8)).astype(np.float32)
+    out = tuple((n + 2 * p - (d * (k - 1) + 1)) // s + 1 for n, k, p, s, d in zip((7, 8), kernel, pad, stride, dilation))
+    want = np.empty((3 * kernel[0] * kernel[1], out[0] * out[1]), np.float32)
+    im2col(im, *kernel, *pad, *stride, *dilation, *out, want)
+    got = np.empty_like(want)
+    im2col_nd(im[0], kernel, pad, stride, dilation, out, got)
+    np.testing.assert_array_equal(got, want)
+    back_want, back_got = np.empty_like(im), np.empty_like(im[0])
+    col2im(want, *kernel, *pad, *stride, *dilation, *out, back_want)
+    col2im_nd(want, kernel, pad, stride, dilation, out, back_got)
+    np.testing.assert_array_equal(back_got, back_want[0])

@@ -7,6 +7,7 @@ from helpers import layer_param, make_blob
 from npcaffe.blob import Blob
 from npcaffe.kernels import glibc_rand
 from npcaffe.layer import TRAIN, create_layer
+from npcaffe.layerlib import conv_paths
 from npcaffe.sparse import packing
 
 CONV = """name: "c" type: "CConvolution"
@@ -64,12 +65,11 @@ def _close(got, want):
 @pytest.mark.parametrize("band_floats", [1 << 18, 1])  # 1: the weight gradient one output row at a time
 def test_conv_sparse_path_matches_dense(kernel, stride, pad, dilation, shape, batch_inner, density, band_floats,
                                         monkeypatch):
-    import npcaffe.layerlib.vision as vision
-    monkeypatch.setattr(vision, "WEIGHT_GRAD_BAND_FLOATS", band_floats)
+    monkeypatch.setattr(conv_paths, "WEIGHT_GRAD_BAND_FLOATS", band_floats)
     text = CONV.format(kernel=kernel, stride=stride, pad=pad, dilation=dilation)
     layer = create_layer(layer_param(text), TRAIN)
     layer.setup([make_blob(shape)], [Blob(())])
-    assert layer._batch_inner() == batch_inner
+    assert conv_paths.SparseBatchInner.suits(layer.shape) == batch_inner
     _close(_run(text, shape, density, sparse=True), _run(text, shape, density, sparse=False))
 
 
@@ -108,7 +108,8 @@ def test_batch_inner_backward_reuses_forward_copy_only_when_the_bottom_is_unchan
     packing.TRAIN_CONV_DENSITY_THRESHOLD = 1.01
     try:
         layer.forward(bottom, top)
-        assert layer.train_csr is not None and layer._batch_inner()
+        path = layer.compute_path(layer.train_csr)
+        assert isinstance(path, conv_paths.SparseBatchInner)
         if write_between:
             bottom[-1].data[...] = rng.standard_normal(shape)
         for t in top:
@@ -117,7 +118,7 @@ def test_batch_inner_backward_reuses_forward_copy_only_when_the_bottom_is_unchan
         layer.backward(top, [True] * bottoms, bottom)
         got = layer.blobs[0].diff.copy()
         # the same backward with every copy made afresh
-        layer._images_source = (None, None)
+        path.images_source = (None, None)
         layer.blobs[0].diff[...] = 0
         layer.backward(top, [True] * bottoms, bottom)
         np.testing.assert_array_equal(got, layer.blobs[0].diff)

@@ -1,4 +1,4 @@
-"""BatchNorm, Scale, Bias, MVN: hand-computed forwards, statistics, gradients."""
+"""BatchNorm, Scale, Bias, MVN, LRN: hand-computed forwards, statistics, gradients."""
 import numpy as np
 import pytest
 
@@ -166,3 +166,41 @@ def test_mvn(param):
         expected /= np.sqrt((expected ** 2).mean(axis=axes, keepdims=True)) + 1e-9
     np.testing.assert_allclose(top.data, expected, rtol=1e-5, atol=1e-6)
     check_gradient(make(f'type: "MVN" mvn_param {{ {param} }}'), [x], [Blob(())], threshold=5e-3)
+
+
+# -- LRN ----------------------------------------------------------------------------------------
+
+def test_lrn_across_hand_values():
+    # One pixel, 3 channels, local_size 3: scale_c = k + alpha/3 * (sum of squares of c-1..c+1).
+    x = Blob((1, 3, 1, 1))
+    x.data[...] = np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1)
+    top = forward(make('type: "LRN" lrn_param { local_size: 3 alpha: 3 beta: 0.5 k: 2 }'), [x])
+    scale = 2 + np.array([1 + 4, 1 + 4 + 9, 4 + 9])
+    np.testing.assert_allclose(top.data.ravel(), [1, 2, 3] / np.sqrt(scale), rtol=1e-6)
+
+
+def test_lrn_within_hand_values():
+    # 3x3 image, local_size 3: centre window is the whole image, corner windows hold 4 pixels.
+    x = Blob((1, 1, 3, 3))
+    x.data[...] = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)
+    top = forward(make('type: "LRN" lrn_param { local_size: 3 alpha: 9 beta: 1 k: 100 norm_region: WITHIN_CHANNEL }'), [x])
+    v = x.data[0, 0].astype(np.float64)
+    centre = 5 / (1 + (v ** 2).sum())  # alpha / size^2 = 1, k ignored
+    corner = 1 / (1 + (1 + 4 + 16 + 25))
+    assert top.data[0, 0, 1, 1] == pytest.approx(centre, rel=1e-6)
+    assert top.data[0, 0, 0, 0] == pytest.approx(corner, rel=1e-6)
+
+
+@pytest.mark.parametrize("param", ["local_size: 3 alpha: 1.5 beta: 0.75 k: 1.2",
+                                   "local_size: 5",
+                                   "local_size: 3 alpha: 1.5 beta: 0.75 norm_region: WITHIN_CHANNEL"])
+def test_lrn_gradient(param):
+    x = make_blob((2, 7, 3, 3), seed=3)
+    check_gradient_exhaustive(make(f'type: "LRN" lrn_param {{ {param} }}'), [x], [Blob(())], threshold=2e-3)
+
+
+def test_lrn_even_local_size_is_an_error():
+    with pytest.raises(NetError, match=r"layer 'n' \(LRN\): lrn_param.local_size must be odd.*got 4"):
+        forward(make('type: "LRN" lrn_param { local_size: 4 }'), [make_blob((1, 3, 2, 2))])
+    with pytest.raises(NetError, match=r"must have 4 axes.*\(2, 3\)"):
+        forward(make('type: "LRN"'), [make_blob((2, 3))])
