@@ -9,9 +9,15 @@ are glibc's expf/logf, the functions Caffe's CPU code calls, so results agree
 with upstream to the float.  NumPy's own float32 exp/log are SIMD versions
 that differ from glibc in the last bit for many inputs, so the `*_ref`
 versions are references to compare with a tolerance, not bit for bit.  Sums
-over channels run in float32 in index order; Caffe leaves them to BLAS
-(sgemv/sdot), whose order depends on the build, so a sum may differ from an
-upstream run in its last bit.
+over channels run in float32.  Caffe leaves them to BLAS (sgemv/sdot), whose
+order depends on the build; the forward's sum of exponentials follows the DNS
+fork's OpenBLAS (0.3.21, Haswell) where it matters most, one position per
+image (inner 1, every classifier): its sgemv adds the channels four at a time,
+s + (((e0 + e1) + e2) + e3), then the rest one by one (measured against that
+library, tests/kernels/test_softmax_kernel.py).  The adaptive solvers turn a
+last-bit difference here into a different run (npcaffe.solvers.sgd).  With
+several positions per image the sums run in index order, which agrees with
+that sgemv for some shapes only.
 
 Every kernel is safe when its output aliases its input (in-place layers).
 """
@@ -34,11 +40,17 @@ def softmax_forward(x, out):
                 v = x[i, c, k]
                 if m < v:
                     m = v
-            s = np.float32(0)
             for c in range(channels):
-                e = np.exp(x[i, c, k] - m)
-                out[i, c, k] = e
-                s += e
+                out[i, c, k] = np.exp(x[i, c, k] - m)
+            s = np.float32(0)
+            c = 0
+            if inner == 1:
+                while c + 4 <= channels:
+                    s += ((out[i, c, k] + out[i, c + 1, k]) + out[i, c + 2, k]) + out[i, c + 3, k]
+                    c += 4
+            while c < channels:
+                s += out[i, c, k]
+                c += 1
             for c in range(channels):
                 out[i, c, k] = out[i, c, k] / s
 
