@@ -8,19 +8,38 @@ after Caffe's sgd_solver.cpp) is, per learnable parameter:
                          history <- saxpy(local_rate, diff, history)    (skipped when local_rate == 0)
                          diff    <- history
 
-where saxpy(a, x, y) = y + a*x with one rounding (OpenBLAS's fused
-multiply-add, emulated exactly in float64 as the solver does) and sscal
-multiplies in float32.  Done with NumPy calls this reads and writes the
-three arrays five times and allocates float64 temporaries; the kernel does
-the same arithmetic element by element, with the same roundings, in one
-pass, so the results are equal to the bit.  With `step` it also does the
-Net's update of that blob (data -= diff, Net::Update) in the same pass; the
-elements are split over threads (npcaffe.parallel).
+where saxpy(a, x, y) = y + a*x as the DNS fork's OpenBLAS (0.3.21, Haswell
+kernel) computes it: one fused multiply-add (emulated exactly in float64)
+for the first n - n % 32 elements, the vector loop's; a float32 product then
+a float32 sum for the last n % 32, its C tail loop (measured on the fork's
+libopenblas: every tail element rounds as a*x then + y) - see
+SAXPY_FMA_BLOCK.  sscal multiplies in float32.  Done with NumPy calls this
+reads and writes the three arrays five times and allocates float64
+temporaries; the kernel does the same arithmetic element by element, with
+the same roundings, in one pass, so the results are equal to the bit.  With
+`step` it also does the Net's update of that blob (data -= diff,
+Net::Update) in the same pass; the elements are split over threads
+(npcaffe.parallel).
+
+`powx` is caffe_powx: glibc's powf per element, which differs from x*x and
+sqrt in the last bit for about one input in 1,500.
 """
+import math
+
 import numba
 import numpy as np
 
 from .. import parallel
+
+# OpenBLAS's Haswell saxpy: the vector loop (fused multiply-adds) takes 32 elements
+# at a time; the remaining n % 32 go through a scalar C loop, y[i] += a * x[i],
+# built without contraction, so rounded twice.
+SAXPY_FMA_BLOCK = 32
+
+
+def saxpy_fma_end(n):
+    """Elements [0, end) of an n-element saxpy are fused multiply-adds, [end, n) multiply then add."""
+    return n - n % SAXPY_FMA_BLOCK
 
 
 def sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum, step=False):
@@ -30,27 +49,35 @@ def sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum, 
     All arrays flat float32 of one size; the three scalars float32.
     """
     parallel.run(_sgd_momentum_update, diff.size, data, diff, history, np.float32(local_decay),
-                 np.float32(local_rate), np.float32(momentum), bool(step), min_items=1 << 16)
+                 np.float32(local_rate), np.float32(momentum), bool(step), saxpy_fma_end(diff.size),
+                 min_items=1 << 16)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _saxpy1(a, x, y, fused):
+    """One element of saxpy: y + a*x, one rounding when fused, else a*x rounded first."""
+    if fused:
+        return np.float32(np.float64(a) * np.float64(x) + np.float64(y))
+    return y + a * x
 
 
 @numba.njit(cache=True, nogil=True)
-def _sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum, step, start, stop):
+def _sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum, step, fma_end, start, stop):
     # The range is sliced first: indexing with start + k would add a wraparound
     # test to every access (Numba cannot know it is not negative).
     data, diff, history = data[start:stop], diff[start:stop], history[start:stop]
-    decay = np.float64(local_decay)
-    rate = np.float64(local_rate)
     for k in range(diff.size):
+        fused = start + k < fma_end
         g = diff[k]
-        if decay != 0:
-            g = np.float32(decay * np.float64(data[k]) + np.float64(g))
+        if local_decay != 0:
+            g = _saxpy1(local_decay, data[k], g, fused)
         h = history[k]
         if momentum == 0:
             h = np.float32(0)
         elif momentum != 1:
             h = h * momentum
-        if rate != 0:
-            h = np.float32(rate * np.float64(g) + np.float64(h))
+        if local_rate != 0:
+            h = _saxpy1(local_rate, g, h, fused)
         history[k] = h
         diff[k] = h
         if step:
@@ -60,14 +87,31 @@ def _sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum,
 def sgd_momentum_update_ref(data, diff, history, local_decay, local_rate, momentum, step=False):
     """NumPy reference for `sgd_momentum_update`, written as the solver's BLAS-level steps."""
     local_decay, local_rate, momentum = np.float32(local_decay), np.float32(local_rate), np.float32(momentum)
+    end = saxpy_fma_end(diff.size)
+
+    def saxpy(a, x, y):
+        y[:end] = np.float64(a) * x[:end] + y[:end]
+        y[end:] = y[end:] + a * x[end:]
     if local_decay != 0:
-        diff[...] = np.float64(local_decay) * data + diff
+        saxpy(local_decay, data, diff)
     if momentum == 0:
         history[...] = 0
     elif momentum != 1:
         history *= momentum
     if local_rate != 0:
-        history[...] = np.float64(local_rate) * diff + history
+        saxpy(local_rate, diff, history)
     diff[...] = history
     if step:
         data -= diff
+
+
+@numba.njit(cache=True)
+def powx(x, p, out):
+    """out = x ** p elementwise with glibc's powf (caffe_powx's loop); `out` may alias `x`.
+
+    p is a runtime float32, so the compiler cannot turn powf(x, 2) into x*x or
+    powf(x, 0.5) into sqrt: the fork calls powf for both.  Checked against
+    libm's powf through ctypes (tests/solvers/test_fork_arithmetic.py).
+    """
+    for i in range(x.size):
+        out[i] = math.pow(x[i], p)

@@ -22,15 +22,42 @@ ApplyUpdate, per iteration:
     iter += 1
 
 Arithmetic is float32 in upstream's order.  The BLAS calls are mirrored as
-the upstream build runs them (OpenBLAS, Haswell kernels, see
+the upstream build runs them (OpenBLAS 0.3.21, Haswell kernels, see
 ../shared/crosscheck/lenet5-dns/README.txt): caffe_axpy is saxpy, whose
-kernel computes y + a*x with one fused multiply-add, emulated here exactly
-in float64 (the product of two floats is exact in double; one rounding to
-double then to float can differ from a single rounding only in ties, at
-most 1 ulp, not seen in practice); caffe_cpu_axpby is Caffe's sscal then
-saxpy; caffe_cpu_scale is scopy then sscal.  caffe_powx(x, 2) / (x, 0.5)
-are glibc powf calls upstream; we use x*x and sqrt (correctly rounded;
-powf agrees except, rarely, in the last bit).
+vector loop computes y + a*x with one fused multiply-add, emulated here
+exactly in float64 (the product of two floats is exact in double; one
+rounding to double then to float can differ from a single rounding only in
+ties, at most 1 ulp, not seen in practice), while its scalar tail loop, the
+last n % 32 elements, rounds a*x and then the sum (npcaffe.kernels.sgd);
+caffe_cpu_axpby is Caffe's sscal then saxpy; caffe_cpu_scale is scopy then
+sscal.  caffe_powx is glibc's powf per element, for squares and square
+roots alike, and so is ours (npcaffe.kernels.sgd.powx): x*x and sqrt are
+correctly rounded, powf is not, and about one input in 1,500 differs in the
+last bit.
+
+AdaGrad, RMSProp and AdaDelta compute what the DNS fork's solver.cpp
+computes (it predates BVLC's solvers/ split): the same blobs (history_ per
+param, AdaDelta's update histories after all the gradient histories, as its
+.solverstate lists them; update_ and temp_ written in full before they are
+read), the same calls in the same order, decay before and Net::Update after.
+What made their runs part from the fork's (../shared/crosscheck/solver-adagrad:
+every loss equal to iteration 7, then off; RMSProp and AdaDelta later) was
+arithmetic below the formulas, where SGD, Nesterov and Adam do not notice it:
+saxpy's tail and powf (above), and the softmax's sum of exponentials, which
+the fork leaves to sgemv (npcaffe.kernels.softmax).  These rules divide each
+weight's step by the root of its own gradient history, which makes them
+amplifiers: a weight whose gradient nearly cancels its decay can take a step
+of up to lr however small the remainder, so a last bit there can move it by
+1e-3 of its size at once; and one example more or less in the gradient of a
+weight with a small history moves it by up to lr (SGD: by lr times that
+example's share).  A ReLU input near zero decides such an example: in that
+bundle, ip2's unit 29 on the 11th image of batch 7, +3.4e-6 in the fork's run
+and -9e-7 after seven iterations of other roundings.  With those three
+mirrored, that run is the fork's to the bit (every printed loss, the weights
+and history at both snapshots) when NumPy's OpenBLAS runs the fork's Haswell
+kernels on one thread (OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=1, as
+`npcaffe crosscheck` runs solver bundles); other kernels or a threaded sgemm
+round some products differently, and such a run may part from the fork's.
 """
 import math
 
@@ -38,7 +65,8 @@ import numpy as np
 
 from .. import glog
 from ..errors import SolverError
-from ..kernels.sgd import sgd_momentum_update
+from ..kernels.sgd import powx as powf_array
+from ..kernels.sgd import saxpy_fma_end, sgd_momentum_update
 from .lr_policy import learning_rate
 from .solver import Solver, register_solver
 
@@ -47,11 +75,14 @@ f32 = np.float32
 
 # -- BLAS-level helpers, float32 in place ------------------------------------------
 def axpy(alpha, x, y):
-    """y <- alpha * x + y with one rounding (OpenBLAS saxpy; returns at once when alpha == 0)."""
+    """y <- alpha * x + y as OpenBLAS's saxpy: one rounding but in the last n % 32 elements,
+    where a*x is rounded first; returns at once when alpha == 0."""
     alpha = f32(alpha)
     if alpha == 0:
         return
-    y[...] = np.float64(alpha) * x + y
+    end = saxpy_fma_end(y.size)
+    y[:end] = np.float64(alpha) * x[:end] + y[:end]
+    y[end:] = y[end:] + alpha * x[end:]
 
 
 def scal(alpha, x):
@@ -72,12 +103,8 @@ def axpby(alpha, x, beta, y):
 
 
 def powx(x, p, out):
-    if p == 2:
-        np.multiply(x, x, out=out)
-    elif p == 0.5:
-        np.sqrt(x, out=out)
-    else:
-        np.power(x, f32(p), out=out)
+    """out <- x ** p with glibc's powf, as caffe_powx (flat float32 arrays; out may be x)."""
+    powf_array(x, f32(p), out)
 
 
 @register_solver("SGD")
@@ -197,7 +224,7 @@ class _AdaptiveSolver(SGDSolver):
         """diff <- local_rate * diff / (sqrt(history) + delta), as upstream's powx/add_scalar/div/axpby."""
         diff = self.net.learnable_params[param_id].flat_diff
         update = self.update_buf[param_id]
-        np.sqrt(history, out=update)
+        powx(history, 0.5, update)
         update += f32(self.param.delta)
         np.divide(diff, update, out=update)
         axpby(self.local_rate(param_id, rate), update, 0, diff)

@@ -102,8 +102,8 @@ def test_each_update_rule_resumes_at_iteration_50_bit_for_bit(tmp_path, monkeypa
     run ends: same weights and the same history blobs (2 x params for AdaDelta and Adam)."""
     monkeypatch.chdir(tmp_path)
     with open("net.prototxt", "w") as f:
-        f.write(NET.replace("weight_filler { type: \"gaussian\" std: 0.3 } }",
-                            "weight_filler { type: \"gaussian\" std: 0.3 } }\n  param { lr_mult: 1 } param { lr_mult: 2 }"))
+        filler = "weight_filler { type: \"gaussian\" std: 0.3 } }"
+        f.write(NET.replace(filler, filler + "\n  param { lr_mult: 1 } param { lr_mult: 2 }"))
     for run in ("a", "b"):
         os.makedirs(run)
         with open(f"{run}.prototxt", "w") as f:
