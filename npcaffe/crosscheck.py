@@ -22,12 +22,23 @@ tolerance, and the table says which applied: a tolerance tighter than upstream's
 own spread would measure BLAS summation order, not the surgery.  The table also
 counts, for each alt_blas run, at how many iterations our printed loss equals
 that run's, which shows which of upstream's trajectories ours follows.
+
+A solver bundle (solver-*: a plain net, no DNS layers, so no gate trace) is
+compared on every printed loss and, at each upstream snapshot, the weights
+(same targets) and the .solverstate layout; then we resume from upstream's own
+first snapshot and compare the steps after it the same way, which tests the
+update rule apart from the rounding a whole run accumulates.  Both are
+`npcaffe train` in a fresh process with the OpenBLAS settings upstream's run
+had (kernel, one thread), as the bundle's README.txt states them.
 """
 import csv
 import glob
 import io
 import os
 import re
+import shutil
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -36,7 +47,8 @@ from . import glog, rng
 from .dnstrace import GateTrace
 from .errors import NpcaffeError
 from .fileio.caffemodel import caffemodel_arrays
-from .fileio.prototxt import read_net, read_solver
+from .fileio.prototxt import read_net, read_solver, to_text
+from .fileio.solverstate import read_solverstate, sidecar_path, write_solverstate
 from .kernels import glibc_rand
 from .layerlib.dns import dns_layers
 from .masks import layer_kept, mask_arrays, masked_layers
@@ -132,6 +144,182 @@ def is_statistical(bundle):
     return os.path.exists(os.path.join(bundle, "upstream", "spread", "spread.csv"))
 
 
+def is_solver_bundle(bundle):
+    """A plain net trained by one of the solvers (solver-* bundles): no DNS layers, so no gate trace."""
+    return not os.path.exists(os.path.join(bundle, "upstream", "gate_trace.csv"))
+
+
+def _printed_losses(log_lines):
+    return {int(m.group(1)): float(m.group(2)) for m in map(_LOSS_LINE.search, log_lines) if m}
+
+
+def _check_printed_losses(report, what, ours, theirs):
+    """Every printed loss of `theirs` (iteration -> loss) against ours: within 2e-3 + 1e-3 |loss|."""
+    missing = sorted(set(theirs) - set(ours))
+    bad = [it for it, loss in theirs.items() if it in ours and abs(ours[it] - loss) > 2e-3 + 1e-3 * abs(loss)]
+    diffs = {it: abs(ours[it] - loss) for it, loss in theirs.items() if it in ours}
+    worst = max(diffs, key=diffs.get) if diffs else None
+    report.check(what, not bad and not missing,
+                 f"{len(theirs) - len(bad) - len(missing)}/{len(theirs)} within 2e-3 + 1e-3|loss|"
+                 + (f"; max difference {diffs[worst]:.2e} at iteration {worst}" if worst is not None else "")
+                 + (f"; first out of tolerance at iteration {min(bad)}" if bad else "")
+                 + (f"; missing iterations {missing[:5]}" if missing else ""))
+
+
+def _check_snapshot_weights(report, what, mine, theirs, tolerance, source):
+    if not os.path.exists(mine):
+        report.check(what, False, f"{mine} was not written")
+        return
+    a, b = caffemodel_arrays(mine), caffemodel_arrays(theirs)
+    worst, where = 0.0, ""
+    for name, blobs in b.items():
+        if len(a.get(name, [])) != len(blobs):
+            report.check(what, False, f"layer {name}: {len(a.get(name, []))} blobs, upstream has {len(blobs)}")
+            return
+        for j, (x, y) in enumerate(zip(a[name], blobs)):
+            rel = float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-30))
+            if rel > worst:
+                worst, where = rel, f"{name}[{j}]"
+    report.check(what, worst <= tolerance,
+                 f"max relative error {worst:.2e} ({where or 'every blob bit for bit'}); "
+                 f"tolerance {tolerance:.2e} ({source})")
+
+
+def _check_history_layout(report, what, mine, theirs):
+    """Our .solverstate holds what upstream's does: iter, current_step, and the same history blobs
+    (count, shapes, float data, no diff); only the values may differ."""
+    if not os.path.exists(mine):
+        report.check(what, False, f"{mine} was not written")
+        return
+    a, b = read_solverstate(mine), read_solverstate(theirs)
+
+    def layout(state):
+        return (state.iter, state.current_step,
+                [(tuple(h.shape.dim), len(h.data), len(h.double_data), len(h.diff)) for h in state.history])
+    same = layout(a) == layout(b)
+    report.check(what, same, f"{len(b.history)} history blobs of the same shapes as upstream's" if same else
+                 f"ours (iter, current_step, [(shape, data, double_data, diff)]) {layout(a)}, upstream's {layout(b)}")
+
+
+def _blas_environment(bundle):
+    """The OpenBLAS settings of upstream's run, as the bundle's README.txt states them
+    (e.g. OPENBLAS_NUM_THREADS=1, OPENBLAS_CORETYPE=Haswell, OPENBLAS_L2_SIZE=512)."""
+    path = os.path.join(bundle, "README.txt")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return dict(re.findall(r"\b(OPENBLAS_[A-Z0-9_]+)=(\w+)", f.read()))
+
+
+_BLAS_IN_USE = """
+import ctypes, numpy
+try:
+    paths = sorted({l.split()[-1] for l in open('/proc/self/maps') if 'openblas' in l.lower() and '/' in l})
+except OSError:
+    paths = []
+for path in paths:
+    lib = ctypes.CDLL(path)
+    for pre, suf in (('', ''), ('scipy_', '64_')):
+        core = getattr(lib, pre + 'openblas_get_corename' + suf, None)
+        threads = getattr(lib, pre + 'openblas_get_num_threads' + suf, None)
+        if core and threads:
+            core.restype = ctypes.c_char_p
+            print(f'OpenBLAS {core().decode()} kernels, {threads()} thread(s)')
+            raise SystemExit
+print('not an OpenBLAS that says which kernels it runs')
+"""
+
+
+def _child(args, env, cwd, echo_log, what):
+    """Run `python <args>` with `env` added and this npcaffe importable; (stdout, stderr lines)."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env={**os.environ, **env, "PYTHONPATH": path},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if echo_log is not None:
+        echo_log.write(done.stderr)
+    if done.returncode != 0:
+        raise NpcaffeError(f"{what} failed (exit code {done.returncode}):\n{done.stderr[-2000:]}")
+    return done.stdout, done.stderr.splitlines()
+
+
+def run_solver_bundle(bundle, workdir=None, echo_log=None):
+    """A solver bundle: upstream's command rerun by `npcaffe train` in a fresh process with
+    upstream's OpenBLAS settings (the bundle's README.txt), against upstream's run: every
+    printed loss, the weights and the .solverstate layout at each upstream snapshot.  Then
+    `npcaffe train --snapshot` from upstream's own first snapshot (its weights and history,
+    our data position), against upstream's losses after it and its later snapshots: the
+    update rule alone, apart from what a whole run accumulates.
+
+    The OpenBLAS settings matter: npcaffe does the fork's arithmetic to the bit, but a
+    product summed by other kernels or split over threads rounds differently, and the
+    adaptive solvers make a last-bit difference visible (npcaffe.solvers.sgd)."""
+    workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="npcaffe-crosscheck-"))
+    os.makedirs(workdir, exist_ok=True)
+    env = _blas_environment(bundle)
+    report = Report()
+    blas, _ = _child(["-c", _BLAS_IN_USE], env, workdir, None, "asking NumPy's BLAS")
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(env.items())) or "none stated in README.txt"
+    report.note("BLAS", f"{blas.strip()}; upstream's settings: {settings}")
+
+    def train(run_dir, *how):
+        param = _prepare(bundle, run_dir)
+        path = os.path.join(run_dir, "solver.prototxt")
+        with open(path, "w") as f:
+            f.write(to_text(param))
+        _, log = _child(["-m", "npcaffe", "train", "--solver", path, *how], env, run_dir, echo_log,
+                        f"npcaffe train in {run_dir}")
+        return log
+
+    weights = _weights_arg(bundle)
+    log_lines = train(workdir, *(["--weights", weights] if weights else []))
+    up = os.path.join(bundle, "upstream")
+    theirs = {int(r["iteration"]): float(r["loss"]) for r in _read_csv(os.path.join(up, "loss.csv"))}
+    ours = _printed_losses(log_lines)
+    _check_printed_losses(report, "loss, every iteration", ours, theirs)
+    differ = [it for it in sorted(theirs) if ours.get(it) != theirs[it]]
+    report.note("loss printed identically", f"{len(theirs) - len(differ)}/{len(theirs)} iterations"
+                + (f"; the first that differs is iteration {differ[0]}" if differ else ""))
+    weight_spread, _ = _alt_blas_spread(bundle)
+
+    def tolerance(it):
+        spread = weight_spread.get(it, 0.0)
+        tol = max(WEIGHT_TOL, SPREAD_SLACK * spread)
+        return tol, "target" if tol == WEIGHT_TOL else f"{SPREAD_SLACK} x upstream's alt_blas spread {spread:.2e}"
+
+    snaps = sorted((int(re.search(r"_iter_(\d+)", p).group(1)), p)
+                   for p in glob.glob(os.path.join(up, "snap", "*.caffemodel.gz")))
+    for it, path in snaps:
+        mine = os.path.join(workdir, "snap", os.path.basename(path)[:-3])
+        _check_snapshot_weights(report, f"snapshot {it} weights", mine, path, *tolerance(it))
+        _check_history_layout(report, f"snapshot {it} solverstate", mine[:-len(".caffemodel")] + ".solverstate",
+                              path[:-len(".caffemodel.gz")] + ".solverstate.gz")
+    if not snaps:
+        return report
+
+    # Upstream's first snapshot, resumed here: its weights and history; our own snapshot's
+    # sidecar gives the data reader's position (the same record upstream reads next).
+    first, upstream_model = snaps[0]
+    label = f"from upstream's iteration-{first} state"
+    state_path = upstream_model[:-len(".caffemodel.gz")] + ".solverstate.gz"
+    state = read_solverstate(state_path)
+    state.learned_net = upstream_model
+    resume_dir = os.path.join(workdir, "from_upstream")
+    os.makedirs(resume_dir, exist_ok=True)
+    resume_file = os.path.join(resume_dir, f"upstream_iter_{first}.solverstate")
+    write_solverstate(state, resume_file)
+    own_state = os.path.join(workdir, "snap", os.path.basename(state_path)[:-len(".gz")])
+    if os.path.exists(sidecar_path(own_state)):
+        shutil.copyfile(sidecar_path(own_state), sidecar_path(resume_file))
+    resumed = train(resume_dir, "--snapshot", resume_file)
+    _check_printed_losses(report, f"{label}: loss, iterations {first}-{max(theirs)}",
+                          _printed_losses(resumed), {it: v for it, v in theirs.items() if it >= first})
+    for it, path in snaps[1:]:
+        mine = os.path.join(resume_dir, "snap", os.path.basename(path)[:-3])
+        _check_snapshot_weights(report, f"{label}: snapshot {it} weights", mine, path, *tolerance(it))
+    return report
+
+
 def run(bundle, workdir=None, echo_log=None):
     """Train the bundle's run in `workdir` and compare with upstream; returns a Report."""
     bundle = os.path.abspath(bundle)
@@ -139,6 +327,8 @@ def run(bundle, workdir=None, echo_log=None):
         raise NpcaffeError(f"{bundle}: not a crosscheck bundle (no solver.prototxt)")
     if is_statistical(bundle):
         return run_statistical(bundle, workdir, echo_log)
+    if is_solver_bundle(bundle):
+        return run_solver_bundle(bundle, workdir, echo_log)
     first_masks, traces = {}, []
 
     def keep_first_masks(net):
