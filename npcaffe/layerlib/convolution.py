@@ -16,7 +16,7 @@ from ..errors import NetError
 from ..filler import fill
 from ..kernels.im2col import col2im, col2im_nd, im2col, im2col_nd
 from ..layer import Layer, register
-from ..masks import computing_params
+from ..masks import computing_params, mask_gradients
 from ..sparse.packing import SMALL_BATCH, repack
 from .conv_paths import (ConvShape, DenseColumns, NdColumns, PackedBatchInner, PackedColumns, PackedStride1,
                          Scratch, SparseBatchInner, SparseColumns, SparseStride1)
@@ -243,8 +243,11 @@ class Convolution(Layer):
         self.conv_forward(bottom, top, weight, bias)
 
     def backward_cpu(self, top, propagate_down, bottom):
-        weight = self.blobs[0].data if self.attached_masks is None else computing_params(self)[0]
-        self.conv_backward(top, propagate_down, bottom, weight)
+        if self.attached_masks is None:
+            self.conv_backward(top, propagate_down, bottom, self.blobs[0].data)
+        else:  # the gradient of W ⊙ T: none for a pruned weight (npcaffe.masks)
+            self.conv_backward(top, propagate_down, bottom, computing_params(self)[0])
+            mask_gradients(self)
 
     def conv_forward(self, bottom, top, weight, bias, csr=None):
         self.compute_path(csr).forward(bottom, top, weight, bias, csr)
