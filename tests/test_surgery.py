@@ -117,6 +117,8 @@ def test_surgery_on_any_solver(tiny_solver, capsys):
     pruned = read_caffemodel(report["pruned_model"])
     stored = {layer.name: (layer.type, len(layer.blobs)) for layer in pruned.layer if layer.blobs}
     assert stored == {"conv1": ("Convolution", 1), "ip1": ("InnerProduct", 2)}
+    assert not any(layer.HasField("cconvolution_param") or layer.HasField("cinner_product_param")
+                   for layer in pruned.layer)  # no DNS fields: BVLC reads 140 / 141 as elu_param / bias_param
     deploy = npcaffe.Net("tiny_deploy.prototxt", report["pruned_model"], npcaffe.TEST)
     kept = sum(int(np.count_nonzero(b.data)) for blobs in deploy.params.values() for b in blobs)
     assert kept == report["kept"] and report["params"] == 4 * 9 + 10 * 4 * 6 * 6 + 10
