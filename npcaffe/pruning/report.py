@@ -6,13 +6,25 @@ mask ⊙ W and mask_b ⊙ b; for plain two-blob layers it is the nonzero weights
 biases (the DNS release stores its pruned models that way).  Compression is
 total parameters / kept parameters, weights and biases together, as in the
 DNS paper and upstream-test-accuracy.txt.
+
+Multiply-adds (`count_macs`): per sample, each weight of a Convolution /
+InnerProduct layer (plain or DNS) is used once per output position (the
+top's spatial size for a convolution, 1 for an InnerProduct over axis 1),
+so a layer costs weights x positions, and a pruned one kept weights x
+positions (biases, activations and pooling not counted): the FLOPs a sparse
+kernel would skip, not a measured speed.
 """
 from collections import namedtuple
+
+import numpy as np
 
 from ..fileio.caffemodel import blob_to_array, read_caffemodel
 from ..masks import layer_kept, stored_kept
 
 LayerCount = namedtuple("LayerCount", "name type params kept")
+LayerMacs = namedtuple("LayerMacs", "name type dense kept")
+_WEIGHT_TYPES = {"Convolution": "convolution_param", "CConvolution": "convolution_param",
+                 "InnerProduct": "inner_product_param", "CInnerProduct": "inner_product_param"}
 
 
 def count_net(net, weights=None):
@@ -33,6 +45,31 @@ def count_net(net, weights=None):
             counts = layer_kept(layer)
         rows.append(LayerCount(name, layer.type, *counts))
     return rows
+
+
+def count_macs(net):
+    """LayerMacs per Convolution / InnerProduct (and DNS) layer: multiply-adds per sample of the dense
+    layer and with only its kept (nonzero W ⊙ T) weights, from the net's current top shapes."""
+    from ..masks import effective_params
+    rows = []
+    for i, (name, layer) in enumerate(zip(net.layer_names, net.layers)):
+        field = _WEIGHT_TYPES.get(layer.type)
+        if field is None or not layer.blobs:
+            continue
+        top = net.top_vecs[i][0]
+        outputs = getattr(layer.layer_param, field).num_output
+        positions = top.count // (top.shape[0] * outputs)
+        weight = effective_params(layer)[0]
+        rows.append(LayerMacs(name, layer.type, weight.size * positions, int(np.count_nonzero(weight)) * positions))
+    return rows
+
+
+def format_macs(rows):
+    """One line: multiply-adds per sample, dense and kept, over the rows' layers."""
+    dense, kept = sum(r.dense for r in rows), sum(r.kept for r in rows)
+    share = 100.0 * kept / dense if dense else 0.0
+    return (f"multiply-adds per sample (Convolution / InnerProduct weights): {kept} of {dense} kept "
+            f"({short_count(kept)} of {short_count(dense)}, {share:.2f}%)")
 
 
 def short_count(n):

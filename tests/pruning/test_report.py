@@ -47,3 +47,20 @@ def test_alexnet_dns_fresh_weights_paper_sizes(capsys):
     assert sizes == {"conv1": "35K", "conv2": "307K", "conv3": "885K", "conv4": "664K", "conv5": "443K",
                      "fc6": "38M", "fc7": "17M", "fc8": "4M"}
     assert "of 60965224 parameters kept" in out and "of 61M)" in out
+
+
+def test_multiply_adds_of_lenet5_dense_and_pruned():
+    import npcaffe
+    from npcaffe.pruning.report import count_macs, format_macs
+    net = npcaffe.Net(shared_path("upstream-dns", "lenet5.prototxt"), npcaffe.TEST)
+    dense = {r.name: r.dense for r in count_macs(net)}
+    # weights x output positions per image: 20x1x5x5 x 24x24, 50x20x5x5 x 8x8, 500x800, 10x500
+    assert dense == {"conv1": 500 * 576, "conv2": 25000 * 64, "ip1": 400000, "ip2": 5000}
+    net.copy_from(shared_path("upstream-dns", "caffe_lenet5_sparse.caffemodel"))
+    rows = count_macs(net)
+    kept = {r.name: r.kept for r in rows}
+    nonzero = {name: int((net.params[name][0].data != 0).sum()) for name in kept}
+    assert kept == {"conv1": nonzero["conv1"] * 576, "conv2": nonzero["conv2"] * 64, "ip1": nonzero["ip1"],
+                    "ip2": nonzero["ip2"]}
+    assert format_macs(rows).startswith(f"multiply-adds per sample (Convolution / InnerProduct weights): "
+                                        f"{sum(kept.values())} of 2293000 kept")
