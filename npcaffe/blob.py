@@ -70,21 +70,28 @@ _UNVIEWED_FLAT_REFS = sys.getrefcount(_probe.flat)
 del _probe
 
 
+class LayoutClock:
+    """A count of shape and storage changes (reshape, share_data, share_diff) of the blobs that
+    hold it.  A Net gives one to all its blobs, so that while its `version` holds, every blob of
+    that net keeps the shape and storage it had: what the Net's forward plan (npcaffe.plan) and a
+    layer's kept views (Layer.blob_views) rely on.  A blob outside a net has one of its own."""
+    __slots__ = ("version",)
+
+    def __init__(self):
+        self.version = 0
+
+
 class Blob:
     def __init__(self, *shape, name=""):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         self.name = name
+        self.clock = LayoutClock()
         self._data = _Storage()
         self._diff = _Storage()
         self._shape = None  # matches no shape: the first reshape sizes the storage
         self._count = 1
         self.reshape(shape)
-
-    # Bumped whenever any blob's shape or storage changes (reshape, share_data,
-    # share_diff): while it holds, every blob keeps the shape and storage it had,
-    # which lets Layer.forward skip re-running a reshape that would change nothing.
-    layout_version = 0
 
     # -- shape ---------------------------------------------------------------
     def reshape(self, *shape):
@@ -106,7 +113,7 @@ class Blob:
         self._count = count
         self._data.ensure(count)
         self._diff.ensure(count)
-        Blob.layout_version += 1
+        self.clock.version += 1
 
     def reshape_like(self, other):
         self.reshape(other.shape)
@@ -188,13 +195,13 @@ class Blob:
         self._check_same_count(other)
         if self._data is not other._data:
             self._data = other._data
-            Blob.layout_version += 1
+            self.clock.version += 1
 
     def share_diff(self, other):
         self._check_same_count(other)
         if self._diff is not other._diff:
             self._diff = other._diff
-            Blob.layout_version += 1
+            self.clock.version += 1
 
     def shares_data_with(self, other):
         return self._data is other._data

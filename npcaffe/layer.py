@@ -9,7 +9,6 @@ parameters and iter_size work as in Caffe.
 """
 import numpy as np
 
-from .blob import Blob
 from .errors import NetError
 from .proto import caffe_pb2
 
@@ -73,6 +72,21 @@ def create_layer(param, phase=None):
     return cls(param, phase)
 
 
+def _shared_clock(bottom, top):
+    """The LayoutClock every blob of bottom and top holds, or None if they hold different ones."""
+    blobs = bottom or top
+    if not blobs:
+        return None
+    clock = blobs[0].clock
+    for blob in bottom:
+        if blob.clock is not clock:
+            return None
+    for blob in top:
+        if blob.clock is not clock:
+            return None
+    return clock
+
+
 class Layer:
     """Base of all layers.
 
@@ -90,11 +104,10 @@ class Layer:
     equal_num_bottom_top = False
     auto_top_blobs = False
     # True when `reshape` reads nothing but the bottom and top shapes and
-    # storages (and fixed parameters): `forward` then skips it while they are
-    # the ones the last reshape left.  Not for layers whose top shape depends on
-    # bottom values (Caffe's Filter) or on anything else that can change.
+    # storages (and fixed parameters): a Net's forward then skips it while they
+    # are the ones the last reshape left (npcaffe.plan).  Not for layers whose top
+    # shape depends on bottom values (Caffe's Filter) or on anything else that can change.
     reshape_from_shapes = False
-    _reshaped_for = None  # (Blob.layout_version, bottom, top) after forward's last reshape
 
     def __init__(self, param, phase=None):
         self.layer_param = param
@@ -159,15 +172,14 @@ class Layer:
 
     # -- forward / backward ----------------------------------------------------
     def forward(self, bottom, top):
-        # Kept lean: at batch 1 a layer's bookkeeping costs as much as its arithmetic.
-        # No blob changed shape or storage since the last reshape on these same
-        # bottom and top lists (a Net's, which never change): it would change nothing.
-        seen = self._reshaped_for
-        if not (self.reshape_from_shapes and seen is not None and seen[0] == Blob.layout_version
-                and seen[1] is bottom and seen[2] is top):
-            self.reshape(bottom, top)
-            if self.reshape_from_shapes:
-                self._reshaped_for = (Blob.layout_version, bottom, top)
+        """Reshape, compute, and return the weighted loss (Caffe's Layer::Forward)."""
+        self.reshape(bottom, top)
+        return self.forward_reshaped(bottom, top)
+
+    def forward_reshaped(self, bottom, top):
+        """`forward` without the reshape, for a caller that knows it would change nothing
+        (the Net's forward plan).  Kept lean: at batch 1 a layer's bookkeeping costs as
+        much as its arithmetic."""
         self.forward_cpu(bottom, top)
         if not any(self.loss_weights):
             return _NO_LOSS
@@ -183,18 +195,22 @@ class Layer:
     _kept_views = None  # blob_views' cache
 
     def blob_views(self, bottom, top, make):
-        """make(self, bottom, top), kept until some blob's shape or storage changes
-        (Blob.layout_version) or other bottom / top lists come.
+        """make(self, bottom, top), kept while the bottom and top blobs all share one
+        LayoutClock (a Net's) whose version has not moved, for these same bottom / top
+        lists; made again otherwise (blobs outside a net: every call).
 
         For views of the layer's bottom and top data (never of parameter blobs,
         whose data_stamp a live view would disable): at batch 1 making them
         costs as much as a layer's arithmetic.  `make` is a plain function,
         compared by identity."""
         views = self._kept_views
-        if views is None or views[0] != Blob.layout_version or views[1] is not bottom or views[2] is not top \
-                or views[3] is not make:
-            views = self._kept_views = (Blob.layout_version, bottom, top, make, make(self, bottom, top))
-        return views[4]
+        if views is not None and views[1] is bottom and views[2] is top and views[3] is make \
+                and views[0] is not None and views[0].version == views[5]:
+            return views[4]
+        clock = _shared_clock(bottom, top)
+        made = make(self, bottom, top)
+        self._kept_views = (clock, bottom, top, make, made, None if clock is None else clock.version)
+        return made
 
     def backward(self, top, propagate_down, bottom):
         self.backward_cpu(top, propagate_down, bottom)

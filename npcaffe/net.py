@@ -8,12 +8,13 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .blob import Blob
+from .blob import Blob, LayoutClock
 from .errors import NetError, WeightsError
 from .fileio.caffemodel import blob_diff_to_array, blob_shape, blob_to_array, read_caffemodel, write_caffemodel
 from .fileio.prototxt import read_net
 from .fileio.solverstate import read_net_hdf5, write_net_hdf5
 from .graph import filter_net, insert_splits
+from .plan import ForwardPlan
 from .layer import TEST, TRAIN, create_layer
 from . import masks
 from .fileio import compressed
@@ -63,7 +64,7 @@ class Net:
         del param.state.stage[:]
         param.state.stage.extend(stages)
         self.verbose = verbose
-        self.chain_plan = None  # npcaffe.sparse.chains.ChainPlan once sparsify packs a layer
+        self.layout = LayoutClock()  # every blob of the net holds it (npcaffe.blob)
         self.forward_hooks = []  # called as hook(net) after every full forward pass (e.g. the DNS trace)
         self._init(param)
         if weights is not None:
@@ -163,6 +164,7 @@ class Net:
         # Caffe keeps remaining blobs in a std::set: outputs come out sorted by name.
         self._output_indices = [self._blob_index[name] for name in sorted(available)]
         self._share_weights()
+        self.plan = ForwardPlan(self)
 
     def _append_bottom(self, layer_id, bottom_id, available):
         layer_param = self.param.layer[layer_id]
@@ -191,7 +193,9 @@ class Net:
                            "multiple sources (in-place layers must name the same blob as bottom and top at the same index)")
         else:
             blob_id = len(self._blobs)
-            self._blobs.append(Blob(name=name))
+            blob = Blob(name=name)
+            blob.clock = self.layout
+            self._blobs.append(blob)
             self._blob_names.append(name)
             self.blob_need_backward.append(False)
             if available is not None:
@@ -209,6 +213,7 @@ class Net:
         self.param_display_names.append(name if name else str(param_id))
         net_param_id = len(self.params_list)
         blob = layer.blobs[param_id]
+        blob.clock = self.layout  # sharing a parameter's storage (share_with, a Parameter layer's top) is seen
         self.params_list.append(blob)
         self.param_layer_indices.append((layer_id, param_id))
         is_mask = param_id in layer.mask_param_indices
@@ -294,27 +299,11 @@ class Net:
             layer.iter = iteration
 
     def forward_from_to(self, start=0, end=None):
-        layers, bottoms, tops = self.layers, self.bottom_vecs, self.top_vecs
-        end = len(layers) - 1 if end is None else end
-        loss = np.float32(0)
-        chains = self.chain_plan.current() if self.chain_plan is not None else None
-        if chains:  # a pruned TEST net: runs of layers as one kernel call each (npcaffe.sparse.chains)
-            i = start
-            while i <= end:
-                chain = chains.get(i)
-                if chain is not None and chain.last <= end and chain.run():
-                    i = chain.last + 1
-                    continue
-                layer_loss = layers[i].forward(bottoms[i], tops[i])
-                if layer_loss:
-                    loss += layer_loss
-                i += 1
-        else:
-            for i in range(start, end + 1):
-                layer_loss = layers[i].forward(bottoms[i], tops[i])
-                if layer_loss:  # most layers have no loss weight; adding their 0 would change nothing
-                    loss += layer_loss
-        if self.forward_hooks and start == 0 and end == len(layers) - 1:
+        """Forward layers start..end (all by default) through the net's plan (npcaffe.plan)."""
+        last = len(self.layers) - 1
+        end = last if end is None else end
+        loss = self.plan.forward(start, end)
+        if self.forward_hooks and start == 0 and end == last:
             for hook in self.forward_hooks:
                 hook(self)
         return loss

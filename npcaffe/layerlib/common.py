@@ -198,7 +198,7 @@ class SplitLayer(Layer):
     """
     exact_num_bottom = 1
     min_top = 1
-    reshape_from_shapes = True  # sharing changes Blob.layout_version, so a lost share is seen
+    reshape_from_shapes = True  # sharing moves the net's LayoutClock, so a lost share is seen
 
     def reshape(self, bottom, top):
         for i, t in enumerate(top):

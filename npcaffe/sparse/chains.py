@@ -9,7 +9,6 @@ bits as layer by layer.
 """
 import numpy as np
 
-from ..blob import Blob
 from ..kernels.sparse import (CHAIN_COLUMNS, CHAIN_RELU, CHAIN_ROWS, CHAIN_SOFTMAX, CHAIN_STEP_WIDTH,
                              sparse_chain_forward)
 
@@ -41,8 +40,8 @@ class ChainPlan:
     on the same arrays (tests/sparse/test_chains.py compares every blob).
 
     The plan is a cache of what the layers' forward would do: it is rebuilt
-    when any blob changes shape or storage (Blob.layout_version), and only
-    from layers whose last forward found nothing to reshape at this layout;
+    when any blob of the net changes shape or storage (the net's LayoutClock),
+    and only from layers the net's forward plan holds settled (npcaffe.plan);
     until then, and whenever a layer's packed weights are no longer current
     (written by the user: the layer repacks them in its own forward), the
     net runs layer by layer.  Net.forward_from_to uses a chain only when the
@@ -56,11 +55,12 @@ class ChainPlan:
 
     def current(self):
         """{first layer index: chain} valid now ({} until the layers have settled)."""
-        if self.version != Blob.layout_version:
+        clock = self.net.layout
+        if self.version != clock.version:
             chains = self._build()
             if chains is None:
                 return {}
-            self.chains, self.version = chains, Blob.layout_version
+            self.chains, self.version = chains, clock.version
         return self.chains
 
     def invalidate(self):
@@ -70,7 +70,7 @@ class ChainPlan:
         net = self.net
         chains, run = {}, []
         for i, layer in enumerate(net.layers + [None]):
-            step = None if layer is None else _settled_step(layer, net.bottom_vecs[i], net.top_vecs[i])
+            step = None if layer is None else _settled_step(net, i)
             if step is _NOT_SETTLED:
                 return None
             if step is None:
@@ -85,15 +85,15 @@ class ChainPlan:
 _NOT_SETTLED = object()
 
 
-def _settled_step(layer, bottom, top):
+def _settled_step(net, i):
     """None (not chainable now), _NOT_SETTLED, () for a layer with nothing to do, or
     (code, bottom blob, top blob, ...) for sparse_chain_forward."""
+    layer, bottom, top = net.layers[i], net.bottom_vecs[i], net.top_vecs[i]
     if not _chainable(layer):
         return None
     if layer.type == "Input":
         return ()
-    seen = layer._reshaped_for
-    if seen is None or seen[0] != Blob.layout_version or seen[1] is not bottom or seen[2] is not top:
+    if not net.plan.settled(i):
         return _NOT_SETTLED
     if layer.type == "Split":
         return ()

@@ -143,7 +143,7 @@ def sparsify(net, threshold=None, verify=True):
         if weights.density < threshold:
             layer.packed = weights
             packed[name] = weights.density
-    net.chain_plan = ChainPlan(net) if packed else None
+    net.plan.chains = ChainPlan(net) if packed else None
     return packed
 
 

@@ -38,7 +38,7 @@ def _mlp(fused=True, density=0.04, seed=0):
         params[1].data[...] = rng.standard_normal(params[1].shape).astype(np.float32)
     packing.sparsify(net)
     if not fused:
-        net.chain_plan = None
+        net.plan.chains = None
     return net
 
 
@@ -58,16 +58,17 @@ def _images(batch, seed=1):
 def _chains(net):
     """{first layer name: last layer name} of the chains the next forward runs."""
     names = net.layer_names
-    return {names[first]: names[chain.last] for first, chain in net.chain_plan.current().items()}
+    return {names[first]: names[chain.last] for first, chain in net.plan.chains.current().items()}
 
 
 def _count_layer_calls(net):
     calls = []
     for layer in net.layers:
-        def counted(bottom, top, layer=layer, forward=layer.forward):
+        # Layer.forward reshapes, then calls forward_reshaped; the net's plan calls it alone for settled layers.
+        def counted(bottom, top, layer=layer, forward=layer.forward_reshaped):
             calls.append(layer.name)
             return forward(bottom, top)
-        layer.forward = counted
+        layer.forward_reshaped = counted
     return calls
 
 
@@ -125,7 +126,7 @@ def test_weights_written_after_the_chain_was_built(verify):
     images = _images(1)
     for _ in range(3):
         _run(fused, images), _run(plain, images)
-    assert fused.chain_plan.current()
+    assert fused.plan.chains.current()
     for net in (fused, plain):
         net.params["ip2"][0].data[...] *= 2
         net.params["ip2"][1].data[...] = 0
@@ -135,7 +136,7 @@ def test_weights_written_after_the_chain_was_built(verify):
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
         for _ in range(2):
             got = _run(fused, images)
-        assert fused.chain_plan.current()   # rebuilt on the repacked weights
+        assert fused.plan.chains.current()   # rebuilt on the repacked weights
         np.testing.assert_array_equal(got["prob"], want["prob"])
     # Pruned no more: ip1 returns to the dense path and its chain shrinks to what stays sparse.
     fused.params["ip1"][0].data[...] = 0.5
@@ -167,7 +168,7 @@ def test_batch_changes_and_dense_at_small_batches():
 def test_dense_nets_and_loss_layers_make_no_chains():
     net = _mlp()
     packing.sparsify(net, threshold=0)
-    assert net.chain_plan is None
+    assert net.plan.chains is None
     param = text_format.Parse(MLP, caffe_pb2.NetParameter())
     param.layer[6].loss_weight.append(1)  # prob now counts in the loss
     net = npcaffe.Net(param, npcaffe.TEST)
