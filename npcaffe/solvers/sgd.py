@@ -141,9 +141,7 @@ class SGDSolver(Solver):
         if p.display and self.iter % p.display == 0:
             glog.info(f"Iteration {self.iter}, lr = {glog.fmt(rate)}")
         self.clip_gradients()
-        # Plain SGD with L2 decay: the same roundings in one fused pass per blob, the
-        # net's update (data -= diff, DNS masks skipped) included (npcaffe.kernels.sgd).
-        fused = type(self) is SGDSolver and p.regularization_type == "L2"
+        fused = self.fuses_update()
         for param_id, blob in enumerate(self.net.learnable_params):
             self.normalize(param_id)
             if fused:
@@ -159,6 +157,17 @@ class SGDSolver(Solver):
         else:
             self.net.update()
         self.iter += 1
+
+    def fuses_update(self):
+        """Whether this step may run as one fused kernel pass per blob (npcaffe.kernels.sgd):
+        regularize, compute_update_value and the net's update (data -= diff where
+        Net.updates_param allows) with the same roundings.  True for SGD's own rule with L2
+        decay; a solver whose update rule differs (any override of regularize or
+        compute_update_value) answers False, and may override this when it has a fused
+        kernel of its own."""
+        cls = type(self)
+        return (self.param.regularization_type == "L2" and cls.regularize is SGDSolver.regularize
+                and cls.compute_update_value is SGDSolver.compute_update_value)
 
     def clip_gradients(self):
         clip = f32(self.param.clip_gradients)

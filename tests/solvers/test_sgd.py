@@ -253,3 +253,26 @@ def test_snapshot_prefix_rules(tmp_path, monkeypatch):
     (tmp_path / "snaps").mkdir()
     path = write(tmp_path, BASE + 'net: "net.prototxt"\nsnapshot_prefix: "snaps"\n', name="s2.prototxt")
     assert get_solver(path).param.snapshot_prefix == os.path.join("snaps", "s2")
+
+
+def test_only_sgd_own_rule_fuses_its_update(tmp_path):
+    """SGDSolver.fuses_update: the fused kernel runs only where it computes what the solver's methods would."""
+    assert make_solver(tmp_path, "SGD", momentum=0.9).fuses_update()
+    assert not make_solver(tmp_path, "SGD", momentum=0.9, regularization_type="L1").fuses_update()
+    for solver_type in ("Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"):
+        assert not make_solver(tmp_path, solver_type).fuses_update(), solver_type
+
+    class HalfSteps(npcaffe.SGDSolver):  # a user's own rule on top of SGD's
+        def compute_update_value(self, param_id, rate):
+            super().compute_update_value(param_id, rate)
+            self.net.learnable_params[param_id].flat_diff[...] *= np.float32(0.5)
+
+    plain = make_solver(tmp_path, "SGD", momentum=0.9)
+    halved = make_solver(tmp_path, "SGD", momentum=0.9)
+    halved.__class__ = HalfSteps
+    assert not halved.fuses_update()
+    w0 = plain.net.params["ip"][0].data.copy()
+    plain.step(1)
+    halved.step(1)
+    np.testing.assert_allclose(w0 - halved.net.params["ip"][0].data, 0.5 * (w0 - plain.net.params["ip"][0].data),
+                               rtol=1e-5)
