@@ -20,6 +20,24 @@ def _stages(text):
     return [s for s in (text or "").split(",") if s]
 
 
+def _bounded(kind, low, what):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'")
+        return value
+    return parse
+
+
+# argparse types: a count is at least 1 (0 iterations would divide by zero or report a net never trained).
+positive_int = _bounded(int, 1, "an integer >= 1")
+non_negative_int = _bounded(int, 0, "an integer >= 0")
+non_negative_float = _bounded(float, 0.0, "a number >= 0")
+
+
 def cmd_test(args):
     """Score a model: run N forward batches, print the mean of every output blob."""
     from .net import Net
@@ -65,12 +83,14 @@ def cmd_time(args):
     from .fileio.prototxt import read_net
     from .graph import replace_data_layers
     from .net import Net
-    from .synthetic import check_finite, fill_inputs, parse_data_shapes
+    from .synthetic import check_finite, fill_inputs, parse_data_shapes, with_label_shapes
     shapes = parse_data_shapes(args.data_shape)
     model = args.model
     if shapes:
         # Published nets without their datasets: data layers become Inputs of the given shapes.
-        model = replace_data_layers(read_net(args.model), shapes)
+        param = read_net(args.model)
+        shapes = with_label_shapes(param, shapes)
+        model = replace_data_layers(param, shapes)
     net = Net(model, _phase(args.phase), level=args.level, stages=_stages(args.stage))
     unknown = sorted(set(shapes) - set(net.inputs))
     if unknown:
@@ -166,7 +186,7 @@ def cmd_train(args):
 
 
 def _train(args):
-    from .solvers import load_solver_param, solver_class
+    from .solvers import load_solver_param, make_snapshot_directory, solver_class
     param, where = load_solver_param(args.solver)
     # As caffe.cpp: --level always overrides the solver's train_state level; stages are added.
     param.train_state.level = args.level
@@ -178,6 +198,7 @@ def _train(args):
         del param.weights[:]
     if args.weights:
         param.weights.append(args.weights)
+    make_snapshot_directory(param, where)
     solver = solver_class(param.type, where)(param, where=where)
 
     trace = None
@@ -219,11 +240,18 @@ def cmd_prune_report(args):
     from .graph import replace_data_layers
     from .net import Net
     from .pruning.report import count_net, format_report
-    from .synthetic import parse_data_shapes
+    from .synthetic import parse_data_shapes, with_label_shapes
     shapes = parse_data_shapes(args.data_shape)
-    model = replace_data_layers(read_net(args.model), shapes) if shapes else args.model
+    model = args.model
+    if shapes:
+        param = read_net(args.model)
+        model = replace_data_layers(param, with_label_shapes(param, shapes))
     net = Net(model, _phase(args.phase))
-    print(format_report(count_net(net, args.weights)))
+    rows = count_net(net, args.weights)
+    if not rows:
+        raise NpcaffeError(f"{args.model}: no layer has parameters in phase {args.phase.upper()}; "
+                           "there is nothing to count")
+    print(format_report(rows))
     return 0
 
 
@@ -298,11 +326,21 @@ def cmd_dnsify(args):
     return 0
 
 
+def compressed_path(out, weights):
+    """Where `npcaffe compress --out OUT` writes: OUT/<weights name>.npz for a directory, else OUT with
+    .npz added if missing (as NumPy's savez would, so the path printed is the file written)."""
+    if os.path.isdir(out):
+        stem = os.path.basename(weights)
+        for suffix in (".gz", ".caffemodel", ".h5", ".npz"):
+            stem = stem[:-len(suffix)] if stem.endswith(suffix) else stem
+        return os.path.join(out, stem + ".npz")
+    return out if out.endswith(".npz") else out + ".npz"
+
+
 def cmd_compress(args):
     """Store only the kept (nonzero, unmasked) weights of a model in an .npz (format: npcaffe.fileio.compressed)."""
-    import os
-
     from .fileio import compressed
+    out = compressed_path(args.out, args.weights)
     if args.model:
         from .net import Net
         net = Net(args.model, _phase("TEST"))
@@ -311,11 +349,11 @@ def cmd_compress(args):
     else:
         from .fileio.caffemodel import read_caffemodel
         layers = compressed.layers_from_caffemodel(read_caffemodel(args.weights), args.weights)
-    compressed.write_compressed(args.out, layers)
+    compressed.write_compressed(out, layers)
     total = sum(a.size for _, _, arrays in layers for a in arrays)
     kept = sum(int(np.count_nonzero(a)) for _, _, arrays in layers for a in arrays)
     print(f"kept {kept} of {total} parameters ({total / max(kept, 1):.2f}x fewer); "
-          f"{os.path.getsize(args.weights)} bytes -> {os.path.getsize(args.out)} bytes in {args.out}")
+          f"{os.path.getsize(args.weights)} bytes -> {os.path.getsize(out)} bytes in {out}")
     return 0
 
 
@@ -400,35 +438,84 @@ def dnsify_flags(p):
                    help="Convolution / InnerProduct layers to convert (comma-separated, repeatable; default: all)")
     p.add_argument("--c_rate", "--c-rate", action="append", metavar="[LAYER=]X",
                    help="DNS threshold factor: LAYER=X for one layer, X for every other (repeatable; default 3)")
-    p.add_argument("--gamma", type=float, help="gate decay gamma (default 1e-4)")
-    p.add_argument("--power", type=float, help="gate power (default 1)")
-    p.add_argument("--iter_stop", "--iter-stop", type=int, metavar="N",
+    p.add_argument("--gamma", type=non_negative_float, help="gate decay gamma (default 1e-4)")
+    p.add_argument("--power", type=non_negative_float, help="gate power (default 1)")
+    p.add_argument("--iter_stop", "--iter-stop", type=non_negative_int, metavar="N",
                    help="iteration from which the masks stay fixed (default: 80%% of the solver's max_iter)")
+
+
+def version():
+    """The installed package's version (its metadata), as `npcaffe --version` prints it."""
+    from importlib import metadata
+    try:
+        return metadata.version("npcaffe")
+    except metadata.PackageNotFoundError:
+        return "unknown (run from a source tree that is not installed: pip install -e .)"
+
+
+# Flags (argparse dests) naming files or directories a command reads: main checks them before the command
+# runs, so a wrong path is one line naming the flag, not an error from deep inside the run.
+INPUT_FILES = ("model", "weights", "solver", "snapshot", "trace", "script", "images", "labels", "snapshots", "log")
+INPUT_DIRS = ("bundle", "mnist")
+_WHAT = {"model": "net file ", "solver": "solver file ", "bundle": "bundle directory ", "mnist": "directory "}
+
+
+def input_paths(p):
+    """[(dest, flag as the user writes it, "file" or "dir")] of the parser's input-path arguments."""
+    found = []
+    for action in p._actions:
+        if action.dest in INPUT_FILES + INPUT_DIRS:
+            flag = action.option_strings[0] if action.option_strings else action.dest
+            found.append((action.dest, flag, "file" if action.dest in INPUT_FILES else "dir"))
+    return found
+
+
+def check_input_paths(args):
+    """NpcaffeError naming the flag and the path of the first input file or directory that is not there."""
+    for dest, flag, kind in getattr(args, "input_paths", ()):
+        value = getattr(args, dest, None)
+        values = value if isinstance(value, list) else [value] if value else []
+        if dest == "weights":
+            values = [w for v in values for w in v.split(",") if w]
+        for path in values:
+            if os.path.isfile(path) if kind == "file" else os.path.isdir(path):
+                continue
+            if os.path.exists(path):
+                other = "directory, not a file" if kind == "file" else "file, not a directory"
+                raise NpcaffeError(f"{flag}: '{path}' is a {other}")
+            hint = "" if os.path.isabs(path) else f" (relative paths start at the working directory, {os.getcwd()})"
+            raise NpcaffeError(f"{flag}: {_WHAT.get(dest, '')}'{path}' not found{hint}")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="npcaffe", description="Caffe rebuilt in NumPy + Numba.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"npcaffe {version()}",
+                        help="print npcaffe's version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below; `npcaffe COMMAND --help` gives its flags")
 
     def net_flags(p, phase_default=None):
         p.add_argument("--model", required=True, help="net definition .prototxt")
         p.add_argument("--weights", help="trained .caffemodel (comma-separated list allowed for test)")
-        p.add_argument("--iterations", type=int, default=50)
+        p.add_argument("--iterations", type=positive_int, default=50,
+                       help="batches to run (default 50, as Caffe)")
         p.add_argument("--level", type=int, default=0, help="net state level")
         p.add_argument("--stage", default="", help="comma-separated net state stages")
         if phase_default:
-            p.add_argument("--phase", default=phase_default, choices=["TRAIN", "TEST", "train", "test"])
+            p.add_argument("--phase", default=phase_default, choices=["TRAIN", "TEST", "train", "test"],
+                           help=f"the net's phase (default {phase_default})")
 
     p = sub.add_parser("train", help="train or fine-tune a model from a solver definition")
     p.add_argument("--solver", required=True, help="solver .prototxt")
     p.add_argument("--weights", help="comma-separated .caffemodel files to fine-tune from")
     p.add_argument("--snapshot", help=".solverstate to resume training from")
-    p.add_argument("--iterations", type=int, help="override the solver's max_iter")
+    p.add_argument("--iterations", type=positive_int, help="override the solver's max_iter")
     p.add_argument("--level", type=int, default=0, help="train net state level")
     p.add_argument("--stage", default="", help="comma-separated train net state stages")
     p.add_argument("--sigint_effect", "--sigint-effect", default="stop", choices=["stop", "snapshot", "none"],
                    help="on SIGINT: stop (after a final snapshot), snapshot, or none")
-    p.add_argument("--sighup_effect", "--sighup-effect", default="snapshot", choices=["stop", "snapshot", "none"])
+    p.add_argument("--sighup_effect", "--sighup-effect", default="snapshot", choices=["stop", "snapshot", "none"],
+                   help="on SIGHUP: snapshot (and go on), stop, or none")
     p.add_argument("--upstream_resume", "--upstream-resume", action="store_true",
                    help="with --snapshot: ignore npcaffe's sidecar and resume as a restarted upstream Caffe "
                         "does (fresh random streams, DNS statistics reset)")
@@ -443,25 +530,29 @@ def build_parser():
     p = sub.add_parser("time", help="time forward/backward per layer")
     net_flags(p, phase_default="TRAIN")
     p.add_argument("--data_shape", "--data-shape", action="append", metavar="TOP=N,C,H,W",
-                   help="replace the net's data layers by generated data of this shape for top TOP "
-                        "(repeat per top; labels get valid class indices)")
+                   help="replace the net's data layers by generated data of this shape for top TOP (repeat "
+                        "per top; a label top that a loss or Accuracy layer reads defaults to shape N, the "
+                        "batch, and gets valid class indices)")
     p.set_defaults(func=cmd_time)
     p = sub.add_parser("compress", help="store only the kept weights of a pruned model (.npz)")
     p.add_argument("--weights", required=True, help=".caffemodel to compress")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", required=True, help="output .npz (.npz is added if missing; a directory: "
+                                                "DIR/<weights name>.npz)")
     p.add_argument("--model", help="net .prototxt to load the weights through (else the caffemodel's own layers)")
     p.set_defaults(func=cmd_compress)
     p = sub.add_parser("convert-mnist", help="write MNIST IDX files into an LMDB as Caffe's convert_mnist_data")
-    p.add_argument("images")
-    p.add_argument("labels")
-    p.add_argument("out")
+    p.add_argument("images", help="IDX image file (.gz allowed)")
+    p.add_argument("labels", help="IDX label file (.gz allowed)")
+    p.add_argument("out", help="LMDB directory to create")
     p.set_defaults(func=cmd_convert_mnist)
     p = sub.add_parser("prune-report", help="parameters kept per layer and the compression rate (DNS paper Table 4)")
     p.add_argument("--model", required=True, help="net definition .prototxt")
     p.add_argument("--weights", help=".caffemodel (2-blob plain or 4-blob DNS snapshot); default: fresh initialisation")
-    p.add_argument("--phase", default="TEST", choices=["TRAIN", "TEST", "train", "test"])
+    p.add_argument("--phase", default="TEST", choices=["TRAIN", "TEST", "train", "test"],
+                   help="the net's phase (default TEST)")
     p.add_argument("--data_shape", "--data-shape", action="append", default=[], metavar="TOP=N,C,H,W",
-                   help="replace the data layers by inputs of this shape (nets whose datasets are not here)")
+                   help="replace the data layers by inputs of this shape (nets whose datasets are not here; "
+                        "label tops default to the batch)")
     p.set_defaults(func=cmd_prune_report)
     p = sub.add_parser("surgery", help="dynamic network surgery on any net (--solver), or the LeNet recipes",
                        description=SURGERY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -472,10 +563,11 @@ def build_parser():
                                      "with the solver as it is)")
     p.add_argument("--model", help="with --solver: the train/test net .prototxt, instead of the solver's net field")
     dnsify_flags(p)
-    p.add_argument("--iterations", type=int, help="override the solver's max_iter (for a quick try)")
+    p.add_argument("--iterations", type=positive_int, help="override the solver's max_iter (for a quick try)")
     p.add_argument("--data_shape", "--data-shape", action="append", metavar="TOP=N,C,H,W",
                    help="with --solver: train on generated data, the data layers becoming DummyData of this "
-                        "shape for top TOP (repeat per top; labels get valid class indices)")
+                        "shape for top TOP (repeat per top; a label top defaults to shape N, the batch, and "
+                        "gets valid class indices)")
     p.add_argument("--out", "--workdir", dest="out", metavar="DIR",
                    help="output directory (default: runs/<solver file stem>, runs/<net> for a named recipe)")
     p.add_argument("--mnist", help="named recipes: directory with the four MNIST .gz files "
@@ -500,12 +592,13 @@ def build_parser():
     p.set_defaults(func=cmd_crosscheck)
     p = sub.add_parser("explain", help="one DNS layer at one iteration: Algorithm 1 with the numbers plugged in")
     p.add_argument("--layer", required=True, help="a CConvolution / CInnerProduct layer")
-    p.add_argument("--iteration", type=int, required=True)
+    p.add_argument("--iteration", type=non_negative_int, required=True, help="the iteration to explain")
     p.add_argument("--solver", help="solver .prototxt: train up to --iteration, then explain it")
     p.add_argument("--weights", help="with --solver: .caffemodel(s) to start from (comma-separated)")
     p.add_argument("--trace", help="instead of training: a trace CSV from `npcaffe train --dns_trace`")
     p.add_argument("--model", help="with --trace: the net .prototxt, for c_rate, gamma, power and iter_stop")
-    p.add_argument("--nearest", type=int, default=3, help="weights shown on each side of a and b (default 3)")
+    p.add_argument("--nearest", type=positive_int, default=3,
+                   help="weights shown on each side of a and b (default 3)")
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("plot", help="DNS teaching figures (PNG/SVG) from a trace, a log or snapshots")
     from .plot import add_plot_arguments
@@ -519,15 +612,22 @@ def build_parser():
     p.add_argument("--mnist", help="directory with the four MNIST .gz IDX files (else $NPCAFFE_MNIST_DIR or download)")
     p.add_argument("--out", default="data/mnist", help="output directory (default: data/mnist)")
     p.set_defaults(func=cmd_prepare_mnist)
+    for command in sub.choices.values():
+        command.set_defaults(input_paths=input_paths(command))
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        check_input_paths(args)
         return args.func(args)
     except NpcaffeError as e:
         print(f"npcaffe {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a file that cannot be read or written: one line, as for our own errors
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"npcaffe {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -402,6 +402,7 @@ def plot_compare(runs, path, title="Two runs compared"):
 
 # -- command line ------------------------------------------------------------------------
 def add_plot_arguments(p):
+    from .cli import positive_int
     p.add_argument("kind", choices=KINDS, help="; ".join([
         "kept: share kept per layer vs iteration (--trace or --snapshots)",
         "gate: sigma(iter), draws and decisions (--trace)",
@@ -416,7 +417,7 @@ def add_plot_arguments(p):
     p.add_argument("--label", action="append", help="legend label per --log (default: file name)")
     p.add_argument("--weights", help="table4: .caffemodel (4-blob DNS snapshot or 2-blob pruned model)")
     p.add_argument("--layer", action="append", help="gate/hist: only these layers (repeatable)")
-    p.add_argument("--interval", type=int, default=100, help="flips from a trace: iterations per bar (default 100)")
+    p.add_argument("--interval", type=positive_int, default=100, help="flips from a trace: iterations per bar (default 100)")
     p.add_argument("--title", help="figure title")
 
 

@@ -4,10 +4,12 @@
 data layers become Input layers of the given shapes, the data tops get
 Gaussian values, and the label tops get valid class indices, the number of
 classes read from the channel count of the prediction that a loss or
-Accuracy layer compares the label with.
+Accuracy layer compares the label with.  A label top given no shape gets
+(N,), the batch of its data layer's other tops, as a Data layer's label.
 """
 import numpy as np
 
+from . import glog
 from .errors import NetError
 
 _LABEL_CONSUMERS = ("SoftmaxWithLoss", "Accuracy", "HingeLoss", "MultinomialLogisticLoss", "InfogainLoss")
@@ -27,6 +29,28 @@ def parse_data_shapes(items):
                            "e.g. data=10,3,227,227 or label=10")
         shapes[name] = shape
     return shapes
+
+
+def with_label_shapes(param, shapes):
+    """`shapes` ({top: shape}) plus (N,) for each top of a data layer of `param` that a loss or Accuracy
+    layer reads as labels and that has no shape given, N the batch (first dimension) of the shape given
+    for another top of the same data layer: `--data_shape data=64,1,28,28` alone runs a LeNet."""
+    from .graph import DATA_LAYER_TYPES
+    readers = {}
+    for layer in param.layer:
+        if layer.type in _LABEL_CONSUMERS and len(layer.bottom) > 1:
+            readers.setdefault(layer.bottom[1], layer.name)
+    out = dict(shapes)
+    for layer in param.layer:
+        given = [(top, shapes[top]) for top in layer.top if top in shapes]
+        if layer.type not in DATA_LAYER_TYPES or not given:
+            continue
+        for top in layer.top:
+            if top not in out and top in readers:
+                out[top] = (given[0][1][0],)
+                glog.info(f"--data_shape {top}={out[top][0]}: the batch of {given[0][0]}, as labels for layer "
+                          f"'{readers[top]}'")
+    return out
 
 
 def label_consumers(net):
@@ -73,7 +97,8 @@ def generated_data_net(param, shapes):
     0..K-1 (K from the prediction's channels).  Both are refilled at every
     forward from npcaffe's seeded generator, as Caffe's DummyData does, so
     the net file alone trains (in npcaffe or BVLC Caffe) and a snapshot resumes.
-    Every top of a data layer needs a shape (graph.replace_data_layers)."""
+    Every top of a data layer needs a shape (graph.replace_data_layers); a label top gets its batch
+    (with_label_shapes)."""
     from .graph import DATA_LAYER_TYPES, replace_data_layers
     from .layer import TEST, TRAIN
     from .net import Net
@@ -83,6 +108,7 @@ def generated_data_net(param, shapes):
     if unknown:
         raise NetError(f"--data_shape names {unknown}, which are not tops of a data layer of net '{param.name}' "
                        f"(its data tops: {sorted(data_tops)})")
+    shapes = with_label_shapes(param, shapes)
     inputs = replace_data_layers(param, shapes)
     classes = {}
     for phase in (TRAIN, TEST):

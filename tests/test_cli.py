@@ -112,3 +112,113 @@ def test_non_finite_blob_is_named(tmp_path, capsys):
     rc, out, err = run(["time", "--model", str(model), "--iterations", "1", "--phase", "TEST"], capsys)
     assert rc == 1
     assert "blob 'y' (top of layer 'log', shape (2, 3)) has" in err and "non-finite data" in err
+
+
+# -- no traps: every argument checked before the run, one line naming the flag ------------
+
+LENET5 = os.path.join(ROOT, "prototxt", "lenet5", "lenet5_train_test.prototxt")
+
+
+def usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["time", "--model", LENET5, "--iterations", "0"], "--iterations"),  # was a ZeroDivisionError
+    (["test", "--model", LENET5, "--iterations", "0"], "--iterations"),  # was `Loss: nan`, exit 0
+    (["test", "--model", LENET5, "--iterations", "-1"], "--iterations"),
+    (["train", "--solver", "s.prototxt", "--iterations", "0"], "--iterations"),
+    (["surgery", "lenet5", "--iterations", "0"], "--iterations"),  # was 185x "compression" of an untrained net
+    (["explain", "--layer", "ip1", "--iteration", "-1"], "--iteration"),
+    (["explain", "--layer", "ip1", "--iteration", "1", "--nearest", "0"], "--nearest"),
+    (["dnsify", "m.prototxt", "--out", "o.prototxt", "--gamma", "-1"], "--gamma"),
+    (["dnsify", "m.prototxt", "--out", "o.prototxt", "--iter_stop", "x"], "--iter_stop"),
+    (["plot", "flips", "-o", "f.png", "--interval", "0"], "--interval"),
+])
+def test_counts_and_rates_are_checked(argv, flag, capsys):
+    line = usage_error(argv, capsys)
+    assert line.startswith(f"npcaffe {argv[0]}: error: argument {flag}") and "expected " in line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["test", "--model", "missing.prototxt"], "--model: net file 'missing.prototxt' not found (relative paths"),
+    (["test", "--model", LENET5, "--weights", f"{LENET5},gone.caffemodel"], "--weights: 'gone.caffemodel' not found"),
+    (["train", "--solver", "nope_solver.prototxt"], "--solver: solver file 'nope_solver.prototxt' not found"),
+    (["train", "--solver", LENET5, "--snapshot", "x.solverstate"], "--snapshot: 'x.solverstate' not found"),
+    (["dnsify", "nothere.prototxt", "--out", "o.prototxt"], "model: net file 'nothere.prototxt' not found"),
+    (["crosscheck", "no_bundle"], "bundle: bundle directory 'no_bundle' not found"),
+    (["prepare-mnist", "--mnist", LENET5], f"--mnist: '{LENET5}' is a file, not a directory"),
+    (["plot", "curves", "-o", "c.png", "--log", "no.log"], "--log: 'no.log' not found"),
+])
+def test_missing_input_is_one_line_naming_the_flag(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(argv, capsys)
+    assert rc == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"npcaffe {argv[0]}: error: {message}"), err
+
+
+def test_time_defaults_the_label_shape_to_the_batch(capsys):
+    rc, out, err = run(["time", "--model", LENET5, "--iterations", "1", "--data_shape", "data=4,1,28,28"], capsys)
+    assert rc == 0, err
+    assert "--data_shape label=4: the batch of data, as labels for layer 'loss'" in err
+    assert "Learnable parameters: 431,080" in out
+
+
+def test_prune_report_of_a_net_without_parameters(tmp_path, capsys):
+    model = tmp_path / "relu.prototxt"
+    model.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
+                     'layer { name: "r" type: "ReLU" bottom: "x" top: "y" }\n')
+    rc, out, err = run(["prune-report", "--model", str(model)], capsys)
+    assert rc == 1 and "inf" not in out + err
+    assert "relu.prototxt: no layer has parameters in phase TEST" in err
+
+
+def test_compress_into_a_directory_or_a_name_without_npz(tmp_path, capsys):
+    weights = shared_path("upstream-dns", "caffe_lenet300100_sparse.caffemodel")
+    rc, out, err = run(["compress", "--weights", weights, "--out", str(tmp_path)], capsys)
+    written = tmp_path / "caffe_lenet300100_sparse.npz"
+    assert rc == 0 and written.is_file()
+    assert out.strip().endswith(f"-> {written.stat().st_size} bytes in {written}")
+    rc, out, err = run(["compress", "--weights", weights, "--out", str(tmp_path / "small")], capsys)
+    assert rc == 0 and (tmp_path / "small.npz").is_file() and out.strip().endswith("small.npz")
+
+
+def test_version_is_the_package_metadata(capsys):
+    from importlib import metadata
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"npcaffe {metadata.version('npcaffe')}"
+
+
+def subcommands(parser):
+    import argparse
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}
+
+
+def test_every_flag_has_help():
+    parser = cli.build_parser()
+    missing = [f"{name} {action.option_strings or action.dest}"
+               for name, command in [("npcaffe", parser), *subcommands(parser).items()]
+               for action in command._actions if not action.help]
+    assert missing == []
+
+
+def test_run_outputs_are_ignored_by_git():
+    import shutil
+    import subprocess
+    if shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")):
+        pytest.skip("not a git checkout")
+    paths = ["data/mnist/mnist_train_lmdb/data.mdb", "snap/lenet5_dns_iter_100.caffemodel", "runs/lenet5/report.txt"]
+    done = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.split() == paths
+    done = subprocess.run(["git", "check-ignore", "npcaffe/data/mnist.py", "tests/data"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.stdout == ""

@@ -1,4 +1,6 @@
 """npcaffe/synthetic.py: generated inputs for nets run without their datasets (`npcaffe time --data_shape`)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,15 @@ def test_labels_are_valid_class_indices():
     labels = net.blobs["label"].data
     assert labels.min() >= 0 and labels.max() <= 9 and np.array_equal(labels, labels.round())
     net.forward_from_to()
+
+
+def test_label_shape_defaults_to_the_batch(quiet_log):
+    from npcaffe.synthetic import with_label_shapes
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    param = read_net(os.path.join(root, "prototxt", "lenet5", "lenet5_train_test.prototxt"))
+    assert with_label_shapes(param, {"data": (64, 1, 28, 28)}) == {"data": (64, 1, 28, 28), "label": (64,)}
+    assert with_label_shapes(param, {"data": (8, 1, 28, 28), "label": (8, 1)})["label"] == (8, 1)  # given wins
+    assert with_label_shapes(param, {}) == {}
 
 
 @pytest.mark.parametrize("arg", ["data", "data=", "data=1,x", "=1", "data=0,3"])

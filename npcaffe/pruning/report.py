@@ -88,14 +88,14 @@ def format_report(rows):
     lines = [f"{'layer':<{width}}  {'type':<{type_width}}  {'params':>10}  {'kept':>10}  {'kept %':>8}  {'rate':>9}"]
     for r in rows:
         share = 100.0 * r.kept / r.params if r.params else 0.0
-        rate = f"{r.params / r.kept:.2f}x" if r.kept else "inf"
+        rate = f"{r.params / r.kept:.2f}x" if r.kept else "none kept"
         lines.append(f"{r.name:<{width}}  {r.type:<{type_width}}  {r.params:>10}  {r.kept:>10}  {share:>7.2f}%  {rate:>9}"
                      f"   ({short_count(r.params)} -> {short_count(r.kept)})")
     total = sum(r.params for r in rows)
     kept = sum(r.kept for r in rows)
     share = 100.0 * kept / total if total else 0.0
-    rate = total / kept if kept else float("inf")
-    lines.append(f"{'total':<{width}}  {'':<{type_width}}  {total:>10}  {kept:>10}  {share:>7.3f}%  {rate:>8.2f}x")
-    lines.append(f"{kept} of {total} parameters kept ({short_count(kept)} of {short_count(total)}), "
-                 f"compression {rate:.2f}x (~{rate:.0f}x)")
+    rate = f"{total / kept:.2f}x" if kept else "none kept"
+    lines.append(f"{'total':<{width}}  {'':<{type_width}}  {total:>10}  {kept:>10}  {share:>7.3f}%  {rate:>9}")
+    summary = f"compression {total / kept:.2f}x (~{total / kept:.0f}x)" if kept else "every parameter is zero"
+    lines.append(f"{kept} of {total} parameters kept ({short_count(kept)} of {short_count(total)}), {summary}")
     return "\n".join(lines)

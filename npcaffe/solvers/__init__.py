@@ -8,7 +8,8 @@ file's type says.
 from .lr_policy import POLICIES, learning_rate  # noqa: F401
 from .sgd import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: F401
                   RMSPropSolver, SGDSolver)
-from .solver import Solver, load_solver_param, solver_class, solver_type_list  # noqa: F401
+from .solver import (Solver, load_solver_param, make_snapshot_directory, solver_class,  # noqa: F401
+                     solver_type_list)
 
 
 def get_solver(source):

@@ -79,6 +79,24 @@ def load_solver_param(source):
     return param, path
 
 
+def make_snapshot_directory(param, where="<solver>"):
+    """Create the directory of param.snapshot_prefix if the solver will snapshot there and it is missing
+    (`npcaffe train` does, as a user expects; Caffe fails at the first snapshot, the library's
+    check_solver_param before training).  Returns the directory created, else None."""
+    if not (param.snapshot > 0 or param.snapshot_after_train) or not param.snapshot_prefix:
+        return None
+    directory = os.path.dirname(param.snapshot_prefix)
+    if not directory or os.path.isdir(directory):
+        return None
+    try:
+        os.makedirs(directory)
+    except OSError as e:
+        raise SolverError(f"{where}: field 'snapshot_prefix': cannot create the snapshot directory '{directory}' "
+                          f"(for snapshot_prefix '{param.snapshot_prefix}'): {e.strerror or e}") from None
+    glog.info(f"Created the snapshot directory {directory} (snapshot_prefix: {param.snapshot_prefix})")
+    return directory
+
+
 def check_solver_param(param, where):
     """Raise SolverError for a SolverParameter Caffe would reject (before any net is built)."""
     from .lr_policy import check_lr_policy

@@ -64,3 +64,12 @@ def test_multiply_adds_of_lenet5_dense_and_pruned():
                     "ip2": nonzero["ip2"]}
     assert format_macs(rows).startswith(f"multiply-adds per sample (Convolution / InnerProduct weights): "
                                         f"{sum(kept.values())} of 2293000 kept")
+
+
+def test_every_parameter_zero_is_said_in_words():
+    from npcaffe.pruning.report import LayerCount, format_report
+    text = format_report([LayerCount("ip1", "InnerProduct", 60, 0), LayerCount("ip2", "InnerProduct", 12, 3)])
+    assert "inf" not in text
+    assert "0.00%  none kept   (60 -> 0)" in text and "3 of 72 parameters kept (3 of 72), compression 24.00x" in text
+    text = format_report([LayerCount("ip1", "InnerProduct", 60, 0)])
+    assert text.endswith("0 of 60 parameters kept (0 of 60), every parameter is zero") and "inf" not in text

@@ -125,7 +125,17 @@ def test_finetune_and_iterations_override(workdir, capsys):
     assert os.path.exists("snap/tiny_iter_2.caffemodel")
 
 
+def test_missing_snapshot_directory_is_created(workdir, capsys):
+    # As the shipped solvers' snap/: Caffe would fail at the first snapshot, after the training it cost.
+    (workdir / "snap").rmdir()
+    code, log = run(["--solver", "solver.prototxt", "--iterations", "5"], capsys)
+    assert code == 0 and "Created the snapshot directory snap (snapshot_prefix: snap/tiny)" in log
+    assert os.path.exists("snap/tiny_iter_5.caffemodel")
+
+
 def test_errors(workdir, capsys):
+    (workdir / "a").write_text("")
+    (workdir / "b").write_text("")
     code, err = run(["--solver", "solver.prototxt", "--weights", "a", "--snapshot", "b"], capsys)
     assert code == 1 and "not both" in err
     (workdir / "bad.prototxt").write_text(SOLVER.replace('"inv"', '"wavy"'))
