@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from . import glog
+from . import blas, glog
 from .errors import NpcaffeError
 
 
@@ -453,11 +453,20 @@ def version():
         return "unknown (run from a source tree that is not installed: pip install -e .)"
 
 
+# Commands that compute little or nothing get no --threads (they still run as the others, one BLAS thread).
+NO_THREADS_FLAG = ("compress", "convert-mnist", "dnsify", "plot", "prepare-mnist", "prune-report")
 # Flags (argparse dests) naming files or directories a command reads: main checks them before the command
 # runs, so a wrong path is one line naming the flag, not an error from deep inside the run.
 INPUT_FILES = ("model", "weights", "solver", "snapshot", "trace", "script", "images", "labels", "snapshots", "log")
 INPUT_DIRS = ("bundle", "mnist")
 _WHAT = {"model": "net file ", "solver": "solver file ", "bundle": "bundle directory ", "mnist": "directory "}
+
+
+def threads_flag(p):
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="BLAS threads (default 1, or OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS "
+                        "if set); more threads help on an idle multi-core machine and slow a run down while "
+                        "other programs compute")
 
 
 def input_paths(p):
@@ -612,7 +621,9 @@ def build_parser():
     p.add_argument("--mnist", help="directory with the four MNIST .gz IDX files (else $NPCAFFE_MNIST_DIR or download)")
     p.add_argument("--out", default="data/mnist", help="output directory (default: data/mnist)")
     p.set_defaults(func=cmd_prepare_mnist)
-    for command in sub.choices.values():
+    for name, command in sub.choices.items():
+        if name not in NO_THREADS_FLAG:
+            threads_flag(command)
         command.set_defaults(input_paths=input_paths(command))
     return parser
 
@@ -621,7 +632,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         check_input_paths(args)
-        return args.func(args)
+        if not hasattr(args, "threads"):
+            return args.func(args)
+        with blas.limited(args.threads) as threads:
+            if not getattr(args, "quiet", False):
+                glog.info(threads)
+            return args.func(args)
     except NpcaffeError as e:
         print(f"npcaffe {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -133,6 +133,7 @@ def usage_error(argv, capsys):
     (["test", "--model", LENET5, "--iterations", "-1"], "--iterations"),
     (["train", "--solver", "s.prototxt", "--iterations", "0"], "--iterations"),
     (["surgery", "lenet5", "--iterations", "0"], "--iterations"),  # was 185x "compression" of an untrained net
+    (["time", "--model", LENET5, "--threads", "0"], "--threads"),
     (["explain", "--layer", "ip1", "--iteration", "-1"], "--iteration"),
     (["explain", "--layer", "ip1", "--iteration", "1", "--nearest", "0"], "--nearest"),
     (["dnsify", "m.prototxt", "--out", "o.prototxt", "--gamma", "-1"], "--gamma"),
@@ -209,6 +210,13 @@ def test_every_flag_has_help():
                for name, command in [("npcaffe", parser), *subcommands(parser).items()]
                for action in command._actions if not action.help]
     assert missing == []
+
+
+def test_computing_commands_take_threads():
+    for name, command in subcommands(cli.build_parser()).items():
+        has = any("--threads" in action.option_strings for action in command._actions)
+        assert has == (name not in cli.NO_THREADS_FLAG), name
+    assert {"train", "test", "time", "surgery", "crosscheck", "explain"} <= set(subcommands(cli.build_parser()))
 
 
 def test_run_outputs_are_ignored_by_git():
