@@ -357,6 +357,52 @@ def cmd_compress(args):
     return 0
 
 
+SENSITIVITY_HELP = """\
+Sweeps against the pruning ratio (the share of a layer's weights set to zero, smallest |w| first;
+biases kept), after the pruning survey's Figs. 11-14:
+
+  npcaffe sensitivity --model M_train_test.prototxt --weights W.caffemodel [--ratios 0,0.5,0.9]
+
+  (default)  each Convolution / InnerProduct layer (--layers) pruned alone at each ratio, and all
+             together ("(all)"), tested on the net's TEST data with no retraining: which layer is
+             most sensitive (Fig. 12).  --iterations N forward passes (default: one pass over its
+             LMDB), --data LMDB instead of the Data layer's source, --metric (default: accuracy).
+  --solver S direct vs iterative (Fig. 11): from --weights, every layer pruned to each ratio once
+             and retrained --retrain_iter R, or in --steps k steps retrained R/k after each; tested
+             on the solver's test net.  Retraining R per ratio and schedule: this is the long part.
+  --storage  bytes of the dense .caffemodel, npcaffe's .npz, plain CSR and Deep Compression's
+             relative-index CSR (--index_bits conv=8,fc=5, the paper's) per ratio (Fig. 13).
+  --timing   ms per forward pass at --batch 1,64 on the dense path, the sparse kernels and npcaffe's
+             own choice per ratio (Fig. 14); --data_shape TOP=N,C,H,W times generated data instead
+             (then only --storage and --timing run: give --no_layers).
+--out DIR (default runs/<model file stem>_sensitivity) gets report.txt, report.json, one CSV per
+sweep and log.txt; --plot also a PNG per sweep (needs matplotlib: pip install npcaffe[plot]).
+
+"""
+
+
+def cmd_sensitivity(args):
+    """Accuracy, storage and inference time against the pruning ratio (npcaffe.pruning.sensitivity)."""
+    from .pruning import sensitivity
+    from .pruning.dnsify import parse_layers
+    from .synthetic import parse_data_shapes
+    for flag, value, low in (("--iterations", args.iterations, 1), ("--retrain_iter", args.retrain_iter, 1),
+                             ("--repeats", args.repeats, 1), ("--rounds", args.rounds, 1)):
+        if value is not None and value < low:
+            raise NpcaffeError(f"{flag} must be at least {low}, got {value}")
+    if not args.tolerance >= 0:
+        raise NpcaffeError(f"--tolerance must be >= 0 (in the metric's units), got {args.tolerance}")
+    sensitivity.run(args.model, args.weights, layers=parse_layers(args.layers),
+                    ratios=sensitivity.parse_ratios(args.ratios), iterations=args.iterations, data=args.data,
+                    metric=args.metric, tolerance=args.tolerance, sweep_layers=not args.no_layers,
+                    solver=args.solver, retrain_iter=args.retrain_iter, steps=args.steps, storage=args.storage,
+                    index_bits=sensitivity.parse_index_bits(args.index_bits), timing=args.timing,
+                    batches=sensitivity.parse_batches(args.batch), repeats=args.repeats, rounds=args.rounds,
+                    data_shapes=parse_data_shapes(args.data_shape), out=args.out, plot=args.plot,
+                    quiet=args.quiet, solve_wrapper=lambda solver: signal_actions(solver, "stop"))
+    return 0
+
+
 def cmd_explain(args):
     """One DNS layer at one iteration: Algorithm 1's quantities with their formulas and numbers."""
     from .explain import explain_run, explain_trace, format_explanation
@@ -563,6 +609,41 @@ def build_parser():
                    help="replace the data layers by inputs of this shape (nets whose datasets are not here; "
                         "label tops default to the batch)")
     p.set_defaults(func=cmd_prune_report)
+    p = sub.add_parser("sensitivity", help="accuracy, model size and inference time against the pruning ratio: "
+                                           "per layer, direct vs iterative", description=SENSITIVITY_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="net .prototxt with TEST-phase data and an Accuracy or loss layer")
+    p.add_argument("--weights", required=True, help="trained .caffemodel (or .npz) to prune")
+    p.add_argument("--layers", action="append", metavar="L1,L2",
+                   help="Convolution / InnerProduct layers to prune (comma-separated, repeatable; default: all)")
+    p.add_argument("--ratios", metavar="R1,R2", help="pruning ratios in [0, 1] (default 0,0.1,...,0.9,0.95)")
+    p.add_argument("--iterations", type=int, help="TEST forward passes per score (default: one pass over the LMDB)")
+    p.add_argument("--data", metavar="LMDB", help="TEST data: this LMDB instead of the Data layer's source")
+    p.add_argument("--metric", help="output ranking the layers (default: the Accuracy layer's, else the loss)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="a layer tolerates a ratio while the metric stays this close to unpruned (default 0.01: "
+                        "one point of accuracy)")
+    p.add_argument("--no_layers", "--no-layers", action="store_true", help="skip the per-layer sweep")
+    p.add_argument("--solver", help="also run direct and iterative pruning with retraining by this solver")
+    p.add_argument("--retrain_iter", "--retrain-iter", type=int, metavar="R",
+                   help="with --solver: retraining iterations per ratio and schedule (default: its max_iter)")
+    p.add_argument("--steps", type=int, default=3, help="with --solver: steps of the iterative schedule (default 3)")
+    p.add_argument("--storage", action="store_true", help="also the model size in each format per ratio")
+    p.add_argument("--index_bits", "--index-bits", metavar="conv=B,fc=B",
+                   help="relative CSR index width (default conv=8,fc=5, Deep Compression's)")
+    p.add_argument("--timing", action="store_true", help="also the inference time, dense and sparse, per ratio")
+    p.add_argument("--batch", metavar="B1,B2", help="with --timing: batch sizes (default 1,64)")
+    p.add_argument("--repeats", type=int, default=20,
+                   help="with --timing: forwards per measurement, x10 below 8 images (default 20)")
+    p.add_argument("--rounds", type=int, default=5, help="with --timing: rounds over the three paths (default 5)")
+    p.add_argument("--data_shape", "--data-shape", action="append", metavar="TOP=N,C,H,W",
+                   help="with --storage / --timing only: generated data of this shape for top TOP (repeat per "
+                        "top; N is replaced by each --batch)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default runs/<model file stem>_sensitivity)")
+    p.add_argument("--plot", action="store_true", help="also write a PNG per sweep (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no log on the console, just the tables (DIR/log.txt "
+                                                        "keeps the whole log)")
+    p.set_defaults(func=cmd_sensitivity)
     p = sub.add_parser("surgery", help="dynamic network surgery on any net (--solver), or the LeNet recipes",
                        description=SURGERY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("net", nargs="?", choices=["lenet5", "lenet300100"],

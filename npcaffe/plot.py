@@ -11,11 +11,20 @@ of a DNS run, optionally .gz, the iteration read from `_iter_N`).
     table4   parameters and kept per layer (the paper's Table 4)    weights
     curves   training loss and test accuracy vs iteration           log(s)
 
+and the pruning-ratio sweeps of `npcaffe sensitivity` (its report.json, --sweep), after the seed
+survey's Figs. 11-14:
+
+    sensitivity  the metric vs ratio, one layer pruned at a time       sweep
+    schedules    no retraining, direct and iterative, vs ratio         sweep (with --solver)
+    storage      bytes of caffemodel, .npz, CSR, relative CSR          sweep (with --storage)
+    timing       ms per forward, dense / sparse / npcaffe's choice     sweep (with --timing)
+
 The output format follows the file's extension (.png or .svg).  matplotlib
 is an optional dependency: `pip install npcaffe[plot]`.  Each plot_* function
 takes plain data (rows, arrays) so scripts such as docs/make_tutorial.py call
 them directly.
 """
+import json
 import os
 import re
 
@@ -24,7 +33,8 @@ import numpy as np
 from .errors import NpcaffeError
 from .masks import kept_counts, stored_kept, stored_layout
 
-KINDS = ("kept", "gate", "flips", "hist", "table4", "curves")
+KINDS = ("kept", "gate", "flips", "hist", "table4", "curves", "sensitivity", "schedules", "storage", "timing")
+SWEEP_KINDS = ("sensitivity", "schedules", "storage", "timing")
 _ITER = re.compile(r"_iter_(\d+)")
 # Caffe 1.0 prints "Iteration N (x iter/s, ys/100 iters), loss = X"; the DNS fork "Iteration N, loss = X".
 _LOSS = re.compile(r"\] Iteration (\d+)(?: \([^)]*\))?, loss = (\S+)")
@@ -400,6 +410,93 @@ def plot_compare(runs, path, title="Two runs compared"):
     return save(fig, path)
 
 
+def plot_ratio_curves(panels, path, title=None):
+    """Curves against the pruning ratio, one panel each: `panels` a list of (panel title, {label: (ratios,
+    values)}, y label, log scale, reference line (label, value) or None).  A label starting with "(" is drawn
+    dashed in black (a sum over the others, e.g. every layer pruned together)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1.8, 4), squeeze=False)
+    for ax, (name, curves, ylabel, log, reference) in zip(axes[0], panels):
+        for label, (ratios, values) in curves.items():
+            style = {"color": "k", "linestyle": "--"} if label.startswith("(") else {"linestyle": "-"}
+            ax.plot(ratios, values, marker="o", markersize=4, label=label, **style)
+        if reference is not None:
+            ax.axhline(reference[1], color="#9e9e9e", lw=1, linestyle=":", label=reference[0])
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("pruning ratio (share of the weights set to zero)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def sweep_kinds(report):
+    """The sweep figures a report of `npcaffe sensitivity` has the data for."""
+    return [kind for kind in SWEEP_KINDS if kind in report]
+
+
+def ratio_figure(report, kind, path, title=None):
+    """Figure `kind` (SWEEP_KINDS) from a report of `npcaffe sensitivity` (npcaffe.pruning.sensitivity)."""
+    if kind not in report:
+        flag = {"schedules": " with --solver S", "storage": " with --storage", "timing": " with --timing"}
+        raise NpcaffeError(f"plot {kind}: the report has no {kind} sweep (run npcaffe sensitivity"
+                           f"{flag.get(kind, ' without --no_layers')})")
+    metric = report.get("metric")
+    scale = 100.0 if report.get("metric_is_accuracy") else 1.0
+    ylabel = f"{metric} (%)" if scale == 100 else metric
+
+    def series(rows, key, value):
+        out = {}
+        for r in rows:
+            out.setdefault(key(r), ([], []))
+            out[key(r)][0].append(r["ratio"])
+            out[key(r)][1].append(value(r))
+        return out
+
+    if kind == "sensitivity":
+        curves = series(report["sensitivity"], lambda r: r["layer"], lambda r: scale * r["scores"][metric])
+        panels = [("one layer pruned at a time, no retraining", curves, ylabel, False,
+                   ("unpruned", scale * report["dense"][metric]))]
+        default = "Sensitivity of each layer to magnitude pruning"
+    elif kind == "schedules":
+        s = report["schedules"]
+        rows = s["rows"]
+        direct = [r for r in rows if r["schedule"] == "direct"]
+        curves = series(direct, lambda r: "no retraining", lambda r: scale * r["pruned"][metric])
+        for name, label in (("direct", f"direct, retrained {s['retrain_iter']}"),
+                            ("iterative", f"iterative, {s['steps']} x {s['retrain_iter'] // s['steps']}")):
+            curves.update(series([r for r in rows if r["schedule"] == name], lambda r: label,
+                                 lambda r: scale * r["retrained"][metric]))
+        reference = ("unpruned", scale * s["dense"][metric]) if metric in s.get("dense", {}) else None
+        panels = [("every layer pruned to the ratio", curves, ylabel, False, reference)]
+        default = "Direct and iterative pruning, with and without retraining"
+    elif kind == "storage":
+        s = report["storage"]
+        bits = s["index_bits"]
+        names = {"caffemodel": "dense .caffemodel", "npz": "npcaffe .npz (int32 index + value, deflated)",
+                 "csr": "CSR (2a + n + 1 numbers)",
+                 "relative_csr": f"relative CSR ({bits['conv']}-bit conv, {bits['fc']}-bit fc differences)"}
+        curves = {label: ([r["ratio"] for r in s["rows"]], [r[key] / 1024 for r in s["rows"]])
+                  for key, label in names.items()}
+        panels = [("every layer pruned to the ratio", curves, "size (KiB, log scale)", True, None)]
+        default = "Model size against the pruning ratio"
+    else:
+        t = report["timing"]
+        panels = []
+        for batch in t["batches"]:
+            rows = [r for r in t["rows"] if r["batch"] == batch]
+            names = {"dense": "dense path", "sparse": "sparse kernels", "npcaffe": "npcaffe's own choice"}
+            panels.append((f"batch {batch}", series(rows, lambda r: names[r["path"]], lambda r: r["median_ms"]),
+                           "ms per forward pass (median)", False, None))
+        default = f"Inference time against the pruning ratio ({t['threads']})"
+    return plot_ratio_curves(panels, path, title or default)
+
+
 # -- command line ------------------------------------------------------------------------
 def add_plot_arguments(p):
     from .cli import positive_int
@@ -409,7 +506,9 @@ def add_plot_arguments(p):
         "flips: prunes and splices per interval (--trace or --snapshots)",
         "hist: |w| histograms with the [a, b] band (--snapshots, --trace for a and b)",
         "table4: parameters and kept per layer (--weights)",
-        "curves: training loss and test accuracy (--log, repeatable)"]))
+        "curves: training loss and test accuracy (--log, repeatable)",
+        "sensitivity / schedules / storage / timing: the sweeps of npcaffe sensitivity against the pruning "
+        "ratio (--sweep report.json)"]))
     p.add_argument("-o", "--out", required=True, help="output file: .png or .svg")
     p.add_argument("--trace", help="trace CSV from npcaffe train --dns_trace")
     p.add_argument("--snapshots", nargs="+", help="DNS .caffemodel snapshots (name with _iter_N; .gz allowed)")
@@ -418,6 +517,8 @@ def add_plot_arguments(p):
     p.add_argument("--weights", help="table4: .caffemodel (4-blob DNS snapshot or 2-blob pruned model)")
     p.add_argument("--layer", action="append", help="gate/hist: only these layers (repeatable)")
     p.add_argument("--interval", type=positive_int, default=100, help="flips from a trace: iterations per bar (default 100)")
+    p.add_argument("--sweep", metavar="JSON", help="sensitivity/schedules/storage/timing: report.json of "
+                                                  "npcaffe sensitivity")
     p.add_argument("--title", help="figure title")
 
 
@@ -471,4 +572,13 @@ def plot_command(args):
         for i, path in enumerate(args.log):
             logs[labels[i] if i < len(labels) else os.path.basename(path)] = read_log(path)
         return plot_curves(logs, args.out, **kw)
+    if kind in SWEEP_KINDS:
+        need("--sweep", args.sweep)
+        try:
+            with open(args.sweep) as f:
+                report = json.load(f)
+        except (OSError, ValueError) as e:
+            raise NpcaffeError(f"--sweep {args.sweep}: not a readable report.json of npcaffe sensitivity ({e})") \
+                from None
+        return ratio_figure(report, kind, args.out, **kw)
     raise NpcaffeError(f"unknown plot kind '{kind}'")
