@@ -4,10 +4,12 @@ The command runs one BLAS thread unless asked for more: `--threads N`, or
 OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS in the environment
 (then the library keeps what that variable gave it).  OpenBLAS's own default
 is a thread per core, and its threads spin while they wait for work; on a
-laptop where anything else computes, two threads then fight one busy core
-and an iteration gets slower, not faster (README, Speed).  `import npcaffe`
-changes nothing: a library user keeps the BLAS's default or their own
-setting (threadpoolctl, the environment).
+machine where anything else computes they wait for a core after every
+product, and an iteration gets slower, not faster (a LeNet-5 DNS training
+iteration on the 2-core development VM while other runs loaded it: about 4-8x
+slower with two threads than with one).  `import npcaffe` changes nothing: a
+library user keeps the BLAS's default or their own setting (threadpoolctl,
+the environment).
 
 The limit is set at run time with threadpoolctl, on the BLAS libraries the
 process has loaded (NumPy's, loaded with `npcaffe.cli`), and lifted when the
