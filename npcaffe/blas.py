@@ -6,8 +6,9 @@ OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS in the environment
 is a thread per core, and its threads spin while they wait for work; on a
 machine where anything else computes they wait for a core after every
 product, and an iteration gets slower, not faster (a LeNet-5 DNS training
-iteration on the 2-core development VM while other runs loaded it: about 4-8x
-slower with two threads than with one).  `import npcaffe` changes nothing: a
+iteration on the 2-core development VM: the same 10 ms with one thread or
+two when idle, 1.9x slower with two beside one busy process, 4-8x while
+other training runs loaded it).  `import npcaffe` changes nothing: a
 library user keeps the BLAS's default or their own setting (threadpoolctl,
 the environment).
 
