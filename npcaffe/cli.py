@@ -234,6 +234,63 @@ def cmd_prepare_mnist(args):
     return 0
 
 
+PRUNE_HELP = """\
+Prune a net with one method on one schedule, retraining with the masks fixed (pruned weights get
+no gradient and stay zero, unlike DNS):
+
+  npcaffe prune --method magnitude --solver S.prototxt --weights W.caffemodel --sparsity ip1=0.92 \\
+                --schedule iterative --steps 3 --retrain_iter 10000
+
+methods (criterion, npcaffe/pruning/criteria/):
+  magnitude  |w|, Han et al. 2015 (also --quality q: prune |w| <= q x std of the layer's weights)
+  obd        saliency 1/2 h w^2 from a second-derivative pass (LeCun et al. 1989)
+  lobs       layer-wise OBS: w^2 / (2 [H^-1]_qq) and the compensating update of the kept
+             weights (Dong et al. 2017); --retrain_iter 0 for no retraining
+  snip       |g w| on one batch at initialisation (Lee et al. 2019): without --weights it prunes
+             the solver's initialisation, then trains the sparse net from scratch
+schedules: direct (one step), iterative --steps k (each step keeps the same share of what is left:
+  sparsity 1 - (1 - s)^(i/k) after step i; a quality grows as q i / k).  Each step scores on
+  --score_batches forward passes of the train net's data (obd, lobs 100; snip 1), prunes (entries
+  pruned before stay pruned), applies L-OBS's update, retrains --retrain_iter iterations with a
+  fresh solver from the current weights (the solver's schedule starts again, as `caffe train
+  --weights`; default: its max_iter), and tests.  Biases are pruned only with --bias.
+Without --weights (and no `weights` in the solver) a dense reference is trained first with the
+solver as it is (not for snip).  --out DIR gets <name>_<method>_pruned.caffemodel (W * mask baked
+into the net's own layers, two blobs each: BVLC Caffe loads it), report.txt / report.json (Table 4
+per layer, multiply-adds kept, test error before pruning and after each step) and log.txt.
+
+"""
+
+
+def cmd_prune(args):
+    """One pruning method on one schedule (npcaffe.pruning.prune), or a named recipe."""
+    from .pruning import prune
+    from .pruning.dnsify import parse_layers
+    options = {"sparsity": prune.parse_layer_values(args.sparsity, "--sparsity"),
+               "quality": prune.parse_layer_values(args.quality, "--quality"),
+               "global_": args.global_, "layers": parse_layers(args.layers), "schedule": args.schedule,
+               "steps": args.steps, "retrain_iter": args.retrain_iter, "score_batches": args.score_batches,
+               "bias": args.bias}
+
+    def stop_on_signal(solver):
+        return signal_actions(solver, args.sigint_effect)
+
+    if args.recipe:
+        if args.solver or args.method:
+            raise NpcaffeError(f"--recipe {args.recipe} brings its own solver and method; give --solver and "
+                               "--method without --recipe for other nets")
+        prune.run_recipe(args.recipe, mnist=args.mnist, weights=args.weights, out=args.out, quiet=args.quiet,
+                         solve_wrapper=stop_on_signal, **{k: v for k, v in options.items() if v not in (None, False)})
+        return 0
+    if not args.solver or not args.method:
+        raise NpcaffeError("give --method and --solver S.prototxt, or --recipe NAME")
+    if args.mnist:
+        raise NpcaffeError("--mnist is for the recipes; with --solver the net's own data layers are read")
+    prune.run(args.solver, args.method, weights=args.weights, out=args.out, quiet=args.quiet,
+              solve_wrapper=stop_on_signal, **{**options, "schedule": options["schedule"] or "direct"})
+    return 0
+
+
 def cmd_prune_report(args):
     """The DNS paper's Table 4 for a net: per layer parameters, share kept, compression."""
     from .fileio.prototxt import read_net
@@ -702,6 +759,39 @@ def build_parser():
     p.add_argument("--mnist", help="directory with the four MNIST .gz IDX files (else $NPCAFFE_MNIST_DIR or download)")
     p.add_argument("--out", default="data/mnist", help="output directory (default: data/mnist)")
     p.set_defaults(func=cmd_prepare_mnist)
+    from .pruning.recipes import recipes_help
+    p = sub.add_parser("prune", help="prune any net: magnitude (Han), OBD, L-OBS or SNIP, direct or iterative",
+                       description=PRUNE_HELP + recipes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", choices=["magnitude", "obd", "lobs", "snip"], help="the criterion (see above)")
+    p.add_argument("--solver", help="solver .prototxt: its net is pruned, and it retrains after each step")
+    p.add_argument("--weights", help="trained .caffemodel to prune (default: the solver's weights, else train a "
+                                     "dense reference first; snip: the solver's initialisation)")
+    p.add_argument("--layers", action="append", metavar="L1,L2",
+                   help="Convolution / InnerProduct layers to prune (comma-separated, repeatable; default: all)")
+    p.add_argument("--sparsity", action="append", metavar="[LAYER=]X",
+                   help="share of entries to prune: X for every layer, LAYER=X for one (repeatable)")
+    p.add_argument("--quality", action="append", metavar="[LAYER=]Q",
+                   help="magnitude only: prune |w| <= Q x std of the layer's weights (Han et al.)")
+    p.add_argument("--global", dest="global_", action="store_true",
+                   help="rank all layers together to one --sparsity (SNIP's top-k) instead of each layer to it")
+    p.add_argument("--schedule", choices=["direct", "iterative"], help="one step, or --steps steps (default direct)")
+    p.add_argument("--steps", type=int, help="steps of an iterative schedule (default 3)")
+    p.add_argument("--retrain_iter", "--retrain-iter", type=int, metavar="N",
+                   help="retraining iterations after each step (default: the solver's max_iter; 0: none)")
+    p.add_argument("--score_batches", "--score-batches", type=int, metavar="B",
+                   help="forward passes the criterion scores over (default: obd, lobs 100; snip 1)")
+    p.add_argument("--bias", action="store_true", help="prune biases too (ranked with the weights)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: runs/<solver file stem>, "
+                                                "runs/<recipe> for a recipe)")
+    p.add_argument("--recipe", help="a named recipe (see above)")
+    p.add_argument("--mnist", help="recipes: directory with the four MNIST .gz files (else $NPCAFFE_MNIST_DIR "
+                                   "or download)")
+    p.add_argument("--sigint_effect", "--sigint-effect", default="stop", choices=["stop", "snapshot", "none"],
+                   help="on SIGINT: stop after the current step's retraining (the pruned model and report are "
+                        "still written), or none")
+    p.add_argument("--quiet", action="store_true", help="no training log on the console, just the report "
+                                                        "(DIR/log.txt keeps the whole log)")
+    p.set_defaults(func=cmd_prune)
     for name, command in sub.choices.items():
         if name not in NO_THREADS_FLAG:
             threads_flag(command)

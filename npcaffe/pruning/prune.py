@@ -1,0 +1,332 @@
+"""`npcaffe prune`: one pruning method and schedule on the net of any solver, with its outputs.
+
+    npcaffe prune --method magnitude|obd|lobs|snip --solver S.prototxt [--weights W.caffemodel]
+                  (--sparsity x | --sparsity L=x ... | --quality q) [--schedule iterative --steps k] ...
+
+The solver's train net has its Convolution / InnerProduct layers (--layers,
+default all) pruned by the criterion on the schedule of
+npcaffe.pruning.schedule, each step retrained with the solver itself
+(`retrain_iter` iterations, default its max_iter; its learning-rate schedule,
+momentum, weight decay and test net as given).  Start: --weights, else the
+solver's own `weights`, else a dense reference trained first with the
+solver as it is; SNIP instead starts from the solver's initialisation (it
+prunes before training, then trains the sparse net from scratch).
+
+Written to `out` (default runs/<solver file stem>), <name> the solver's file
+name without _solver.prototxt (surgery.surgery_name, as `npcaffe surgery --solver`):
+  <name>_<method>_pruned.caffemodel  the pruned net in its own plain layers, W ⊙ T baked
+                                     in (two blobs per layer: BVLC Caffe and the
+                                     user's deploy net load it)
+  report.txt / report.json           the paper's Table 4 per layer (kept counts of the mask
+                                     core), multiply-adds kept, test error before pruning
+                                     and after each step, settings, wall times
+  log.txt                            the whole log (also with quiet)
+
+The named recipes (npcaffe.pruning.recipes) are this with the paper's
+settings and their own retraining solvers in prototxt/<net>/, on MNIST LMDBs
+made in the output directory.
+"""
+import json
+import os
+import time
+
+from .. import glog
+from ..errors import NpcaffeError
+from ..fileio.caffemodel import write_caffemodel
+from ..fileio.prototxt import read_net
+from ..masks import plain_model
+from ..proto import caffe_pb2
+from ..surgery import prototxt_dir, surgery_name
+from . import schedule as sched
+from .report import count_macs, count_net, format_macs, format_report
+
+
+def parse_layer_values(items, flag):
+    """--sparsity / --quality values -> one number, {layer: number}, or None: "0.9", "ip1=0.92" (repeatable,
+    comma-separated); one number and per-layer values together give {every named layer: its value,
+    None: the number}, resolved by `resolve_values`."""
+    default, per_layer = None, {}
+    for item in items or ():
+        for part in [p for p in item.split(",") if p]:
+            name, sep, value = part.rpartition("=")
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is None or number != number or (sep and not name):
+                raise NpcaffeError(f"{flag} '{part}': expected LAYER=VALUE (e.g. ip1=0.9) or one VALUE for every layer")
+            if sep:
+                per_layer[name] = number
+            else:
+                default = number
+    if not per_layer:
+        return default
+    if default is not None:
+        per_layer[None] = default
+    return per_layer
+
+
+def resolve_values(value, names):
+    """A parsed value with a default for the unnamed layers ({None: x, ...}) -> {layer: value}."""
+    if not isinstance(value, dict) or None not in value:
+        return value
+    return {name: value.get(name, value[None]) for name in names} | {k: v for k, v in value.items() if k is not None}
+
+
+def _retrain_param(param, out, name, method, iterations):
+    p = caffe_pb2.SolverParameter()
+    p.CopyFrom(param)
+    p.max_iter = iterations
+    p.snapshot = 0
+    p.snapshot_after_train = False
+    p.snapshot_prefix = os.path.join(out, f"{name}_{method}")
+    del p.weights[:]
+    return p
+
+
+def _dense_reference(param, out, name, solve_wrapper):
+    """Train the solver `param` as it is; the path of its final .caffemodel."""
+    from ..solvers import get_solver
+    p = caffe_pb2.SolverParameter()
+    p.CopyFrom(param)
+    p.snapshot_prefix = os.path.join(out, f"{name}_reference")
+    p.snapshot_after_train = True
+    del p.weights[:]
+    solver = get_solver(p)
+    if solve_wrapper is None:
+        solver.solve()
+    else:
+        with solve_wrapper(solver):
+            solver.solve()
+    weights = solver.snapshot_filename(".caffemodel.h5" if p.snapshot_format == p.HDF5 else ".caffemodel")
+    if solver.requested_early_exit:
+        raise NpcaffeError(f"stopped while training the dense reference, at iteration {solver.iter} "
+                           f"(snapshot {weights}); give it as --weights to go on from there")
+    return weights
+
+
+def _accuracy_top(net):
+    for name, layer in zip(net.layer_names, net.layers):
+        if layer.type == "Accuracy":
+            return net.top_names[name][0]
+    return None
+
+
+def _error(scores, top):
+    return None if top is None or top not in scores else 100.0 * (1.0 - scores[top])
+
+
+def run(solver, method, *, sparsity=None, quality=None, global_=False, weights=None, layers=None,
+        schedule="direct", steps=None, retrain_iter=None, score_batches=None, bias=False, out=None, quiet=False,
+        solve_wrapper=None, name=None, title=None, reference=None):
+    """Prune the net of `solver` (a solver .prototxt path, or a (SolverParameter, where) pair) and write
+    the outputs (see the module docstring).  sparsity / quality: as parse_layer_values gives them;
+    steps: None for 1 (direct) or 3 (iterative).  reference: the SolverParameter that trains the dense
+    reference when there are no weights (default the solver itself).  Returns the report as a dict
+    (report.json)."""
+    was_quiet = glog.is_quiet()
+    glog.set_quiet(quiet)
+    try:
+        return _run(solver, method, sparsity, quality, global_, weights, layers, schedule, steps, retrain_iter,
+                    score_batches, bias, out, solve_wrapper, name, title, reference)
+    finally:
+        glog.set_quiet(was_quiet)
+
+
+def _check_schedule(method, schedule, steps):
+    """The number of steps, or an NpcaffeError naming the flag."""
+    if method not in sched.METHODS:
+        raise NpcaffeError(f"--method '{method}': choose one of {', '.join(sched.METHODS)}")
+    if schedule not in sched.SCHEDULES:
+        raise NpcaffeError(f"--schedule '{schedule}': choose direct or iterative")
+    if steps is None:
+        return 1 if schedule == "direct" else 3
+    if schedule == "direct" and steps != 1:
+        raise NpcaffeError(f"--steps {steps} with --schedule direct: a direct schedule prunes in one step; "
+                           "give --schedule iterative")
+    if schedule == "iterative" and steps < 2:
+        raise NpcaffeError(f"--steps {steps}: an iterative schedule needs at least 2 steps")
+    return steps
+
+
+def _run(solver, method, sparsity, quality, global_, weights, layers, schedule, steps, retrain_iter, score_batches,
+         bias, out, solve_wrapper, name, title, reference):
+    from ..solvers import get_solver, load_solver_param
+
+    if isinstance(solver, tuple):
+        param, where = solver
+    else:
+        if not os.path.isfile(solver):
+            raise NpcaffeError(f"--solver: solver file '{solver}' not found")
+        param, where = load_solver_param(solver)
+    steps = _check_schedule(method, schedule, steps)
+    if retrain_iter is None:
+        if not (param.HasField("max_iter") and param.max_iter > 0):
+            raise NpcaffeError(f"{where}: field 'max_iter' is not set; give --retrain_iter N (iterations of "
+                               "retraining after each pruning step)")
+        retrain_iter = param.max_iter
+    if weights is None and param.weights:
+        weights = ",".join(param.weights)
+    for path in (weights or "").split(","):
+        if path and not os.path.isfile(path):
+            raise NpcaffeError(f"--weights: '{path}' not found")
+    name = name or surgery_name(where)
+    out = out or os.path.join("runs", os.path.splitext(os.path.basename(where))[0])
+    retrain = _retrain_param(param, out, name, method, int(retrain_iter))
+
+    def make_solver():
+        return get_solver(retrain)
+
+    os.makedirs(out, exist_ok=True)
+    log_file = os.path.join(out, "log.txt")
+    summary = {"solver": where, "method": method, "schedule": schedule, "steps": steps,
+               "retrain_iter": int(retrain_iter), "bias": bool(bias), "global": bool(global_)}
+    started = time.time()
+    with glog.tee(log_file):
+        glog.info(f"npcaffe prune --method {method} --solver {where}: {schedule} schedule, {steps} step(s), "
+                  f"{retrain_iter} retraining iterations each")
+        probe = make_solver()  # layers and target checked before any training
+        names = sched.prunable_layers(probe.net, layers)
+        target = sched.Target(resolve_values(sparsity, names), resolve_values(quality, names), bool(global_))
+        sched.check_target(target, method, names)
+        del probe
+        if weights is None and method != "snip":
+            glog.info("No --weights: training a dense reference with the solver as it is first")
+            weights = _dense_reference(reference or param, out, name, solve_wrapper)
+        summary["weights"] = weights
+        result = sched.run(make_solver, method, target, weights=weights, layers=names, steps=steps,
+                           retrain_iter=int(retrain_iter), score_batches=score_batches, bias=bias,
+                           solve_wrapper=solve_wrapper)
+        pruned = os.path.join(out, f"{name}_{method}_pruned.caffemodel")
+        write_caffemodel(plain_model(result.solver.net), pruned)
+        glog.info(f"Pruned model (masks baked into the plain layers) written to {pruned}")
+    summary.update(_summary(result, names, target, score_batches, method, pruned, log_file, started))
+    text = report_text(summary, format_report(count_net(result.solver.net)), title)
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(out, "report.txt"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    return summary
+
+
+def _summary(result, names, target, score_batches, method, pruned, log_file, started):
+    solver = result.solver
+    net = solver.net
+    top = _accuracy_top(solver.test_nets[0]) if solver.test_nets else None
+    rows = count_net(net)
+    macs = count_macs(net)
+    total, kept = sum(r.params for r in rows), sum(r.kept for r in rows)
+    final = result.steps[-1]
+    final_scores = final.retrained_scores or final.pruned_scores
+    chosen = [r for r in rows if r.name in names]
+    weights_total = sum(net.layer_dict[n].blobs[0].count for n in names)
+    weights_kept = sum(int((net.layer_dict[n].blobs[0].data != 0).sum()) for n in names)
+    return {
+        "layers_pruned": names,
+        "target": {"sparsity": target.sparsity, "quality": target.quality},
+        "score_batches": sched.DEFAULT_SCORE_BATCHES[method] if score_batches is None else int(score_batches),
+        "accuracy_output": top,
+        "dense_test_scores": result.dense_scores, "dense_test_error_pct": _error(result.dense_scores, top),
+        "test_scores": final_scores, "test_error_pct": _error(final_scores, top),
+        "test_iter": list(solver.param.test_iter),
+        "params": total, "kept": kept, "compression": total / kept if kept else None,
+        "pruned_layers_params": sum(r.params for r in chosen), "pruned_layers_kept": sum(r.kept for r in chosen),
+        "weight_sparsity": 1 - weights_kept / weights_total if weights_total else None,
+        "macs_per_sample": sum(m.dense for m in macs), "macs_kept": sum(m.kept for m in macs),
+        "layers": {r.name: {"type": r.type, "params": r.params, "kept": r.kept} for r in rows},
+        "macs": {m.name: {"dense": m.dense, "kept": m.kept} for m in macs},
+        "steps_done": [{
+            "step": s.index, "target": s.target,
+            "kept": {n: k.kept for n, k in s.kept.items()},
+            "test_error_pct_pruned": _error(s.pruned_scores, top),
+            "test_error_pct_retrained": _error(s.retrained_scores, top),
+            "iterations": s.iterations, "lobs_layer_error": s.lobs_error, "seconds": s.seconds,
+        } for s in result.steps],
+        "stopped_early": result.stopped_early,
+        "iterations": sum(s.iterations for s in result.steps),
+        "seconds": time.time() - started,
+        "pruned_model": pruned, "log": log_file,
+    }
+
+
+def report_text(s, table, title=None):
+    """report.txt: what ran, Table 4, multiply-adds, the errors step by step, where the files are."""
+    from .report import LayerMacs
+    head = title or f"npcaffe prune --method {s['method']} on {s['solver']}"
+    done = f"{s['iterations']} retraining iterations" + (" (stopped early)" if s["stopped_early"] else "")
+    lines = [f"{head}: {s['schedule']} schedule, {len(s['steps_done'])} of {s['steps']} step(s), {done}, "
+             f"{s['seconds']:.0f} s (from {s['weights'] or 'the initialisation'})",
+             f"target: " + _target_text(s), table,
+             format_macs([LayerMacs(n, "", m["dense"], m["kept"]) for n, m in s["macs"].items()])]
+    weight_share = s["weight_sparsity"]
+    lines.append(f"sparsity of the pruned layers' weights: {100 * weight_share:.2f}% "
+                 f"({', '.join(s['layers_pruned'])})")
+    top = s["accuracy_output"]
+    if top is not None:
+        lines.append(f"test error before pruning {s['dense_test_error_pct']:.2f}%, after: "
+                     f"{s['test_error_pct']:.2f}% ({top}, test net #0, {s['test_iter'][0]} iterations)")
+        for step in s["steps_done"]:
+            retrained = step["test_error_pct_retrained"]
+            lines.append(f"  step {step['step']}: pruned {step['test_error_pct_pruned']:.2f}%"
+                         + (f", retrained {step['iterations']} iterations {retrained:.2f}%" if retrained is not None
+                            else "") + f" ({step['seconds']:.0f} s)")
+    elif not s["dense_test_scores"]:
+        lines.append("no test net in the solver (test_iter): no test error")
+    lines += [f"pruned model (masks baked, the net's own plain layers): {s['pruned_model']}", f"log: {s['log']}"]
+    return "\n".join(lines)
+
+
+def _target_text(s):
+    parts = []
+    for key, flag in (("sparsity", "--sparsity"), ("quality", "--quality")):
+        value = s["target"][key]
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            parts.append(f"{flag} " + " ".join(f"{n}={v:g}" for n, v in value.items()))
+        else:
+            parts.append(f"{flag} {value:g}")
+    if s["global"]:
+        parts.append("--global")
+    if s["bias"]:
+        parts.append("--bias")
+    parts.append(f"--score_batches {s['score_batches']}" if s["method"] != "magnitude" else "")
+    return " ".join(p for p in parts if p)
+
+
+# -- the named recipes -------------------------------------------------------------------------
+def run_recipe(recipe_name, mnist=None, weights=None, out=None, quiet=False, solve_wrapper=None, **overrides):
+    """Run a named recipe (npcaffe.pruning.recipes) on MNIST LMDBs made in out/data/mnist (from `mnist`,
+    $NPCAFFE_MNIST_DIR or a download); keyword arguments of `run` given here override the recipe's."""
+    from ..data.mnist import prepare_mnist_lmdbs
+    from .recipes import recipe
+    r = recipe(recipe_name)
+    settings = {"sparsity": r.sparsity, "global_": r.global_, "schedule": r.schedule, "steps": r.steps,
+                "retrain_iter": r.retrain_iter, "score_batches": r.score_batches}
+    if "quality" in overrides and "sparsity" not in overrides:
+        settings["sparsity"] = None
+    if "schedule" in overrides and "steps" not in overrides:
+        settings["steps"] = None
+    settings.update(overrides)
+    out = out or os.path.join("runs", recipe_name)
+    train_lmdb, _ = prepare_mnist_lmdbs(os.path.join(out, "data", "mnist"), mnist)
+    lmdb_dir = os.path.dirname(train_lmdb)
+    return run(recipe_solver(r.net, r.solver, lmdb_dir), r.method, weights=weights, out=out, quiet=quiet,
+               solve_wrapper=solve_wrapper, name=r.net, title=f"npcaffe prune --recipe {recipe_name} ({r.paper})",
+               reference=recipe_solver(r.net, r.dense_solver, lmdb_dir)[0], **settings)
+
+
+def recipe_solver(net_name, solver_file, lmdb_dir):
+    """(SolverParameter, where) of prototxt/<net_name>/<solver_file>, its net inlined, the Data layers
+    reading the LMDBs in lmdb_dir."""
+    from ..solvers import load_solver_param
+    root = os.path.join(prototxt_dir(), net_name)
+    param, where = load_solver_param(os.path.join(root, solver_file))
+    net = read_net(os.path.join(root, os.path.basename(param.net)))
+    for layer in net.layer:
+        if layer.type == "Data":
+            layer.data_param.source = os.path.join(lmdb_dir, os.path.basename(layer.data_param.source))
+    param.ClearField("net")
+    param.net_param.CopyFrom(net)
+    return param, where
