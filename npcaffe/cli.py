@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from . import blas, glog
+from .argtypes import non_negative_float, non_negative_int, positive_int
 from .errors import NpcaffeError
 
 
@@ -20,22 +21,6 @@ def _stages(text):
     return [s for s in (text or "").split(",") if s]
 
 
-def _bounded(kind, low, what):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not value >= low:
-            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'")
-        return value
-    return parse
-
-
-# argparse types: a count is at least 1 (0 iterations would divide by zero or report a net never trained).
-positive_int = _bounded(int, 1, "an integer >= 1")
-non_negative_int = _bounded(int, 0, "an integer >= 0")
-non_negative_float = _bounded(float, 0.0, "a number >= 0")
 
 
 def cmd_test(args):

@@ -499,7 +499,7 @@ def ratio_figure(report, kind, path, title=None):
 
 # -- command line ------------------------------------------------------------------------
 def add_plot_arguments(p):
-    from .cli import positive_int
+    from .argtypes import positive_int
     p.add_argument("kind", choices=KINDS, help="; ".join([
         "kept: share kept per layer vs iteration (--trace or --snapshots)",
         "gate: sigma(iter), draws and decisions (--trace)",
