@@ -265,7 +265,7 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
     from .fileio.caffemodel import write_caffemodel
     from .fileio.prototxt import to_text
     from .pruning import dnsify as dz
-    from .pruning.report import format_report
+    from .pruning.report import format_report, write_report
     from .solvers import get_solver
     from .synthetic import generated_data_net
 
@@ -358,11 +358,7 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
         "layers": {r.name: {"type": r.type, "params": r.params, "kept": r.kept} for r in rows},
     })
     text = _general_report(summary, format_report(rows), list(solver.param.test_iter), record, settings)
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    with open(os.path.join(out, "report.txt"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    write_report(out, summary, text)
     return summary
 
 

@@ -26,7 +26,6 @@ The named recipes (npcaffe.pruning.recipes) are this with the paper's
 settings and their own retraining solvers in prototxt/<net>/, on MNIST LMDBs
 made in the output directory.
 """
-import json
 import os
 import time
 
@@ -38,7 +37,7 @@ from ..masks import plain_model
 from ..proto import caffe_pb2
 from ..surgery import prototxt_dir, surgery_name
 from . import schedule as sched
-from .report import count_macs, count_net, format_macs, format_report
+from .report import count_macs, count_net, format_macs, format_report, write_report
 
 
 def parse_layer_values(items, flag):
@@ -202,11 +201,7 @@ def _run(solver, method, sparsity, quality, global_, weights, layers, schedule, 
         glog.info(f"Pruned model (masks baked into the plain layers) written to {pruned}")
     summary.update(_summary(result, names, target, score_batches, method, pruned, log_file, started))
     text = report_text(summary, format_report(count_net(result.solver.net)), title)
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    with open(os.path.join(out, "report.txt"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    write_report(out, summary, text)
     return summary
 
 
@@ -257,7 +252,7 @@ def report_text(s, table, title=None):
     done = f"{s['iterations']} retraining iterations" + (" (stopped early)" if s["stopped_early"] else "")
     lines = [f"{head}: {s['schedule']} schedule, {len(s['steps_done'])} of {s['steps']} step(s), {done}, "
              f"{s['seconds']:.0f} s (from {s['weights'] or 'the initialisation'})",
-             f"target: " + _target_text(s), table,
+             "target: " + _target_text(s), table,
              format_macs([LayerMacs(n, "", m["dense"], m["kept"]) for n, m in s["macs"].items()])]
     weight_share = s["weight_sparsity"]
     lines.append(f"sparsity of the pruned layers' weights: {100 * weight_share:.2f}% "

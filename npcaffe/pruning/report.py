@@ -14,6 +14,8 @@ so a layer costs weights x positions, and a pruned one kept weights x
 positions (biases, activations and pooling not counted): the FLOPs a sparse
 kernel would skip, not a measured speed.
 """
+import json
+import os
 from collections import namedtuple
 
 import numpy as np
@@ -99,3 +101,12 @@ def format_report(rows):
     summary = f"compression {total / kept:.2f}x (~{total / kept:.0f}x)" if kept else "every parameter is zero"
     lines.append(f"{kept} of {total} parameters kept ({short_count(kept)} of {short_count(total)}), {summary}")
     return "\n".join(lines)
+
+
+def write_report(out, summary, text):
+    """A run's report.json (the summary dict) and report.txt (its text) in `out`; the text is printed too."""
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(out, "report.txt"), "w") as f:
+        f.write(text + "\n")
+    print(text)

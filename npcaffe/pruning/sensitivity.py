@@ -55,7 +55,6 @@ sweep (npcaffe.plot).
 """
 import csv
 import io
-import json
 import math
 import os
 import statistics
@@ -75,6 +74,7 @@ from ..graph import DATA_LAYER_TYPES, filter_net, replace_data_layers
 from ..proto import caffe_pb2
 from . import schedule, select
 from .criteria import magnitude
+from .report import write_report
 
 DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 DEFAULT_BATCHES = (1, 64)
@@ -755,12 +755,8 @@ def run(model, weights, *, layers=None, ratios=DEFAULT_RATIOS, iterations=None, 
     finally:
         glog.set_quiet(was_quiet)
     text = report_text(report)
-    with open(os.path.join(out, "report.txt"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    write_report(out, report, text)
     write_csvs(report, out)
-    print(text)
     if plot:
         from ..plot import ratio_figure, sweep_kinds
         for kind in sweep_kinds(report):
