@@ -24,7 +24,9 @@ def _stages(text):
 
 
 def cmd_test(args):
-    """Score a model: run N forward batches, print the mean of every output blob."""
+    """Score a model: run N forward batches, print the mean of every output blob (an error, naming
+    the first layer and blob, when the weights or an output hold NaN / inf)."""
+    from .finite import check_outputs, check_params
     from .net import Net
     net = Net(args.model, _phase("TEST"), level=args.level, stages=_stages(args.stage))
     if args.weights:
@@ -32,6 +34,7 @@ def cmd_test(args):
             net.copy_from(w, pack=False)  # packed once, below
         from .sparse.packing import sparsify
         sparsify(net, verify=False)  # the weights stay fixed from here on
+        check_params(net, f"--weights {args.weights}")
     else:
         glog.warning("no --weights given: scoring the net's freshly initialised parameters")
     glog.info(f"Running for {args.iterations} iterations.")
@@ -39,6 +42,7 @@ def cmd_test(args):
     loss_total = 0.0
     for i in range(args.iterations):
         loss_total += float(net.forward_from_to())
+        check_outputs(net, f"{args.model}, batch {i}")
         scores = []
         for name in net.outputs:
             values = net.blobs[name].flat_data

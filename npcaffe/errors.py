@@ -39,3 +39,8 @@ class DataError(NpcaffeError, ValueError):
 
     Also a ValueError: pycaffe's caffe.io raises ValueError for a BlobProto or
     array that does not fit, and scripts catch that."""
+
+
+class NonFiniteError(NpcaffeError):
+    """NaN or infinity where a result is reported or saved: weights, a net's outputs, a loss or a
+    gradient (npcaffe.finite names the first layer and blob holding one)."""
