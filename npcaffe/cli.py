@@ -182,6 +182,8 @@ def _train(args):
     param.train_state.stage.extend(_stages(args.stage))
     if args.iterations is not None:
         param.max_iter = args.iterations
+    if args.debug_info:
+        param.debug_info = True
     # As caffe.cpp: a snapshot or --weights replaces the solver file's own `weights`.
     if args.snapshot or args.weights:
         del param.weights[:]
@@ -624,6 +626,9 @@ def build_parser():
                    help="write every DNS gate draw to CSV: one row per C-layer per TRAIN forward "
                         "(columns: npcaffe.dnstrace)")
     p.add_argument("--quiet", action="store_true", help="print warnings and errors only")
+    p.add_argument("--debug_info", "--debug-info", action="store_true",
+                   help="at each display iteration, print every layer's mean |value| forward, backward and "
+                        "update (Caffe's debug_info; the solver's debug_info: true does the same)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("test", help="score a model on its TEST-phase data")
     net_flags(p)

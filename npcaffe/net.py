@@ -66,6 +66,7 @@ class Net:
         self.verbose = verbose
         self.layout = LayoutClock()  # every blob of the net holds it (npcaffe.blob)
         self.forward_hooks = []  # called as hook(net) after every full forward pass (e.g. the DNS trace)
+        self.debug_info = param.debug_info  # Caffe's per-layer value lines (npcaffe.debug_info)
         self._init(param)
         if weights is not None:
             self.copy_from(weights)
@@ -302,10 +303,22 @@ class Net:
         """Forward layers start..end (all by default) through the net's plan (npcaffe.plan)."""
         last = len(self.layers) - 1
         end = last if end is None else end
-        loss = self.plan.forward(start, end)
+        if self.debug_info:
+            loss = self._forward_with_debug_info(start, end)
+        else:
+            loss = self.plan.forward(start, end)
         if self.forward_hooks and start == 0 and end == last:
             for hook in self.forward_hooks:
                 hook(self)
+        return loss
+
+    def _forward_with_debug_info(self, start, end):
+        """Forward layer by layer (no plan), printing Caffe's debug_info lines (npcaffe.debug_info)."""
+        from . import debug_info
+        loss = np.float32(0)
+        for i in range(start, end + 1):
+            loss = loss + self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+            debug_info.forward(self, i)
         return loss
 
     def backward_from_to(self, start=None, end=0):
@@ -313,6 +326,12 @@ class Net:
         for i in range(start, end - 1, -1):
             if self.layer_need_backward[i]:
                 self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+                if self.debug_info:
+                    from . import debug_info
+                    debug_info.backward(self, i)
+        if self.debug_info and start == len(self.layers) - 1 and end == 0:
+            from . import debug_info
+            debug_info.net_norms(self)
 
     def forward_backward(self):
         loss = self.forward_from_to()
@@ -331,6 +350,9 @@ class Net:
     def update(self):
         """data -= diff for every parameter `updates_param` allows, then `enforce_masks`."""
         for learnable_id, blob in enumerate(self.learnable_params):
+            if self.debug_info:
+                from . import debug_info
+                debug_info.update(self, learnable_id)
             if self.updates_param(learnable_id):
                 np.subtract(blob.flat_data, blob.flat_diff, out=blob.flat_data)
         self.enforce_masks()

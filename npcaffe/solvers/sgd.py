@@ -141,7 +141,7 @@ class SGDSolver(Solver):
         if p.display and self.iter % p.display == 0:
             glog.info(f"Iteration {self.iter}, lr = {glog.fmt(rate)}")
         self.clip_gradients()
-        fused = self.fuses_update()
+        fused = self.fuses_update() and not self.net.debug_info  # debug_info prints each update value
         for param_id, blob in enumerate(self.net.learnable_params):
             self.normalize(param_id)
             if fused:
