@@ -67,6 +67,19 @@ RECIPES = {
         "SNIP as published: |g w| on one batch at the solver's initialisation (Caffe's xavier), the top 2% "
         "across all layers kept, then the sparse net trained from scratch with SNIP's own schedule "
         "(lenet300100_snip_solver.prototxt); run it without --weights"),
+    "obd-lenet5": Recipe(
+        "lenet5", "lenet5_prune_solver.prototxt", "lenet5_solver.prototxt", "obd",
+        0.92, True, "iterative", 3, 10000, None,
+        "OBD as reported in SNIP's Table 1: 92% sparsity at 2.7% error (LeNet-5-Caffe)", 2.7, 12.0,
+        "LeCun et al.'s global ranking of the saliencies, as obd-lenet300100: three prune-retrain steps "
+        "with Han's LeNet-5 retraining solver, the Hessian diagonal averaged over 100 batches"),
+    "snip-lenet5": Recipe(
+        "lenet5", "lenet5_snip_solver.prototxt", "lenet5_solver.prototxt", "snip",
+        0.99, True, "direct", 1, 100000, None,
+        "SNIP (Lee et al. 2019), Table 1: 99% sparsity at 1.1% error (LeNet-5-Caffe)", 1.1, 85.0,
+        "SNIP as published, as snip-lenet300100: |g w| on one batch at Caffe's xavier initialisation, "
+        "the top 1% across all layers kept, then SNIP's schedule (lenet5_snip_solver.prototxt) for "
+        "100,000 iterations of 64, where the rate has fallen to 1e-4; run it without --weights"),
 }
 
 

@@ -1,0 +1,139 @@
+"""tools/compare_pruning.py and npcaffe.pruning.compare: seeds as data orders, resumable cells, the tables."""
+import importlib.util
+import json
+import math
+import os
+
+import lmdb
+import numpy as np
+import pytest
+
+from npcaffe.errors import NpcaffeError
+from npcaffe.pruning import compare
+from tests.helpers import shared_path
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("compare_pruning", os.path.join(ROOT, "tools", "compare_pruning.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_lmdb(path, values):
+    with lmdb.open(str(path), map_size=1 << 24) as env:
+        with env.begin(write=True) as txn:
+            for i, v in enumerate(values):
+                txn.put(b"%08d" % i, v)
+
+
+def _read_lmdb(path):
+    with lmdb.open(str(path), readonly=True, lock=False) as env:
+        with env.begin() as txn:
+            return list(txn.cursor())
+
+
+def test_shuffle_lmdb_is_a_seeded_permutation(tmp_path):
+    values = [b"record-%d" % i for i in range(50)]
+    _write_lmdb(tmp_path / "src", values)
+    compare.shuffle_lmdb(str(tmp_path / "src"), str(tmp_path / "a"), 3)
+    compare.shuffle_lmdb(str(tmp_path / "src"), str(tmp_path / "b"), 3)
+    compare.shuffle_lmdb(str(tmp_path / "src"), str(tmp_path / "c"), 4)
+    a, b, c = (_read_lmdb(tmp_path / n) for n in "abc")
+    assert [k for k, _ in a] == [b"%08d" % i for i in range(50)]  # Caffe's keys, in order
+    order = np.random.default_rng(3).permutation(50)
+    assert [v for _, v in a] == [values[j] for j in order]
+    assert a == b and a != c and sorted(v for _, v in c) == sorted(values)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".shuffle")]  # the temporary build is gone
+
+
+def _cell(method, seed, error, compression, **extra):
+    record = {"net": method.net, "method": method.name, "seed": seed, "params": 1000, "kept": 1000 / compression,
+              "compression": compression, "test_error_pct": error, "weight_sparsity": 0.9, "iterations": 500,
+              "seconds": 60.0, "load_average": [0.1, 0.2], "macs_dense": 100, "macs_kept": 10,
+              "caffemodel_bytes": 4096, "npz_bytes": 1024}
+    record.update(extra)
+    return record
+
+
+def test_summary_is_mean_and_sample_sd_over_the_seeds_and_verdicts_say_by_how_much():
+    han = next(m for m in compare.METHODS if (m.net, m.name) == ("lenet5", "han-iterative"))
+    snip = next(m for m in compare.METHODS if (m.net, m.name) == ("lenet5", "snip"))
+    results = {"cells": {compare.cell_key(han, s): _cell(han, s, e, 12.5) for s, e in ((0, 0.80), (1, 0.84), (2, 0.82))}}
+    results["cells"][compare.cell_key(snip, 0)] = _cell(snip, 0, 1.5, 80.0)
+    rows = {r.method.name: r for r in compare.summarize(results, compare.methods_for(["lenet5"]), [0, 1, 2])}
+    assert set(rows) == {"han-iterative", "snip"}
+    assert rows["han-iterative"].error[0] == pytest.approx(0.82)
+    assert rows["han-iterative"].error[1] == pytest.approx(np.std([0.80, 0.84, 0.82], ddof=1))
+    assert rows["han-iterative"].verdict == "met"
+    assert rows["snip"].seeds == [0] and math.isnan(rows["snip"].error[1])
+    assert rows["snip"].verdict == "missed: error 0.40 points above 1.1%; compression 80.0x below 85x"
+    doc = compare.format_doc(results, compare.methods_for(["lenet5"]), [0, 1, 2])
+    total = 3 * len(compare.methods_for(["lenet5"]))
+    assert "**0.82 ± 0.02**" in doc and "| snip: " in doc and f"4 of {total} runs done" in doc
+    assert "`lenet5/dns/seed0`" in doc  # what is still to run is named
+    headline = compare.format_headline(results, compare.methods_for(), [0, 1, 2])
+    assert "| han-iterative | 12.5 ± 0.0× | 0.82 ± 0.02 | — | — |" in headline
+
+
+def test_unknown_names_and_broken_files_are_clear_errors(tmp_path):
+    with pytest.raises(NpcaffeError, match="--nets 'alexnet'"):
+        compare.methods_for(["alexnet"])
+    with pytest.raises(NpcaffeError, match="--methods 'nope': choose from"):
+        compare.methods_for(None, ["nope"])
+    bad = tmp_path / "r.json"
+    bad.write_text("{")
+    with pytest.raises(NpcaffeError, match="r.json: not a results file"):
+        compare.load_results(str(bad))
+    with pytest.raises(NpcaffeError, match="doc.md: needs one '<!-- compare:begin -->'"):
+        compare.replace_between("no markers\n", "compare", "x", "doc.md")
+    text = "a\n<!-- compare:begin -->\nold\n<!-- compare:end -->\nb\n"
+    assert compare.replace_between(text, "compare", "new", "doc.md") == \
+        "a\n<!-- compare:begin -->\nnew\n<!-- compare:end -->\nb\n"
+
+
+def test_quick_runs_are_resumable_and_the_seeds_change_the_data_order(tmp_path, capsys):
+    tool = _tool()
+    work, mnist = tmp_path / "work", shared_path("data", "mnist")
+    argv = ["--quick", "--nets", "lenet300100", "--methods", "han-direct,dns", "--seeds", "0,1",
+            "--mnist", mnist, "--work", str(work)]
+    assert tool.main(argv) == 0
+    results = json.loads((work / "results.json").read_text())
+    assert sorted(results["cells"]) == ["lenet300100/dns/seed0", "lenet300100/dns/seed1",
+                                        "lenet300100/han-direct/seed0", "lenet300100/han-direct/seed1"]
+    han0, han1 = (results["cells"][f"lenet300100/han-direct/seed{s}"] for s in (0, 1))
+    # the same masks' share, another data order: another retrained net
+    assert han0["kept"] == han1["kept"] and han0["test_error_pct"] != han1["test_error_pct"]
+    for cell in results["cells"].values():
+        assert cell["macs_kept"] < cell["macs_dense"] and 0 < cell["npz_bytes"] < cell["caffemodel_bytes"]
+        assert os.path.isfile(os.path.join(ROOT, cell["pruned_model"]))
+    first = _read_lmdb(work / "data" / "seed0" / "mnist_train_lmdb")[:3]
+    other = _read_lmdb(work / "data" / "seed1" / "mnist_train_lmdb")[:3]
+    assert first != other
+    table = (work / "pruning.md").read_text()
+    assert "han-direct: " in table and (work / "figures" / "compare_lenet300100.png").stat().st_size > 0
+    capsys.readouterr()
+    assert tool.main(argv) == 0  # everything is there: nothing runs again
+    assert "all 4 runs are in" in capsys.readouterr().out
+    assert json.loads((work / "results.json").read_text())["cells"] == results["cells"]
+
+
+def test_timing_measures_the_pruned_net_on_both_paths(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "MAX_TIMING_LOAD", math.inf)
+    model = shared_path("upstream-dns", "caffe_lenet300100_sparse.caffemodel")
+    timing = compare.time_cell({"net": "lenet300100"}, model, rounds=1, repeats=2)
+    assert set(timing["batches"]) == {"1", "64"}
+    assert all(v["auto"] > 0 and v["dense"] > 0 for v in timing["batches"].values())
+    monkeypatch.setattr(compare, "MAX_TIMING_LOAD", -1.0)
+    assert compare.time_cell({"net": "lenet300100"}, model) is None  # a busy machine gives no figure
+
+
+def test_bad_flags_name_themselves(capsys):
+    tool = _tool()
+    with pytest.raises(SystemExit):
+        tool.main(["--seeds", "0,0"])
+    assert "expected distinct seeds" in capsys.readouterr().err
+    assert tool.main(["--quick", "--methods", "nope", "--doc"]) == 1
+    assert "--methods 'nope'" in capsys.readouterr().err
