@@ -4,6 +4,8 @@ npcaffe.layerlib.convolution.Convolution owns the parameters, the shapes
 and the choice; each class here computes, with its own work arrays:
 
     DenseColumns      dense weights, 2 spatial axes: the batch's im2col, one GEMM per group
+    Depthwise         dense weights, 2 spatial axes, group = C (one input channel per group):
+                      the windows read in place (npcaffe.kernels.depthwise), no im2col
     NdColumns         dense weights, 1 or 3+ spatial axes: Caffe's N-D path, image by image
     SparseBatchInner  TRAIN, sparse weights (CSR): batch-innermost kernels, no im2col in forward
     SparseStride1     TRAIN, sparse weights, stride 1: a direct kernel in forward
@@ -46,6 +48,7 @@ import numpy as np
 
 from ..kernels.batch_inner import (from_batch_inner, im2col_batch_inner, sparse_conv_backward, sparse_conv_forward,
                                    to_batch_inner)
+from ..kernels.depthwise import depthwise_backward, depthwise_forward
 from ..kernels.im2col import col2im, col2im_nd, im2col, im2col_nd, same_values
 from ..kernels.sparse import (csr_columns_product, csr_convolution, csr_convolution_backward,
                               csr_convolution_stride1, stride1_tap_offsets)
@@ -239,6 +242,47 @@ class DenseColumns(_Path2d):
                 for k in range(g):
                     np.dot(w[k].T, dy[k], out=dcol[k])
                 col2im(dcol.reshape(-1, dcol.shape[2]), *self.geometry, self.image(b.diff))
+
+
+class Depthwise(_Path2d):
+    """Dense weights, 2 spatial axes, group = channels (MobileNet's and ShuffleNet's depthwise
+    layers): each output channel convolves one input channel, read in place by
+    npcaffe.kernels.depthwise; no columns.  Output channel o reads input channel
+    o // (O / C) (a channel multiplier O / C >= 1, as grouped Convolution).
+
+        forward   top[n, o] = bias[o] + W[o] * bottom[n, o // m]   (a 2-D correlation)
+        backward  bias_diff += dy summed over images and positions
+                  weight_diff += each window times its dy; bottom diff = dy spread back by W
+
+    For C channels the grouped column path makes C GEMMs of one row each over an
+    im2col of kh kw times the input; this reads the input once per tap instead.
+    """
+
+    @staticmethod
+    def suits(shape):
+        return shape.group == shape.channels and len(shape.kernel) == 2
+
+    def forward(self, bottom, top, weight, bias, csr=None):
+        s = self.shape
+        w = weight.reshape(s.num_output, *s.kernel)
+        b = _EMPTY if bias is None else bias
+        for bb, t in zip(bottom, top):
+            depthwise_forward(self.image(bb.data), w, b, bias is not None, *s.pad, *s.stride, *s.dilation,
+                              t.data.reshape((s.num, s.num_output) + s.out))
+
+    def backward(self, top, propagate_down, bottom, weight, csr, weight_diff, bias_diff):
+        s = self.shape
+        w = weight.reshape(s.num_output, *s.kernel)
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            dy = t.diff.reshape((s.num, s.num_output) + s.out)
+            if bias_diff is not None:
+                bias_diff += dy.sum(axis=(0, 2, 3), dtype=np.float32)
+            if weight_diff is None and not propagate_down[i]:
+                continue
+            wd = _EMPTY.reshape(0, 0, 0) if weight_diff is None else weight_diff.reshape(w.shape)
+            bd = self.image(b.diff) if propagate_down[i] else _EMPTY.reshape(0, 0, 0, 0)
+            depthwise_backward(self.image(b.data), w, dy, *s.pad, *s.stride, *s.dilation,
+                               weight_diff is not None, wd, propagate_down[i], bd)
 
 
 class NdColumns:

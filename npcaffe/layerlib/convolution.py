@@ -18,8 +18,8 @@ from ..kernels.im2col import col2im, col2im_nd, im2col, im2col_nd
 from ..layer import Layer, register
 from ..masks import computing_params, mask_gradients
 from ..sparse.packing import SMALL_BATCH, repack
-from .conv_paths import (ConvShape, DenseColumns, NdColumns, PackedBatchInner, PackedColumns, PackedStride1,
-                         Scratch, SparseBatchInner, SparseColumns, SparseStride1)
+from .conv_paths import (ConvShape, DenseColumns, Depthwise, NdColumns, PackedBatchInner, PackedColumns,
+                         PackedStride1, Scratch, SparseBatchInner, SparseColumns, SparseStride1)
 
 
 def _where(layer):
@@ -133,7 +133,8 @@ class Convolution(Layer):
     Computation: this class keeps the parameters, the shapes and the choice
     (`compute_path`) of a path of npcaffe.layerlib.conv_paths: dense weights
     through DenseColumns (the batch's columns, one GEMM per group where Caffe
-    makes one per image, so equal to Caffe's to float rounding) or, over
+    makes one per image, so equal to Caffe's to float rounding), with group =
+    channels through Depthwise (the windows read in place), or, over
     other than 2 axes, NdColumns; sparse weights (`csr`, below) through
     SparseBatchInner where its layout copies cost well under the columns
     (LeNet-5's conv2), else SparseStride1 at stride 1, else SparseColumns; a
@@ -176,8 +177,7 @@ class Convolution(Layer):
             raise NetError(f"layer '{self.name}': stride must be positive, got {self.stride} (h, w)")
 
         self.channels = shape[self.channel_axis]
-        self.num_output = param.num_output
-        self.group = param.group
+        self.num_output, self.group = self.outputs_and_group(param, self.channels)
         if self.num_output <= 0:
             raise NetError(f"layer '{self.name}': convolution_param.num_output must be positive, "
                            f"got {self.num_output}")
@@ -206,6 +206,10 @@ class Convolution(Layer):
                 self.blobs.append(bias)
         self._scratch = Scratch()  # the paths' work arrays, kept across shapes
         self._paths = {}           # path class -> its instance for self.shape
+
+    def outputs_and_group(self, param, channels):
+        """(num_output, group) for `channels` input channels: convolution_param's (a subclass hook)."""
+        return param.num_output, param.group
 
     def reshape(self, bottom, top):
         shape, axis = bottom[0].shape, self.channel_axis
@@ -263,7 +267,7 @@ class Convolution(Layer):
         if self.nd:
             return self._path(NdColumns)
         if csr is None:
-            return self._path(DenseColumns)
+            return self._path(Depthwise if Depthwise.suits(self.shape) else DenseColumns)
         if SparseBatchInner.suits(self.shape):
             return self._path(SparseBatchInner)
         return self._path(SparseStride1 if self.stride == (1, 1) else SparseColumns)

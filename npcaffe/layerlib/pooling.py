@@ -48,6 +48,13 @@ class Pooling(Layer):
         PH = ceil((H + 2 pad_h - kernel_h) / stride_h) + 1   (round_mode CEIL, default)
         PH = floor((H + 2 pad_h - kernel_h) / stride_h) + 1  (round_mode FLOOR)
 
+    The forks' `ceil_mode` (BVLC pull request #3057, e.g.
+    foss-for-synopsys-dwc-arc-processors/synopsys-caffe's pooling_layer.cpp;
+    used by DenseNet-Caffe and other published prototxts) says the same:
+    true (its default) is CEIL, false FLOOR, with the same pad clipping below.
+    Giving both fields is an error.  (Its field number is 1013 here, not the
+    forks' 13: caffe.proto's header says why.)
+
     then, if pad_h or pad_w is nonzero, each dimension whose last window would
     start at or beyond H + pad (resp. W + pad) loses that window (the pad
     clipping rule; it is applied to both dimensions even when only one is
@@ -104,7 +111,13 @@ class Pooling(Layer):
             if (h or w) and not (h and w and not has(field)):
                 fail(f"give {field}, or both {field}_h and {field}_w; not a mix")
         self.global_pooling = p.global_pooling
-        self.ceil_mode = p.round_mode == _Pool.CEIL
+        if p.HasField("ceil_mode"):
+            if p.HasField("round_mode"):
+                fail(f"give round_mode (BVLC) or ceil_mode (forks), not both (round_mode: "
+                     f"{_Pool.RoundMode.Name(p.round_mode)}, ceil_mode: {str(p.ceil_mode).lower()})")
+            self.ceil_mode = p.ceil_mode
+        else:
+            self.ceil_mode = p.round_mode == _Pool.CEIL
         if self.global_pooling:
             self.kernel = bottom[0].shape[-2:]
         elif has("kernel_size"):

@@ -31,6 +31,7 @@ from ..fileio.caffemodel import write_caffemodel
 from ..fileio.prototxt import read_net, read_solver, to_text
 from ..fileio.upgrade import upgrade_solver
 from ..finite import first_non_finite_param, first_non_finite_top
+from .hyperparams import check_hyperparameters
 from ..proto import caffe_pb2
 
 f32 = np.float32
@@ -173,6 +174,7 @@ class Solver:
         param, where = (source, where) if where is not None else load_solver_param(source)
         self.where = where
         check_solver_param(param, where)
+        check_hyperparameters(param, where, self.type)
         self.check_param(param, where)
         glog.info("Initializing solver from parameters: \n" + to_text(param))
         self.param = param

@@ -250,3 +250,36 @@ def test_packed_paths_match_reference(path_class, num, case, bias):
         path.forward(pairs, packed)
         for (y, _), (_, t) in zip(outputs, pairs):
             close(t, y)
+
+
+# -- depthwise (group = channels) ----------------------------------------------------------------
+
+def depthwise_shape(case, multiplier):
+    num, channels, _, image, kernel, pad, stride, dilation = case
+    channels += 2  # at least 3 channels, so a wrong channel index shows
+    return conv_shape(num, channels, multiplier * channels, image, kernel, pad, stride, dilation, group=channels)
+
+
+@pytest.mark.parametrize("case", SHAPES_2D)
+@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize("bottoms", [1, 2])
+def test_depthwise_matches_reference(case, multiplier, bottoms):
+    problem = Problem(depthwise_shape(case, multiplier), bottoms=bottoms, bias=bottoms == 1)
+    assert conv_paths.Depthwise.suits(problem.shape)
+    check(problem, problem.run(conv_paths.Depthwise(problem.shape, Scratch())))
+
+
+@pytest.mark.parametrize("wanted", [(False, True, True), (True, False, True), (True, True, False),
+                                    (False, False, False)])
+def test_depthwise_computes_only_what_is_wanted(wanted):
+    propagate_down, weight_diff, bias_diff = wanted
+    problem = Problem(depthwise_shape(SHAPES_2D[2], 1))
+    grads = problem.run(conv_paths.Depthwise(problem.shape, Scratch()), propagate_down=propagate_down,
+                        weight_diff=weight_diff, bias_diff=bias_diff)
+    check(problem, grads, propagate_down=propagate_down)
+
+
+def test_depthwise_suits_only_one_input_channel_per_group():
+    assert not conv_paths.Depthwise.suits(shape_2d(SHAPES_2D[1], group=3))  # 3 input channels per group
+    assert not conv_paths.Depthwise.suits(shape_2d(SHAPES_2D[2], group=1))
+    assert conv_paths.Depthwise.suits(depthwise_shape(SHAPES_2D[2], 3))

@@ -131,6 +131,11 @@ def test_pool_ave_padded_divides_by_padded_window():
     ("kernel_size: 2 stride: 2 pad_h: 1 pad_w: 0", (5, 6), (3, 3)),      # clipping applies to both axes
     ("kernel_size: 3 stride: 2", (6, 6), (3, 3)),                        # CEIL: ceil(1.5) + 1
     ("kernel_size: 3 stride: 2 round_mode: FLOOR", (6, 6), (2, 2)),      # FLOOR: floor(1.5) + 1
+    ("kernel_size: 3 stride: 2 ceil_mode: false", (6, 6), (2, 2)),       # the forks' ceil_mode: false is FLOOR
+    ("kernel_size: 3 stride: 2 ceil_mode: true", (6, 6), (3, 3)),        # ... and true (its default) CEIL
+    ("kernel_size: 3 stride: 2 pad: 1 ceil_mode: false", (112, 112), (56, 56)),  # DenseNet's pool1
+    ("kernel_size: 3 stride: 2 pad: 1", (112, 112), (57, 57)),           # the same pool1 rounding up
+    ("kernel_size: 2 stride: 2 pad: 1 ceil_mode: true", (5, 5), (3, 3)),  # pad clipping as with round_mode
     ("kernel_size: 1 stride: 3", (5, 5), (3, 3)),                        # last window empty, as upstream
 ])
 def test_pool_output_shapes(params, hw, expected):
@@ -183,6 +188,7 @@ def test_pool_ave_gradient(params):
     ("kernel_size: 2 pad: 1 pad_h: 1 pad_w: 1", 1, "give pad, or both pad_h and pad_w"),
     ("kernel_size: 2 stride_h: 2", 1, "give stride, or both"),
     ("pool: AVE kernel_size: 2", 2, "at most 1 top"),
+    ("kernel_size: 2 round_mode: FLOOR ceil_mode: false", 1, "round_mode .BVLC. or ceil_mode .forks., not both"),
 ])
 def test_pool_bad_parameters(params, ntop, match):
     with pytest.raises(NetError, match=match):

@@ -1,0 +1,60 @@
+"""npcaffe.kernels.depthwise: the Numba kernels against their NumPy twins, and the twins against the
+reference grouped convolution (tests/conv_reference.py) with group = channels."""
+import numpy as np
+import pytest
+
+from conv_reference import reference_convolution, reference_convolution_backward
+from npcaffe.kernels.depthwise import (depthwise_backward, depthwise_backward_reference, depthwise_forward,
+                                       depthwise_forward_reference)
+
+# (N, C, multiplier, (H, W), (kh, kw), pad, stride, dilation)
+CASES = [
+    (2, 3, 1, (7, 6), (3, 3), (1, 1), (1, 1), (1, 1)),
+    (1, 5, 2, (9, 8), (3, 2), (1, 0), (2, 1), (1, 1)),
+    (3, 4, 1, (5, 7), (3, 3), (2, 1), (2, 3), (2, 1)),
+    (1, 2, 3, (2, 2), (3, 3), (0, 0), (2, 2), (1, 1)),  # kernel larger than the input
+    (2, 6, 1, (4, 5), (1, 1), (0, 0), (1, 1), (1, 1)),
+]
+
+
+def out_size(image, kernel, pad, stride, dilation):
+    return tuple(int((n + 2 * p - (d * (k - 1) + 1)) / s) + 1 for n, k, p, s, d in zip(image, kernel, pad, stride,
+                                                                                        dilation))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernels_match_numpy_twins_and_reference_convolution(case):
+    num, channels, multiplier, image, kernel, pad, stride, dilation = case
+    rng = np.random.default_rng(sum(image) + channels)
+    outputs = channels * multiplier
+    out = out_size(image, kernel, pad, stride, dilation)
+    x = rng.uniform(-1, 1, (num, channels) + image).astype(np.float32)
+    w = rng.uniform(-1, 1, (outputs,) + kernel).astype(np.float32)
+    b = rng.uniform(-1, 1, outputs).astype(np.float32)
+    dy = rng.uniform(-1, 1, (num, outputs) + out).astype(np.float32)
+
+    top = np.full((num, outputs) + out, np.nan, np.float32)
+    depthwise_forward(x, w, b, True, *pad, *stride, *dilation, top)
+    twin = depthwise_forward_reference(x, w, b, kernel, pad, stride, dilation, out)
+    np.testing.assert_allclose(top, twin, rtol=1e-5, atol=1e-5)
+    full = reference_convolution(x, w.reshape(outputs, 1, *kernel), b, stride, pad, dilation, channels)
+    np.testing.assert_allclose(twin, full, rtol=1e-12, atol=1e-12)
+
+    weight_diff = np.full_like(w, 0.5)  # accumulated into
+    bottom_diff = np.full_like(x, np.nan)  # overwritten
+    depthwise_backward(x, w, dy, *pad, *stride, *dilation, True, weight_diff, True, bottom_diff)
+    dw, dx = depthwise_backward_reference(x, w, dy, kernel, pad, stride, dilation)
+    np.testing.assert_allclose(weight_diff, dw + 0.5, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bottom_diff, dx, rtol=1e-5, atol=1e-5)
+    full_dx, full_dw, _ = reference_convolution_backward(x, w.reshape(outputs, 1, *kernel), dy, stride, pad,
+                                                         dilation, channels)
+    np.testing.assert_allclose(dx, full_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, full_dw.reshape(dw.shape), rtol=1e-12, atol=1e-12)
+
+
+def test_without_bias_nothing_is_added():
+    x = np.ones((1, 2, 3, 3), np.float32)
+    w = np.ones((2, 3, 3), np.float32)
+    top = np.empty((1, 2, 1, 1), np.float32)
+    depthwise_forward(x, w, np.full(2, 100, np.float32), False, 0, 0, 1, 1, 1, 1, top)
+    np.testing.assert_array_equal(top.ravel(), [9, 9])
