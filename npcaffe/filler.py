@@ -35,6 +35,19 @@ def _no_sparse(param, where):
         raise NetError(f"{where}: filler '{param.type}' does not support 'sparse'")
 
 
+def _check_numbers(param, where):
+    """The filler's numbers finite and in range (Caffe's CHECK_LE(min, max) in caffe_rng_uniform; a
+    negative or NaN std would reach NumPy as a raw ValueError, or fill the blob with NaN)."""
+    for field in {"constant": ("value",), "uniform": ("min", "max"), "gaussian": ("mean", "std")}.get(param.type, ()):
+        value = getattr(param, field)
+        if not np.isfinite(value):
+            raise NetError(f"{where}: {param.type} filler field '{field}' must be finite, got {value}")
+    if param.type == "gaussian" and param.std < 0:
+        raise NetError(f"{where}: gaussian filler field 'std' must be >= 0, got {param.std}")
+    if param.type == "uniform" and param.min > param.max:
+        raise NetError(f"{where}: uniform filler needs min <= max, got min {param.min}, max {param.max}")
+
+
 def fill(blob_or_array, param, where="filler"):
     """Fill a Blob (or float32 ndarray) according to a FillerParameter."""
     target = blob_or_array if isinstance(blob_or_array, np.ndarray) else blob_or_array.data
@@ -43,6 +56,7 @@ def fill(blob_or_array, param, where="filler"):
         return
     rng = get_rng()
     kind = param.type
+    _check_numbers(param, where)
     if kind == "constant":
         _no_sparse(param, where)
         target[...] = np.float32(param.value)

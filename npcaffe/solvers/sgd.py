@@ -9,6 +9,8 @@ ApplyUpdate, per iteration:
         Normalize:  diff *= 1 / iter_size                     (when iter_size > 1)
         Regularize: diff += weight_decay * decay_mult_i * data          (L2)
                     diff += weight_decay * decay_mult_i * sign(data)    (L1)
+                    diff += ∂R/∂w of structured_sparsity_param's regularisers, when set
+                    (SSL's group lasso, slimming's L1 on γ: npcaffe.solvers.structured_sparsity)
         ComputeUpdateValue(i, rate), local_rate = rate * lr_mult_i:
             SGD       h = momentum * h + local_rate * diff;  diff = h
             Nesterov  h' = momentum * h + local_rate * diff;  diff = (1 + momentum) h' - momentum h
@@ -68,6 +70,7 @@ from ..errors import SolverError
 from ..kernels.sgd import powx as powf_array
 from ..kernels.sgd import saxpy_fma_end, sgd_momentum_update
 from .lr_policy import learning_rate
+from . import structured_sparsity
 from .solver import Solver, register_solver
 
 f32 = np.float32
@@ -114,6 +117,7 @@ class SGDSolver(Solver):
     history_sets = 1
 
     def pre_solve(self):
+        self.structured_sparsity = structured_sparsity.from_solver(self.param, self.net, self.where)
         params = self.net.learnable_params
         self.history = [np.zeros(b.count, np.float32) for _ in range(self.history_sets) for b in params]
         self.update_buf = [np.zeros(b.count, np.float32) for b in params]
@@ -167,7 +171,8 @@ class SGDSolver(Solver):
         kernel of its own."""
         cls = type(self)
         return (self.param.regularization_type == "L2" and cls.regularize is SGDSolver.regularize
-                and cls.compute_update_value is SGDSolver.compute_update_value)
+                and cls.compute_update_value is SGDSolver.compute_update_value
+                and getattr(self, "structured_sparsity", None) is None)
 
     def clip_gradients(self):
         clip = f32(self.param.clip_gradients)
@@ -193,16 +198,17 @@ class SGDSolver(Solver):
     def regularize(self, param_id):
         blob = self.net.learnable_params[param_id]
         local_decay = f32(self.param.weight_decay) * f32(self.net.params_weight_decay[param_id])
-        if not local_decay:
-            return
-        if self.param.regularization_type == "L2":
-            axpy(local_decay, blob.flat_data, blob.flat_diff)
-        elif self.param.regularization_type == "L1":
-            sign = self.temp[param_id]
-            np.sign(blob.flat_data, out=sign)
-            axpy(local_decay, sign, blob.flat_diff)
-        else:
-            raise SolverError(f"{self.where}: unknown regularization_type '{self.param.regularization_type}'")
+        if local_decay:
+            if self.param.regularization_type == "L2":
+                axpy(local_decay, blob.flat_data, blob.flat_diff)
+            elif self.param.regularization_type == "L1":
+                sign = self.temp[param_id]
+                np.sign(blob.flat_data, out=sign)
+                axpy(local_decay, sign, blob.flat_diff)
+            else:
+                raise SolverError(f"{self.where}: unknown regularization_type '{self.param.regularization_type}'")
+        if self.structured_sparsity is not None:  # SSL's group lasso, slimming's L1 on gamma
+            self.structured_sparsity.regularize(param_id, blob)
 
     def local_rate(self, param_id, rate):
         return f32(rate) * f32(self.net.params_lr[param_id])
