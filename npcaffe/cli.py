@@ -769,8 +769,8 @@ def build_parser():
     p.add_argument("--global", dest="global_", action="store_true",
                    help="rank all layers together to one --sparsity (SNIP's top-k) instead of each layer to it")
     p.add_argument("--schedule", choices=["direct", "iterative"], help="one step, or --steps steps (default direct)")
-    p.add_argument("--steps", type=int, help="steps of an iterative schedule (default 3)")
-    p.add_argument("--retrain_iter", "--retrain-iter", type=int, metavar="N",
+    p.add_argument("--steps", type=positive_int, help="steps of an iterative schedule (default 3)")
+    p.add_argument("--retrain_iter", "--retrain-iter", type=non_negative_int, metavar="N",
                    help="retraining iterations after each step (default: the solver's max_iter; 0: none)")
     p.add_argument("--score_batches", "--score-batches", type=int, metavar="B",
                    help="forward passes the criterion scores over (default: obd, lobs 100; snip 1)")

@@ -194,3 +194,11 @@ def test_recipe_meets_its_target(name, tmp_path):
                      "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["compression"] >= recipe.min_compression and report["test_error_pct"] <= recipe.max_error, report
+
+
+@pytest.mark.parametrize("flag, value", [("--steps", "0"), ("--retrain_iter", "-1"), ("--score_batches", "0"),
+                                         ("--steps", "two")])
+def test_prune_counts_are_checked_where_they_are_parsed(flag, value, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["prune", "--method", "obd", "--solver", "s.prototxt", flag, value])
+    assert f"argument {flag}" in capsys.readouterr().err
