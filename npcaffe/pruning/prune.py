@@ -22,6 +22,14 @@ name without _solver.prototxt (surgery.surgery_name, as `npcaffe surgery --solve
                                      and after each step, settings, wall times
   log.txt                            the whole log (also with quiet)
 
+Structured methods (npcaffe.pruning.structured: l1-filter, apoz, taylor, neurons, ...) prune
+whole filters / channels / neurons instead of weights: `sparsity` is then the share of each
+layer's channels removed (`--channel_sparsity` on the command line) or `keep_channels` the number
+kept, the criterion ranks the channels of each group, the masks remove the filters (weight rows
+and bias entries) and what their consumers read of them (weight columns), and the same schedule
+retrains with them fixed; the report adds the channels kept per layer and the parameters and
+multiply-adds a slim net (rows and columns removed) would have.
+
 The named recipes (npcaffe.pruning.recipes) are this with the paper's
 settings and their own retraining solvers in prototxt/<net>/, on MNIST LMDBs
 made in the output directory.
@@ -37,7 +45,8 @@ from ..masks import plain_model
 from ..proto import caffe_pb2
 from ..surgery import prototxt_dir, surgery_name
 from . import schedule as sched
-from .report import count_macs, count_net, format_macs, format_report, write_report
+from . import structured
+from .report import count_macs, count_net, count_slim, format_macs, format_report, format_slim, write_report
 
 
 def parse_layer_values(items, flag):
@@ -117,25 +126,28 @@ def _error(scores, top):
 
 def run(solver, method, *, sparsity=None, quality=None, global_=False, weights=None, layers=None,
         schedule="direct", steps=None, retrain_iter=None, score_batches=None, bias=False, out=None, quiet=False,
-        solve_wrapper=None, name=None, title=None, reference=None):
+        solve_wrapper=None, name=None, title=None, reference=None, keep_channels=None, criterion_options=None):
     """Prune the net of `solver` (a solver .prototxt path, or a (SolverParameter, where) pair) and write
-    the outputs (see the module docstring).  sparsity / quality: as parse_layer_values gives them;
-    steps: None for 1 (direct) or 3 (iterative).  reference: the SolverParameter that trains the dense
-    reference when there are no weights (default the solver itself).  Returns the report as a dict
-    (report.json)."""
+    the outputs (see the module docstring).  sparsity / quality: as parse_layer_values gives them (for a
+    structured method, sparsity is the share of channels removed); keep_channels: {layer: channels
+    kept}, structured methods only, instead of sparsity; criterion_options: keyword options of a
+    structured criterion; steps: None for 1 (direct) or 3 (iterative).  reference: the SolverParameter
+    that trains the dense reference when there are no weights (default the solver itself).  Returns
+    the report as a dict (report.json)."""
     was_quiet = glog.is_quiet()
     glog.set_quiet(quiet)
     try:
         return _run(solver, method, sparsity, quality, global_, weights, layers, schedule, steps, retrain_iter,
-                    score_batches, bias, out, solve_wrapper, name, title, reference)
+                    score_batches, bias, out, solve_wrapper, name, title, reference, keep_channels,
+                    criterion_options)
     finally:
         glog.set_quiet(was_quiet)
 
 
 def _check_schedule(method, schedule, steps):
     """The number of steps, or an NpcaffeError naming the flag."""
-    if method not in sched.METHODS:
-        raise NpcaffeError(f"--method '{method}': choose one of {', '.join(sched.METHODS)}")
+    if method not in sched.METHODS and not structured.is_structured(method):
+        raise NpcaffeError(f"--method '{method}': choose one of {', '.join(sched.METHODS + tuple(structured.METHODS))}")
     if schedule not in sched.SCHEDULES:
         raise NpcaffeError(f"--schedule '{schedule}': choose direct or iterative")
     if steps is None:
@@ -148,8 +160,71 @@ def _check_schedule(method, schedule, steps):
     return steps
 
 
+def structured_target(net, method, layers, sparsity, keep_channels, quality=None, global_=False, bias=False):
+    """(scored layer names, {layer: share of channels removed}) of a structured method's target, checked:
+    `sparsity` one share for every layer (`layers`, else every layer whose channels the method can
+    prune) or {layer: share}; or `keep_channels` {layer: channels kept}."""
+    from .structured.select import channel_groups
+    m = structured.method(method)
+    for given, flag in ((quality, "--quality"), (global_, "--global"), (bias, "--bias")):
+        if given:
+            raise NpcaffeError(f"{flag} is for the weight-level methods; {method} removes whole channels "
+                               "(--channel_sparsity or --keep_channels)")
+    if (sparsity is None) == (keep_channels is None):
+        raise NpcaffeError(f"{method} needs one target: --channel_sparsity [LAYER=]share (of each layer's "
+                           "channels removed) or --keep_channels LAYER=count")
+    per_layer = keep_channels if keep_channels is not None else sparsity
+    named = [n for n in per_layer if n is not None] if isinstance(per_layer, dict) else []
+    if layers is not None:
+        names = list(layers) + named
+    elif named and None not in per_layer:
+        names = named
+    else:  # one share for every layer the method can prune
+        names = list(named)
+        for name, layer in zip(net.layer_names, net.layers):
+            if layer.type in m.layer_types:
+                try:
+                    channel_groups(net, [name], m.ranks)
+                except NpcaffeError:
+                    continue  # a classifier, or channels no simple group holds: not pruned by default
+                names.append(name)
+    flag = "--keep_channels" if keep_channels is not None else "--channel_sparsity"
+    for name in names:
+        if name not in net.layer_dict:
+            where = f"--layers {name}" if name not in named else f"{flag} {name}=..."
+            raise NpcaffeError(f"{where}: net '{net.name}' has no layer '{name}'")
+    names = [n for n in net.layer_names if n in set(names)]
+    if not names:
+        raise NpcaffeError(f"{method}: no layer to prune (name them: --channel_sparsity LAYER=share)")
+    wrong = [n for n in names if net.layer_dict[n].type not in m.layer_types]
+    if wrong:
+        raise NpcaffeError(f"{method} prunes the channels of {' / '.join(m.layer_types)} layers, not of "
+                           + ", ".join(f"'{n}' ({net.layer_dict[n].type})" for n in wrong))
+    channels = {name: group.channels for name, group in channel_groups(net, names, m.ranks).items()}
+    if keep_channels is not None:
+        from .structured.select import shares_from_counts
+        counts = resolve_values(keep_channels, names)
+        for name, count in counts.items():
+            if count != int(count):
+                raise NpcaffeError(f"--keep_channels {name}={count:g}: a number of channels is a whole number")
+        shares = shares_from_counts({n: int(counts.get(n, channels[n])) for n in names}, channels)
+    else:
+        shares = resolve_values(sparsity, names)
+        if not isinstance(shares, dict):
+            shares = {name: shares for name in names}
+        for name in names:
+            share = shares.get(name, 0.0)
+            if not 0 <= share < 1:
+                raise NpcaffeError(f"--channel_sparsity {name}={share:g}: the share of channels removed must be "
+                                   "in [0, 1) (at least one channel stays)")
+    from .structured.select import removed_count
+    for name in names:
+        removed_count(shares.get(name, 0.0), channels[name], name)
+    return names, {name: float(shares.get(name, 0.0)) for name in names}
+
+
 def _run(solver, method, sparsity, quality, global_, weights, layers, schedule, steps, retrain_iter, score_batches,
-         bias, out, solve_wrapper, name, title, reference):
+         bias, out, solve_wrapper, name, title, reference, keep_channels=None, criterion_options=None):
     from ..solvers import get_solver, load_solver_param
 
     if isinstance(solver, tuple):
@@ -179,15 +254,28 @@ def _run(solver, method, sparsity, quality, global_, weights, layers, schedule, 
     os.makedirs(out, exist_ok=True)
     log_file = os.path.join(out, "log.txt")
     summary = {"solver": where, "method": method, "schedule": schedule, "steps": steps,
-               "retrain_iter": int(retrain_iter), "bias": bool(bias), "global": bool(global_)}
+               "retrain_iter": int(retrain_iter), "bias": bool(bias), "global": bool(global_),
+               "structured": structured.is_structured(method)}
     started = time.time()
     with glog.tee(log_file):
         glog.info(f"npcaffe prune --method {method} --solver {where}: {schedule} schedule, {steps} step(s), "
                   f"{retrain_iter} retraining iterations each")
         probe = make_solver()  # layers and target checked before any training
-        names = sched.prunable_layers(probe.net, layers)
-        target = sched.Target(resolve_values(sparsity, names), resolve_values(quality, names), bool(global_))
-        sched.check_target(target, method, names)
+        masks_fn = None
+        if structured.is_structured(method):
+            from .structured.select import StructuredStep
+            names, shares = structured_target(probe.net, method, layers, sparsity, keep_channels, quality,
+                                              global_, bias)
+            target = sched.Target(shares)
+            masks_fn = StructuredStep(method, names, score_batches, criterion_options)
+            summary["channels_before"] = masks_fn.channels(probe.net)
+            summary["criterion_options"] = dict(criterion_options or {})
+        else:
+            if keep_channels is not None or criterion_options:
+                raise NpcaffeError(f"--keep_channels and criterion options are for structured methods, not {method}")
+            names = sched.prunable_layers(probe.net, layers)
+            target = sched.Target(resolve_values(sparsity, names), resolve_values(quality, names), bool(global_))
+            sched.check_target(target, method, names)
         del probe
         if weights is None and method != "snip":
             glog.info("No --weights: training a dense reference with the solver as it is first")
@@ -195,11 +283,13 @@ def _run(solver, method, sparsity, quality, global_, weights, layers, schedule, 
         summary["weights"] = weights
         result = sched.run(make_solver, method, target, weights=weights, layers=names, steps=steps,
                            retrain_iter=int(retrain_iter), score_batches=score_batches, bias=bias,
-                           solve_wrapper=solve_wrapper)
+                           solve_wrapper=solve_wrapper, masks_fn=masks_fn)
         pruned = os.path.join(out, f"{name}_{method}_pruned.caffemodel")
         write_caffemodel(plain_model(result.solver.net), pruned)
         glog.info(f"Pruned model (masks baked into the plain layers) written to {pruned}")
     summary.update(_summary(result, names, target, score_batches, method, pruned, log_file, started))
+    if masks_fn is not None:
+        summary.update(_structured_summary(result.solver.net, masks_fn, summary.pop("channels_before")))
     text = report_text(summary, format_report(count_net(result.solver.net)), title)
     write_report(out, summary, text)
     return summary
@@ -220,7 +310,9 @@ def _summary(result, names, target, score_batches, method, pruned, log_file, sta
     return {
         "layers_pruned": names,
         "target": {"sparsity": target.sparsity, "quality": target.quality},
-        "score_batches": sched.DEFAULT_SCORE_BATCHES[method] if score_batches is None else int(score_batches),
+        "score_batches": (sched.DEFAULT_SCORE_BATCHES.get(method, structured.METHODS[method].default_batches
+                                                          if structured.is_structured(method) else 0)
+                          if score_batches is None else int(score_batches)),
         "accuracy_output": top,
         "dense_test_scores": result.dense_scores, "dense_test_error_pct": _error(result.dense_scores, top),
         "test_scores": final_scores, "test_error_pct": _error(final_scores, top),
@@ -245,6 +337,19 @@ def _summary(result, names, target, score_batches, method, pruned, log_file, sta
     }
 
 
+def _structured_summary(net, step, channels_before):
+    """The channels kept per scored layer and the slim net's counts (report.count_slim)."""
+    slim = count_slim(net)
+    return {
+        "ranks": structured.method(step.method.name).ranks,
+        "channels": {name: {"channels": channels_before[name], "kept": int(len(kept)),
+                            "kept_indices": [int(i) for i in kept]} for name, kept in step.kept.items()},
+        "slim": {r.name: r._asdict() for r in slim},
+        "slim_params": sum(r.params_slim for r in slim), "slim_macs": sum(r.macs_slim for r in slim),
+        "dense_weight_params": sum(r.params for r in slim), "dense_macs": sum(r.macs for r in slim),
+    }
+
+
 def report_text(s, table, title=None):
     """report.txt: what ran, Table 4, multiply-adds, the errors step by step, where the files are."""
     from .report import LayerMacs
@@ -257,6 +362,11 @@ def report_text(s, table, title=None):
     weight_share = s["weight_sparsity"]
     lines.append(f"sparsity of the pruned layers' weights: {100 * weight_share:.2f}% "
                  f"({', '.join(s['layers_pruned'])})")
+    if s.get("structured"):
+        from .report import LayerSlim
+        lines.append(f"{s['ranks']} kept: " + ", ".join(f"{n} {c['kept']} of {c['channels']}"
+                                                        for n, c in s["channels"].items()))
+        lines.append(format_slim([LayerSlim(**row) for row in s["slim"].values()]))
     top = s["accuracy_output"]
     if top is not None:
         lines.append(f"test error before pruning {s['dense_test_error_pct']:.2f}%, after: "
@@ -273,6 +383,11 @@ def report_text(s, table, title=None):
 
 
 def _target_text(s):
+    if s.get("structured"):
+        shares = s["target"]["sparsity"]
+        options = "".join(f" {k}={v}" for k, v in s.get("criterion_options", {}).items())
+        return ("--channel_sparsity " + ",".join(f"{n}={v:g}" for n, v in shares.items())
+                + (f" --score_batches {s['score_batches']}" if s["score_batches"] else "") + options)
     parts = []
     for key, flag in (("sparsity", "--sparsity"), ("quality", "--quality")):
         value = s["target"][key]

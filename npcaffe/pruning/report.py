@@ -110,3 +110,67 @@ def write_report(out, summary, text):
     with open(os.path.join(out, "report.txt"), "w") as f:
         f.write(text + "\n")
     print(text)
+
+
+LayerSlim = namedtuple("LayerSlim", "name type outputs outputs_kept inputs inputs_kept params params_slim macs macs_slim")
+
+
+def count_slim(net):
+    """LayerSlim per Convolution / InnerProduct (and DNS) layer: the output channels (filters, neurons)
+    and input channels a slim net would keep, and the parameters and multiply-adds per sample it would
+    have, from the effective weights W ⊙ T and b ⊙ T_b.
+
+    A filter is kept when any of its weights or its bias is nonzero; an input of the layer (a channel of
+    a Convolution's input, per convolution group; one input of an InnerProduct) when any kept filter
+    reads it with a nonzero weight.  The slim layer is dense over what is kept: kept filters x kept
+    inputs x kernel taps weights (+ a bias per kept filter), each used once per output position, so
+    the counts are what removing whole rows and columns gives, not the nonzeros of `count_macs`."""
+    from ..masks import effective_params
+    rows = []
+    for i, (name, layer) in enumerate(zip(net.layer_names, net.layers)):
+        field = _WEIGHT_TYPES.get(layer.type)
+        if field is None or not layer.blobs:
+            continue
+        weight, bias = effective_params(layer)
+        transposed = layer.type.endswith("InnerProduct") and getattr(layer, "transpose", False)
+        if transposed:
+            weight = weight.T
+        outputs = weight.shape[0]
+        groups = getattr(layer, "group", 1) if field == "convolution_param" else 1
+        taps = int(np.prod(weight.shape[2:])) if weight.ndim > 2 else 1
+        flat = weight.reshape(outputs, weight.shape[1], taps)
+        alive = np.abs(flat).sum(axis=(1, 2)) > 0
+        if bias is not None:
+            alive |= bias != 0
+        per_group = outputs // groups
+        outputs_kept = inputs_kept = params_slim = 0
+        for g in range(groups):
+            rows_g = alive[g * per_group:(g + 1) * per_group]
+            block = flat[g * per_group:(g + 1) * per_group][rows_g]
+            columns = int(np.count_nonzero(np.abs(block).sum(axis=(0, 2)) > 0)) if block.size else 0
+            kept = int(np.count_nonzero(rows_g))
+            outputs_kept += kept
+            inputs_kept += columns
+            params_slim += kept * columns * taps
+        top = net.top_vecs[i][0]
+        positions = top.count // (top.shape[0] * outputs)
+        bias_count = 0 if bias is None else bias.size
+        rows.append(LayerSlim(name, layer.type, outputs, outputs_kept, weight.shape[1] * groups, inputs_kept,
+                              weight.size + bias_count, params_slim + (0 if bias is None else outputs_kept),
+                              weight.size * positions, params_slim * positions))
+    return rows
+
+
+def format_slim(rows):
+    """A table of what a slim net keeps per layer: filters, inputs, parameters, multiply-adds."""
+    width = max([len(r.name) for r in rows] + [5])
+    lines = [f"{'layer':<{width}}  {'filters':>11}  {'inputs':>11}  {'params slim':>19}  {'mult-adds slim':>21}"]
+    for r in rows:
+        lines.append(f"{r.name:<{width}}  {r.outputs_kept:>5} / {r.outputs:<4}  {r.inputs_kept:>5} / {r.inputs:<4}  "
+                     f"{r.params_slim:>8} / {r.params:<8}  {r.macs_slim:>9} / {r.macs:<9}")
+    params, slim = sum(r.params for r in rows), sum(r.params_slim for r in rows)
+    macs, macs_slim = sum(r.macs for r in rows), sum(r.macs_slim for r in rows)
+    lines.append(f"slim net: {slim} of {params} parameters ({100.0 * slim / params if params else 0:.2f}%), "
+                 f"{macs_slim} of {macs} multiply-adds per sample ({100.0 * macs_slim / macs if macs else 0:.2f}%) "
+                 "in its Convolution / InnerProduct layers")
+    return "\n".join(lines)

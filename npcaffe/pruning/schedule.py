@@ -234,7 +234,7 @@ def _score(net, method, names, batches, bias, damping):
 
 
 def run(make_solver, method, target, *, weights=None, layers=None, steps=1, retrain_iter=0, score_batches=None,
-        bias=False, damping=lobs.DAMPING, solve_wrapper=None):
+        bias=False, damping=lobs.DAMPING, solve_wrapper=None, masks_fn=None):
     """Prune the net of `make_solver()` (a function returning a fresh Solver) with criterion `method` to
     `target` in `steps` steps, retraining `retrain_iter` iterations after each (see the module docstring).
 
@@ -242,16 +242,20 @@ def run(make_solver, method, target, *, weights=None, layers=None, steps=1, retr
     which is where SNIP scores).  layers: names, None for every plain Convolution / InnerProduct.
     score_batches: forward passes the criterion scores over (DEFAULT_SCORE_BATCHES by method).
     bias: prune biases too.  solve_wrapper(solver): a context manager around each retraining (the
-    CLI's SIGINT handling); a stop request ends the run after the current step.  Returns a Result.
+    CLI's SIGINT handling); a stop request ends the run after the current step.  masks_fn(net,
+    step_target): the step's masks ({layer: masks} for select.set_masks) in place of the weight-level
+    criterion `method` (structured pruning: npcaffe.pruning.structured.select.StructuredStep, which
+    scores channels and masks whole filters and the columns reading them); it keeps its own record of
+    what earlier steps removed.  Returns a Result.
     """
-    if method not in METHODS:
+    if masks_fn is None and method not in METHODS:
         raise NpcaffeError(f"unknown pruning method '{method}'; known: {', '.join(METHODS)}")
     if int(steps) < 1:
         raise NpcaffeError(f"--steps must be at least 1, got {steps}")
     if int(retrain_iter) < 0:
         raise NpcaffeError(f"--retrain_iter must be >= 0, got {retrain_iter}")
-    batches = DEFAULT_SCORE_BATCHES[method] if score_batches is None else int(score_batches)
-    if method != "magnitude" and batches < 1:
+    batches = DEFAULT_SCORE_BATCHES.get(method, 0) if score_batches is None else int(score_batches)
+    if masks_fn is None and method != "magnitude" and batches < 1:
         raise NpcaffeError(f"--score_batches must be at least 1 for {method} (it scores on data), got {batches}")
     solver = make_solver()
     if weights:
@@ -269,10 +273,13 @@ def run(make_solver, method, target, *, weights=None, layers=None, steps=1, retr
     for index, step_target in enumerate(targets, 1):
         started = time.time()
         glog.info(f"Pruning step {index} of {len(targets)} ({method}): target {_describe(step_target)}")
-        scores, hessians = _score(solver.net, method, names, batches, bias, damping)
-        current = step_masks(scores, step_target, target, current, sigma)
         lobs_error = None
-        if method == "lobs":
+        if masks_fn is not None:
+            current = masks_fn(solver.net, step_target)
+        else:
+            scores, hessians = _score(solver.net, method, names, batches, bias, damping)
+            current = step_masks(scores, step_target, target, current, sigma)
+        if method == "lobs" and masks_fn is None:
             updates = lobs.compensation(solver.net, current, hessians=hessians)
             lobs.apply_compensation(solver.net, updates)
             lobs_error = OrderedDict((name, float(u.error)) for name, u in updates.items())

@@ -1,0 +1,115 @@
+"""From per-channel scores to kept channels, and kept channels to masks on every layer they touch.
+
+Scores come from a structured criterion ({layer: one score per channel},
+npcaffe.pruning.structured); each scored layer stands for one channel group:
+its output channels for FILTERS / NEURONS methods, the channels it reads for
+INPUT_CHANNELS methods (channels.producer_group / reading_group).  A target
+is, per layer, the share of its channels removed (round half up of share x
+channels, npcaffe.pruning.select.pruned_count), or a number of channels kept
+(`shares_from_counts`).  The lowest scores go; among equal scores the channel
+with the lower index goes first; a channel removed at an earlier step of an
+iterative schedule stays removed (it is ranked below every other).  At least
+one channel of a group is kept.
+
+`StructuredStep` is one method's step for npcaffe.pruning.schedule.run: it
+scores the net, picks the kept channels for the step's shares and returns the
+masks of every member (producers' rows and bias entries, consumers' columns).
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from ...errors import NetError, NpcaffeError
+from ..criteria.common import forward_batches  # noqa: F401  (the data criteria's batches)
+from ..select import pruned_count
+from . import INPUT_CHANNELS, method as registered
+from . import channels as simple_channels
+
+
+def removed_count(share, channels, name):
+    """How many of `channels` a share removes; an NpcaffeError naming the layer when none would stay."""
+    count = pruned_count(share, channels)
+    if count >= channels:
+        raise NpcaffeError(f"layer '{name}': removing {share:g} of its {channels} channels leaves none; "
+                           "keep at least one")
+    return count
+
+
+def kept_channels(scores, removed, earlier=()):
+    """Sorted indices of the channels kept when the `removed` lowest scores go; `earlier`: indices
+    removed before, which go first whatever their score."""
+    scores = np.asarray(scores, np.float64)
+    if not np.all(np.isfinite(scores)):
+        raise NpcaffeError("channel scores hold NaN or infinite values; cannot rank them")
+    earlier = np.asarray(sorted(earlier), int)
+    ranked = scores.copy()
+    if earlier.size:
+        ranked[earlier] = -np.inf
+    order = np.argsort(ranked, kind="stable")
+    keep = np.ones(scores.size, bool)
+    keep[order[:max(removed, earlier.size)]] = False
+    return np.flatnonzero(keep)
+
+
+def shares_from_counts(counts, channels):
+    """{layer: share removed} from {layer: channels kept}, exact under removed_count's rounding."""
+    out = OrderedDict()
+    for name, kept in counts.items():
+        total = channels[name]
+        if not 1 <= kept <= total:
+            raise NpcaffeError(f"layer '{name}': keep between 1 and its {total} channels, not {kept}")
+        out[name] = (total - kept) / total
+    return out
+
+
+def channel_groups(net, names, ranks):
+    """{layer: ChannelGroup} for the scored layers; a group reached twice is an error."""
+    groups, owner = OrderedDict(), {}
+    for name in names:
+        group = (simple_channels.reading_group(net, name) if ranks == INPUT_CHANNELS
+                 else simple_channels.producer_group(net, name))
+        if group.name in owner:
+            raise NetError(f"layers '{owner[group.name]}' and '{name}' name the same channels (the outputs of "
+                           f"'{group.name}'); give one of them")
+        owner[group.name] = name
+        groups[name] = group
+    return groups
+
+
+class StructuredStep:
+    """The masks of one step of a structured method (the `masks_fn` of schedule.run).
+
+    method: a registered name; names: the scored layers; batches: forward passes (or data) the
+    criterion scores over; options: the criterion's keyword options.  `kept` holds the kept channels
+    per scored layer after the last step, `scores` the last scores."""
+
+    def __init__(self, method, names, batches=None, options=None):
+        self.method = registered(method)
+        self.names = list(names)
+        self.batches = self.method.default_batches if batches is None else batches
+        if self.method.data and not self.batches:
+            raise NpcaffeError(f"--score_batches must be at least 1 for {method} (it scores on data)")
+        self.options = dict(options or {})
+        self.kept = OrderedDict()
+        self.scores = OrderedDict()
+
+    def channels(self, net):
+        """{scored layer: channels in its group}."""
+        return OrderedDict((name, group.channels)
+                           for name, group in channel_groups(net, self.names, self.method.ranks).items())
+
+    def __call__(self, net, step_target):
+        """{layer: (weight mask, bias mask or None)} for the step's {scored layer: share removed}."""
+        groups = channel_groups(net, self.names, self.method.ranks)
+        scores = self.method.scores(net, layers=self.names, batches=self.batches or None, **self.options)
+        keeps = OrderedDict()
+        for name in self.names:
+            group, score = groups[name], np.asarray(scores[name])
+            if score.shape != (group.channels,):
+                raise NpcaffeError(f"{self.method.name} gave {score.shape} scores for layer '{name}', whose group "
+                                   f"has {group.channels} channels")
+            earlier = np.setdiff1d(np.arange(group.channels), self.kept[name]) if name in self.kept else ()
+            keeps[name] = kept_channels(score, removed_count(step_target.get(name, 0.0), group.channels, name),
+                                        earlier)
+        self.kept, self.scores = keeps, scores
+        return simple_channels.channel_masks(net, keeps, groups)
