@@ -229,6 +229,20 @@ class Layer:
         """(weight mask, bias mask or None) when the layer computes with W ⊙ T, else None."""
         return self.attached_masks
 
+    @classmethod
+    def stored_mask_arrays(cls, arrays):
+        """(weight mask, bias mask or None) arrays held by this type's stored blob arrays, or None.
+
+        Layers with two mask blobs (DNS: `mask_param_indices` 2 and 3) hold them as they are when
+        stored with them; a type that stores its mask in another form (DNS-CP's channel mask)
+        turns it into the weight-shaped T here."""
+        if len(cls.mask_param_indices) != 2:
+            return None
+        weight_index, bias_index = cls.mask_param_indices
+        if len(arrays) <= max(weight_index, bias_index) or arrays[weight_index] is None:
+            return None
+        return arrays[weight_index], arrays[bias_index]
+
     def plain_layer_param(self, layer_param):
         """Rewrite this layer's LayerParameter into BVLC Caffe's plain form once its masks are
         baked into the weights (masks.plain_model); a plain layer keeps its type."""

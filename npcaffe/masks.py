@@ -11,6 +11,12 @@ the blob indices:
   and .solverstate files hold them; the solver regularises them and keeps
   their history, and the Net never updates them (`Layer.mask_param_indices`).
   Their gate, thresholds and splicing are DNS's own (layerlib/dns.py).
+- DNS-CP layers (CPConvolution / CPInnerProduct, npcaffe.layerlib.dns_cp)
+  keep one mask entry per input channel as parameter blob 2; to this module
+  they give it as the weight mask T, the channel's entry spread over its
+  weights (`mask_blobs`, and `Layer.stored_mask_arrays` for stored blobs),
+  with no bias mask, so kept counts, bake and plain_model treat them as any
+  masked layer.  Their gate and thresholds are DNS-CP's own.
 - A plain Convolution or InnerProduct layer can be given masks with `attach_masks`: the masks of magnitude pruning (Han et
   al. 2015), OBD, SNIP and the like.  They live beside the parameters, not
   in `blobs`, so the layer still saves as BVLC Caffe's two blobs (`bake`
@@ -113,14 +119,16 @@ def layer_kept(layer):
 def stored_layout(layer_type, arrays):
     """(weight, bias, weight mask, bias mask) of a layer's blobs as a .caffemodel stores them.
 
-    DNS layer types with all four blobs carry their masks at 2 and 3; other
-    layers, and DNS layers stored with two blobs (the DNS release's pruned
-    models), have none (None).  Missing entries are None."""
+    DNS layer types with all four blobs carry their masks at 2 and 3, DNS-CP
+    types a channel mask at 2, given here spread over the weight (the layer
+    class's `stored_mask_arrays`); other layers, and masked types stored with
+    two blobs (the DNS release's pruned models), have none (None).  Missing
+    entries are None."""
     arrays = list(arrays) + [None] * (4 - len(arrays))
     cls = registered_class(layer_type)
-    if cls is not None and cls.mask_param_indices and arrays[2] is not None:
-        weight_index, bias_index = cls.mask_param_indices
-        return arrays[0], arrays[1], arrays[weight_index], arrays[bias_index]
+    masks = cls.stored_mask_arrays(arrays) if cls is not None else None
+    if masks is not None:
+        return arrays[0], arrays[1], masks[0], masks[1]
     return arrays[0], arrays[1], None, None
 
 
@@ -134,7 +142,7 @@ def stored_effective(layer_type, arrays):
     weight, bias, weight_mask, bias_mask = stored_layout(layer_type, arrays)
     if weight_mask is None:
         return list(arrays)
-    return [weight * weight_mask] + ([] if bias is None else [bias * bias_mask])
+    return [weight * weight_mask] + ([] if bias is None else [bias if bias_mask is None else bias * bias_mask])
 
 
 def mask_entries(layer):
