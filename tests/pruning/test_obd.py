@@ -204,9 +204,9 @@ def test_dns_layers_get_the_hessian_of_the_weights_they_compute_with():
 
 def test_layers_without_a_rule_are_refused_by_name():
     net = make_net(inputs(("data", (2, 4)), ("target", (2, 3))), ip("ip1", "data", 3),
-                   'layer { name: "absval" type: "AbsVal" bottom: "ip1" top: "a" }',
+                   'layer { name: "softmax" type: "Softmax" bottom: "ip1" top: "a" }',
                    'layer { name: "loss" type: "EuclideanLoss" bottom: "a" bottom: "target" top: "loss" }')
-    with pytest.raises(NetError, match="'absval' \\(AbsVal\\).*no rule for this layer"):
+    with pytest.raises(NetError, match="'softmax' \\(Softmax\\).*no rule for this layer"):
         obd.scores(net)
     net = make_net(inputs(("data", (2, 4)), ("target", (2, 3))), ip("ip1", "data", 3),
                    'layer { name: "xent" type: "SigmoidCrossEntropyLoss" bottom: "ip1" bottom: "target" top: "loss" }')
@@ -218,3 +218,94 @@ def test_layers_without_a_rule_are_refused_by_name():
     # a layer above every scored layer needs no rule when nothing below it is wanted
     net = make_net(*MLP_EUCLIDEAN)
     assert list(obd.scores(net, layers="ip2")) == ["ip2"]
+
+
+# -- rules for layers with several bottoms or tops, or parameters that are not scored -------------------------
+MULTI_CASES = {
+    "prelu": ('type: "PReLU" prelu_param { filler { type: "uniform" min: 0.1 max: 0.5 } }', [(2, 3, 2, 2)]),
+    "prelu_shared": ('type: "PReLU" prelu_param { channel_shared: true filler { type: "constant" value: 0.3 } }',
+                     [(2, 3, 4)]),
+    "elu": ('type: "ELU" elu_param { alpha: 0.7 }', [(2, 7)]),
+    "absval": ('type: "AbsVal"', [(2, 7)]),
+    "bnll": ('type: "BNLL"', [(2, 7)]),
+    "batch_norm_global": ('type: "BatchNorm" batch_norm_param { use_global_stats: true eps: 0.01 }', [(3, 4, 2, 2)]),
+    "scale_bias": ('type: "Scale" scale_param { bias_term: true filler { type: "uniform" min: -2 max: 2 } '
+                   'bias_filler { type: "constant" value: 0.5 } }', [(2, 3, 2, 2)]),
+    "scale_two_bottoms": ('type: "Scale" scale_param { axis: 0 }', [(2, 3, 2), (2, 3)]),
+    "bias_two_bottoms": ('type: "Bias"', [(2, 3, 2), (3,)]),
+    "eltwise_sum": ('type: "Eltwise" eltwise_param { operation: SUM coeff: 2 coeff: -0.5 coeff: 1 }',
+                    [(2, 5), (2, 5), (2, 5)]),
+    "eltwise_prod": ('type: "Eltwise" eltwise_param { operation: PROD }', [(2, 5), (2, 5), (2, 5)]),
+    "eltwise_max": ('type: "Eltwise" eltwise_param { operation: MAX }', [(2, 5), (2, 5), (2, 5)]),
+    "concat": ('type: "Concat" concat_param { axis: 1 }', [(2, 2, 3), (2, 1, 3), (2, 3, 3)]),
+    "slice": ('type: "Slice" slice_param { axis: 1 slice_point: 1 slice_point: 4 }', [(2, 6, 2)]),
+}
+MULTI_TOPS = {"slice": 3}
+MULTI_LINEAR = ("batch_norm_global", "scale_bias", "bias_two_bottoms", "eltwise_sum", "concat", "slice")
+
+
+def test_the_new_rules_are_exact_diagonals_of_jt_d_j_for_every_bottom():
+    for case, (text, shapes) in MULTI_CASES.items():
+        npcaffe.set_random_seed(4)
+        layer = create_layer(layer_param(f'name: "{case}" {text}'))
+        rng = np.random.default_rng(7)
+        bottom = [Blob(shape, name=f"x{k}") for k, shape in enumerate(shapes)]
+        for b in bottom:  # away from kinks; distinct values so MAX's argmax never moves with a small step
+            b.data[...] = (rng.permutation(b.count) * 0.013 + 0.05).reshape(b.shape) * \
+                rng.choice([-1, 1], size=b.shape) if case == "eltwise_max" else \
+                rng.uniform(0.2, 1.0, size=b.shape) * rng.choice([-1, 1], size=b.shape)
+        top = [Blob(name=f"y{t}") for t in range(MULTI_TOPS.get(case, 1))]
+        layer.setup(bottom, top)
+        if case == "batch_norm_global":
+            layer.blobs[0].data[...] = rng.normal(size=layer.blobs[0].shape)
+            layer.blobs[1].data[...] = rng.uniform(0.5, 2.0, size=layer.blobs[1].shape)
+            layer.blobs[2].data[...] = 2.0
+        layer.forward(bottom, top)
+        d2_top = [np.random.default_rng(1 + t).uniform(0.1, 2.0, size=t_.shape) for t, t_ in enumerate(top)]
+        d2_bottom, params = obd.RULES[layer.type](layer, bottom, top, d2_top, [True] * len(bottom), False)
+        assert params is None
+        step = 1.0 if case in MULTI_LINEAR else 1e-3
+        rtol = 1e-5 if case in MULTI_LINEAR else 2e-3
+        for k, b in enumerate(bottom):
+            flat = b.data.reshape(-1)
+            expected = np.zeros(flat.size)
+            for q in range(flat.size):
+                old = flat[q]
+                outs = []
+                for sign in (1, -1):
+                    flat[q] = old + sign * step
+                    layer.forward(bottom, top)
+                    outs.append([t.data.astype(np.float64).ravel() for t in top])
+                flat[q] = old
+                for t in range(len(top)):
+                    column = (outs[0][t] - outs[1][t]) / (2 * step)
+                    expected[q] += (column ** 2) @ d2_top[t].ravel()
+            layer.forward(bottom, top)
+            assert_close(d2_bottom[k].ravel(), expected, rtol), (case, k)
+
+
+def test_obd_scores_a_net_with_batch_norm_scale_eltwise_and_concat_against_finite_differences():
+    """ip1 through BatchNorm (global statistics) + Scale, summed with ip2 by an Eltwise, concatenated with
+    ip4, ReLU, ip3, EuclideanLoss: every layer between ip1 / ip2 / ip4 and ip3 is elementwise (or routes),
+    and no output is used twice (a Split's cross terms are dropped), so their h_ii are exact."""
+    layers = (inputs(("data", (5, 4)), ("target", (5, 3))), ip("ip1", "data", 4), ip("ip2", "data", 4),
+              ip("ip4", "data", 2),
+              'layer { name: "bn1" type: "BatchNorm" bottom: "ip1" top: "ip1" '
+              'batch_norm_param { use_global_stats: true } }',
+              'layer { name: "sc1" type: "Scale" bottom: "ip1" top: "ip1" scale_param { bias_term: true '
+              'filler { type: "uniform" min: 0.5 max: 1.5 } } }',
+              'layer { name: "sum" type: "Eltwise" bottom: "ip1" bottom: "ip2" top: "sum" '
+              'eltwise_param { coeff: 1.5 coeff: -1 } }',
+              'layer { name: "cat" type: "Concat" bottom: "sum" bottom: "ip4" top: "cat" }',
+              'layer { name: "relu" type: "ReLU" bottom: "cat" top: "cat" }', ip("ip3", "cat", 3),
+              'layer { name: "loss" type: "EuclideanLoss" bottom: "ip3" bottom: "target" top: "loss" }')
+    net = make_net(*layers, classes=3, seed=3)
+    bn = net.layer_dict["bn1"]
+    bn.blobs[0].data[...] = np.array([0.1, -0.2, 0.3, 0.0])
+    bn.blobs[1].data[...] = np.array([1.5, 0.8, 2.0, 1.1])
+    bn.blobs[2].data[...] = 1.0
+    net.forward()
+    h = obd.second_derivatives(net, ["ip1", "ip2", "ip4"])
+    for name in ("ip1", "ip2", "ip4"):
+        fd = fd_hessian_diagonal(net, name, step=3e-3)
+        assert_close(h[name][0], fd, 2e-2)

@@ -44,6 +44,14 @@ Rules (`RULES`; d2 = the carried diagonal, f' the activation's derivative):
   Pooling MAX                   d2x = d2y routed to each window's argmax (Caffe's first-max rule)
   Pooling AVE                   d2x = Σ over windows of d2y / pool_size²
   Dropout                       TRAIN: d2x = (mask · scale)² d2y;  TEST: d2x = d2y
+  PReLU, ELU, AbsVal, BNLL      d2x = f'(x)² d2y  (f' from the top's values)
+  BatchNorm                     d2x = d2y / std²: exact with use_global_stats (TEST); in TRAIN the batch
+                                statistics' own dependence on x is dropped (they are taken as constants)
+  Scale, Bias                   d2x = s² d2y (d2y); a scale / bias given as bottom[1]: Σ x² d2y (Σ d2y)
+                                over the positions it is broadcast to
+  Eltwise                       SUM d2x_k = c_k² d2y; PROD d2x_k = (Π_{j≠k} x_j)² d2y; MAX: d2y to the
+                                bottom holding the maximum (Caffe's first on ties)
+  Concat, Slice                 d2 cut into / joined from the pieces along the axis
   Split                         d2x = Σ of the tops' d2;  Flatten, Reshape: d2 reshaped
   SoftmaxWithLoss, EuclideanLoss  as in 3.
 Any other layer the pass has to go through is refused with a NetError naming
@@ -187,6 +195,96 @@ def _reshape(layer, bottom, top, d2_top, need, want):
     return [d2_top[0].reshape(bottom[0].shape) if need[0] else None], None
 
 
+def _batch_norm(layer, bottom, top, d2_top, need, want):
+    # y = (x - mean) / std per channel.  With use_global_stats (TEST) that is exact; in TRAIN the batch's
+    # mean and variance also depend on x, and their share of the Hessian is dropped (statistics as constants).
+    if not need[0]:
+        return [None], None
+    std = layer.std.astype(np.float64).reshape(1, -1, 1)
+    d2y = d2_top[0].reshape(layer.view)
+    return [(d2y / (std * std)).reshape(bottom[0].shape)], None
+
+
+def _scale(layer, bottom, top, d2_top, need, want):
+    # y = s x (+ b) broadcast from the layer's axis: d2x = s² d2y; a scale given as bottom[1] gets Σ x² d2y
+    # over the positions it is broadcast to (exact diagonal, one s per output).
+    d2y = d2_top[0].reshape(layer.geometry)
+    s = layer._scale(bottom).data.astype(np.float64).reshape(1, -1, 1)
+    out = [(s * s * d2y).reshape(bottom[0].shape) if need[0] else None]
+    if len(bottom) > 1:
+        if need[1]:
+            x = layer._saved if layer._saved is not None else bottom[0].data.reshape(layer.geometry)
+            x = x.astype(np.float64).reshape(layer.geometry)
+            out.append((x * x * d2y).sum(axis=(0, 2)).reshape(bottom[1].shape))
+        else:
+            out.append(None)
+    return out, None
+
+
+def _bias(layer, bottom, top, d2_top, need, want):
+    out = [d2_top[0] if need[0] else None]
+    if len(bottom) > 1:
+        out.append(d2_top[0].reshape(layer.geometry).sum(axis=(0, 2)).reshape(bottom[1].shape) if need[1] else None)
+    return out, None
+
+
+def _eltwise(layer, bottom, top, d2_top, need, want):
+    # SUM: y = Σ c_k x_k, d2x_k = c_k² d2y.  PROD: ∂y/∂x_k = Π_{j≠k} x_j.  MAX: d2y goes to the bottom
+    # that holds the maximum (the first one on ties, as Caffe's strict '>' in bottom order).
+    _Elt = caffe_pb2.EltwiseParameter
+    d2y = d2_top[0]
+    if layer.op == _Elt.SUM:
+        return [float(c) ** 2 * d2y if n else None for c, n in zip(layer.coeffs, need)], None
+    if layer.op == _Elt.PROD:
+        out = []
+        for k, n in enumerate(need):
+            if not n:
+                out.append(None)
+                continue
+            others = np.ones(bottom[k].shape)
+            for j, b in enumerate(bottom):
+                if j != k:
+                    others = others * b.data.astype(np.float64)
+            out.append(others * others * d2y)
+        return out, None
+    first = np.stack([b.data for b in bottom]).argmax(axis=0)
+    return [np.where(first == k, d2y, 0.0) if n else None for k, n in enumerate(need)], None
+
+
+def _concat(layer, bottom, top, d2_top, need, want):
+    sizes = [b.shape[layer.axis] for b in bottom]
+    pieces = np.split(d2_top[0], np.cumsum(sizes)[:-1], axis=layer.axis)
+    return [piece if n else None for piece, n in zip(pieces, need)], None
+
+
+def _slice(layer, bottom, top, d2_top, need, want):
+    if not need[0]:
+        return [None], None
+    pieces = [np.zeros(t.shape) if d2 is None else d2 for t, d2 in zip(top, d2_top)]
+    return [np.concatenate(pieces, axis=layer.axis)], None
+
+
+def _prelu_slope(layer, bottom, top):
+    # The slope a_c where the output is negative (same sign as the input for a >= 0: in-place safe).
+    a = layer.blobs[0].data.astype(np.float64)
+    shape = (1, -1) + (1,) * (top.num_axes - 2) if a.ndim else ()
+    return np.where(top.data > 0, 1.0, a.reshape(shape) if a.ndim else float(a))
+
+
+def _elu_slope(layer, bottom, top):
+    y = top.data.astype(np.float64)
+    return np.where(y > 0, 1.0, y + float(layer.alpha))
+
+
+def _absval_slope(layer, bottom, top):
+    return np.where(top.data != 0, 1.0, 0.0)  # |sign(x)|, read from |x| (in-place safe)
+
+
+def _bnll_slope(layer, bottom, top):
+    # y = log(1 + e^x): f'(x) = sigmoid(x) = 1 - e^(-y).
+    return 1.0 - np.exp(-top.data.astype(np.float64))
+
+
 def _softmax_loss(layer, bottom, top, d2_top, need, want):
     if not need[0]:
         return [None, None], None
@@ -214,6 +312,10 @@ RULES = {
     "Convolution": _convolution, "CConvolution": _convolution,
     "ReLU": _elementwise(_relu_slope), "Sigmoid": _elementwise(_sigmoid_slope),
     "TanH": _elementwise(_tanh_slope), "Dropout": _elementwise(_dropout_slope),
+    "PReLU": _elementwise(_prelu_slope), "ELU": _elementwise(_elu_slope), "AbsVal": _elementwise(_absval_slope),
+    "BNLL": _elementwise(_bnll_slope),
+    "BatchNorm": _batch_norm, "Scale": _scale, "Bias": _bias, "Eltwise": _eltwise, "Concat": _concat,
+    "Slice": _slice,
     "Pooling": _pooling, "Split": _split, "Flatten": _reshape, "Reshape": _reshape,
     "SoftmaxWithLoss": _softmax_loss, "EuclideanLoss": _euclidean_loss,
 }
