@@ -116,7 +116,15 @@ def scores(name, net, layers=None, **options):
 
 
 # Modules that register methods when imported; a module added by another change joins this list.
-_PLUGINS = ("l1_filter", "neurons")
+_PLUGINS = (
+    "l1_filter",
+    "neurons",
+    "apoz",
+    "mean_activation",
+    "entropy",
+    "taylor",
+    "nisp",
+)
 
 
 def _load_plugins():

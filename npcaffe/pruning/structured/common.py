@@ -61,3 +61,27 @@ def channel_values(array):
 
 def pack(names, values):
     return OrderedDict((name, values[name]) for name in names)
+
+
+# -- activations over data ---------------------------------------------------------------------
+def passed_on_blob(net, name):
+    """The blob holding layer `name`'s output as the net passes it on: its top, after any in-place
+    layers (an in-place ReLU leaves the rectified values there), or the top of a ReLU that alone reads
+    it into a blob of its own."""
+    top = output_blob(net, name)
+    index = net.layer_names.index(name)
+    readers = [i for i, n in enumerate(net.layer_names) if i > index and top in net.bottom_names[n]]
+    if len(readers) == 1:
+        reader = net.layer_names[readers[0]]
+        if net.layers[readers[0]].type == "ReLU" and net.top_names[reader][0] != top:
+            return net.top_names[reader][0]
+    return top
+
+
+def channel_outputs(net, names, batches):
+    """For each forward pass over `batches` (criteria.common.forward_batches), {layer: its output as passed
+    on (passed_on_blob), float64 (N, C, positions)}: a generator."""
+    from ..criteria.common import forward_batches
+    blobs = {name: passed_on_blob(net, name) for name in names}
+    for _ in forward_batches(net, batches):
+        yield {name: channel_values(net.blobs[blob].data).transpose(1, 0, 2) for name, blob in blobs.items()}
