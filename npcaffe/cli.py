@@ -245,6 +245,19 @@ schedules: direct (one step), iterative --steps k (each step keeps the same shar
   pruned before stay pruned), applies L-OBS's update, retrains --retrain_iter iterations with a
   fresh solver from the current weights (the solver's schedule starts again, as `caffe train
   --weights`; default: its max_iter), and tests.  Biases are pruned only with --bias.
+structured methods (npcaffe/pruning/structured/) remove whole filters / neurons with what reads
+them (the next layer's input columns), to --channel_sparsity [LAYER=]share (of each layer's
+channels removed) or --keep_channels LAYER=count, on the same schedules; the report adds the
+channels kept per layer and the parameters and multiply-adds a slim net would have:
+  l1-filter        sum |w| of each filter (Li et al. 2017)
+  apoz             1 - share of zero ReLU outputs over --score_batches (Hu et al. 2016)
+  mean-activation  mean |output| of each channel over --score_batches
+  entropy          entropy of each channel's global-pooled outputs, 100 bins (Luo & Wu 2017)
+  taylor           |activation x gradient| per example, averaged (Molchanov et al. 2017);
+                   --criterion_option normalize=true for their layer-wise L2 normalisation
+  nisp             importance propagated back from the final layer through |W| (Yu et al. 2018)
+  neurons          whole InnerProduct neurons by the L2 norm of their row (matrix pruning)
+  (and any other registered structured method; data criteria score 100 batches by default)
 Without --weights (and no `weights` in the solver) a dense reference is trained first with the
 solver as it is (not for snip).  --out DIR gets <name>_<method>_pruned.caffemodel (W * mask baked
 into the net's own layers, two blobs each: BVLC Caffe loads it), report.txt / report.json (Table 4
@@ -257,7 +270,24 @@ def cmd_prune(args):
     """One pruning method on one schedule (npcaffe.pruning.prune), or a named recipe."""
     from .pruning import prune
     from .pruning.dnsify import parse_layers
-    options = {"sparsity": prune.parse_layer_values(args.sparsity, "--sparsity"),
+    from .pruning import structured
+    method = args.method
+    if method is None and args.recipe:
+        from .pruning.recipes import recipe
+        method = recipe(args.recipe).method
+    sparsity = prune.parse_layer_values(args.sparsity, "--sparsity")
+    channel_sparsity = prune.parse_layer_values(args.channel_sparsity, "--channel_sparsity")
+    keep_channels = prune.parse_layer_values(args.keep_channels, "--keep_channels")
+    if structured.is_structured(method or ""):
+        if sparsity is not None:
+            raise NpcaffeError(f"--sparsity is the share of weights pruned; {method} removes whole channels: give "
+                               "--channel_sparsity [LAYER=]share or --keep_channels LAYER=count")
+        sparsity = channel_sparsity
+    elif channel_sparsity is not None or keep_channels is not None or args.criterion_option:
+        raise NpcaffeError(f"--channel_sparsity, --keep_channels and --criterion_option are for the structured "
+                           f"methods ({', '.join(structured.METHODS)}), not {method or 'this run'}")
+    options = {"sparsity": sparsity, "keep_channels": keep_channels,
+               "criterion_options": prune.parse_criterion_options(args.criterion_option),
                "quality": prune.parse_layer_values(args.quality, "--quality"),
                "global_": args.global_, "layers": parse_layers(args.layers), "schedule": args.schedule,
                "steps": args.steps, "retrain_iter": args.retrain_iter, "score_batches": args.score_batches,
@@ -756,7 +786,9 @@ def build_parser():
     from .pruning.recipes import recipes_help
     p = sub.add_parser("prune", help="prune any net: magnitude (Han), OBD, L-OBS or SNIP, direct or iterative",
                        description=PRUNE_HELP + recipes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=["magnitude", "obd", "lobs", "snip"], help="the criterion (see above)")
+    from .pruning import structured
+    p.add_argument("--method", choices=["magnitude", "obd", "lobs", "snip", *structured.METHODS],
+                   help="the criterion (see above)")
     p.add_argument("--solver", help="solver .prototxt: its net is pruned, and it retrains after each step")
     p.add_argument("--weights", help="trained .caffemodel to prune (default: the solver's weights, else train a "
                                      "dense reference first; snip: the solver's initialisation)")
@@ -775,6 +807,14 @@ def build_parser():
     p.add_argument("--score_batches", "--score-batches", type=int, metavar="B",
                    help="forward passes the criterion scores over (default: obd, lobs 100; snip 1)")
     p.add_argument("--bias", action="store_true", help="prune biases too (ranked with the weights)")
+    p.add_argument("--channel_sparsity", "--channel-sparsity", action="append", metavar="[LAYER=]X",
+                   help="structured methods: share of each layer's channels (filters, neurons) removed, in [0, 1): "
+                        "X for every layer it can prune, LAYER=X for one (repeatable, comma-separated)")
+    p.add_argument("--keep_channels", "--keep-channels", action="append", metavar="LAYER=N",
+                   help="structured methods: channels kept in a layer, instead of --channel_sparsity (repeatable)")
+    p.add_argument("--criterion_option", "--criterion-option", action="append", metavar="NAME=VALUE",
+                   help="structured methods: an option of the criterion (e.g. normalize=true for taylor, bins=50 "
+                        "for entropy, norm=l1 for neurons; repeatable)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: runs/<solver file stem>, "
                                                 "runs/<recipe> for a recipe)")
     p.add_argument("--recipe", help="a named recipe (see above)")

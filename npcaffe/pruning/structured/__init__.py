@@ -68,7 +68,12 @@ class Method:
     given (0 for criteria without data).  layer_types: the layer types whose channels it can
     rate.  options: {option name: default} the criterion takes as keyword arguments.
     solver_note: what the method needs during training beyond the fixed masks (network
-    slimming's L1 on γ, SSL's group lasso), or None.  summary: one line for --help."""
+    slimming's L1 on γ, SSL's group lasso), or None.  summary: one line for --help.
+    prune: for a method that picks its channels and changes the kept weights itself (ThiNet's
+    rescaling, He et al.'s least squares), prune(net, names, removed, earlier, batches, **options)
+    -> {scored layer: kept channel indices} with removed {layer: channels to remove} and earlier
+    {layer: indices removed at earlier steps}; StructuredStep then calls it instead of ranking
+    `scores`; None for a ranking criterion."""
     name: str
     scores: Callable
     ranks: str
@@ -79,6 +84,7 @@ class Method:
     options: dict = field(default_factory=dict)
     solver_note: Optional[str] = None
     summary: str = ""
+    prune: Optional[Callable] = None
 
 
 METHODS = {}
@@ -124,6 +130,8 @@ _PLUGINS = (
     "entropy",
     "taylor",
     "nisp",
+    "thinet",
+    "lasso",
 )
 
 

@@ -90,6 +90,11 @@ class StructuredStep:
         if self.method.data and not self.batches:
             raise NpcaffeError(f"--score_batches must be at least 1 for {method} (it scores on data)")
         self.options = dict(options or {})
+        unknown = sorted(set(self.options) - set(self.method.options))
+        if unknown:
+            known = ", ".join(sorted(self.method.options)) or "none"
+            raise NpcaffeError(f"--criterion_option {unknown[0]}: {method} has no option '{unknown[0]}' (its options: "
+                               f"{known})")
         self.kept = OrderedDict()
         self.scores = OrderedDict()
 
@@ -101,6 +106,16 @@ class StructuredStep:
     def __call__(self, net, step_target):
         """{layer: (weight mask, bias mask or None)} for the step's {scored layer: share removed}."""
         groups = channel_groups(net, self.names, self.method.ranks)
+        if self.method.prune is not None:  # ThiNet, LASSO: they choose and refit the kept weights themselves
+            removed = {name: removed_count(step_target.get(name, 0.0), groups[name].channels, name)
+                       for name in self.names}
+            earlier = {name: np.setdiff1d(np.arange(groups[name].channels), self.kept[name])
+                       for name in self.names if name in self.kept}
+            chosen = self.method.prune(net, self.names, removed, earlier, batches=self.batches or None,
+                                       **self.options)
+            self.kept = OrderedDict((name, np.asarray(chosen[name], int)) for name in self.names)
+            self.scores = OrderedDict()
+            return simple_channels.channel_masks(net, self.kept, groups)
         scores = self.method.scores(net, layers=self.names, batches=self.batches or None, **self.options)
         keeps = OrderedDict()
         for name in self.names:
