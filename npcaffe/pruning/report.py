@@ -26,6 +26,7 @@ from ..masks import layer_kept, stored_kept
 LayerCount = namedtuple("LayerCount", "name type params kept")
 LayerMacs = namedtuple("LayerMacs", "name type dense kept")
 _WEIGHT_TYPES = {"Convolution": "convolution_param", "CConvolution": "convolution_param",
+                 "DepthwiseConvolution": "convolution_param", "ConvolutionDepthwise": "convolution_param",
                  "InnerProduct": "inner_product_param", "CInnerProduct": "inner_product_param"}
 
 
@@ -59,7 +60,8 @@ def count_macs(net):
         if field is None or not layer.blobs:
             continue
         top = net.top_vecs[i][0]
-        outputs = getattr(layer.layer_param, field).num_output
+        # the layer's own count where it has one: ConvolutionDepthwise sizes its outputs by its input
+        outputs = getattr(layer, "num_output", None) or getattr(layer.layer_param, field).num_output
         positions = top.count // (top.shape[0] * outputs)
         weight = effective_params(layer)[0]
         rows.append(LayerMacs(name, layer.type, weight.size * positions, int(np.count_nonzero(weight)) * positions))
