@@ -6,6 +6,7 @@ and the choice; each class here computes, with its own work arrays:
     DenseColumns      dense weights, 2 spatial axes: the batch's im2col, one GEMM per group
     Depthwise         dense weights, 2 spatial axes, group = C (one input channel per group):
                       the windows read in place (npcaffe.kernels.depthwise), no im2col
+    Winograd          dense weights, 3x3 stride 1, asked for by engine: WINOGRAD: F(2x2, 3x3)
     NdColumns         dense weights, 1 or 3+ spatial axes: Caffe's N-D path, image by image
     SparseBatchInner  TRAIN, sparse weights (CSR): batch-innermost kernels, no im2col in forward
     SparseStride1     TRAIN, sparse weights, stride 1: a direct kernel in forward
@@ -50,6 +51,7 @@ from ..kernels.batch_inner import (from_batch_inner, im2col_batch_inner, sparse_
                                    to_batch_inner)
 from ..kernels.depthwise import depthwise_backward, depthwise_forward
 from ..kernels.im2col import col2im, col2im_nd, im2col, im2col_nd, same_values
+from ..kernels.winograd import convolution as winograd_convolution, filter_transform
 from ..kernels.sparse import (csr_columns_product, csr_convolution, csr_convolution_backward,
                               csr_convolution_stride1, stride1_tap_offsets)
 
@@ -283,6 +285,70 @@ class Depthwise(_Path2d):
             bd = self.image(b.diff) if propagate_down[i] else _EMPTY.reshape(0, 0, 0, 0)
             depthwise_backward(self.image(b.data), w, dy, *s.pad, *s.stride, *s.dilation,
                                weight_diff is not None, wd, propagate_down[i], bd)
+
+
+class Winograd(_Path2d):
+    """Dense weights, 3x3 kernel, stride 1, no dilation, pad <= 2 (convolution_param { engine:
+    WINOGRAD }): Winograd's F(2x2, 3x3), npcaffe.kernels.winograd, per group.
+
+        forward   U (16, O/g, C/g) = G g Gᵀ per filter; V = Bᵀ d B per 4x4 input tile;
+                  M = U V (16 GEMMs); top = Aᵀ M A per 2x2 output tile (+ bias)
+        backward  bias_diff and weight_diff as DenseColumns (im2col and one GEMM: exact);
+                  bottom diff = the same Winograd correlation of the top diff, padded by 2 - pad,
+                  with the filters flipped and their input and output channels swapped
+
+    2.25x fewer multiplies than the columns in forward and in the bottom gradient; the sums
+    run in another order and through the transforms' additions: an error of the exact path's
+    order, but not its bits (tests/kernels/test_winograd.py measures it)."""
+
+    @staticmethod
+    def suits(shape):
+        return (len(shape.kernel) == 2 and shape.kernel == (3, 3) and shape.stride == (1, 1)
+                and shape.dilation == (1, 1) and max(shape.pad) <= 2)
+
+    def __init__(self, shape, scratch):
+        super().__init__(shape, scratch)
+        self.columns = DenseColumns(shape, scratch)  # the weight gradient's exact path
+
+    def _groups(self, weight, flipped=False):
+        """[(input channel slice, output channel slice, U (16, O/g, C/g))] per group."""
+        s = self.shape
+        ci, co = s.channels // s.group, s.num_output // s.group
+        out = []
+        for k in range(s.group):
+            g = weight[k * co:(k + 1) * co]
+            if flipped:  # the bottom gradient's filters: (C/g, O/g, 3, 3), each turned by 180 degrees
+                g = g[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+            u = self.scratch.get(f"winograd_u{k}{'f' if flipped else ''}", (16,) + g.shape[:2])
+            filter_transform(g, u)
+            out.append((slice(k * ci, (k + 1) * ci), slice(k * co, (k + 1) * co), u))
+        return out
+
+    def forward(self, bottom, top, weight, bias, csr=None):
+        s = self.shape
+        groups = self._groups(weight)
+        for b, t in zip(bottom, top):
+            x = self.image(b.data)
+            y = t.data.reshape((s.num, s.num_output) + s.out)
+            for cin, cout, u in groups:
+                winograd_convolution(x[:, cin], u, None if bias is None else bias[cout], *s.pad, y[:, cout],
+                                     self.scratch.get)
+
+    def backward(self, top, propagate_down, bottom, weight, csr, weight_diff, bias_diff):
+        s = self.shape
+        if weight_diff is not None or bias_diff is not None:
+            self.columns.backward(top, [False] * len(top), bottom, weight, None, weight_diff, bias_diff)
+        if not any(propagate_down):
+            return
+        groups = self._groups(weight, flipped=True)
+        pad = (2 - s.pad[0], 2 - s.pad[1])
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            if not propagate_down[i]:
+                continue
+            dy = t.diff.reshape((s.num, s.num_output) + s.out)
+            dx = self.image(b.diff)
+            for cin, cout, u in groups:
+                winograd_convolution(dy[:, cout], u, None, *pad, dx[:, cin], self.scratch.get)
 
 
 class NdColumns:

@@ -17,9 +17,10 @@ from ..filler import fill
 from ..kernels.im2col import col2im, col2im_nd, im2col, im2col_nd
 from ..layer import Layer, register
 from ..masks import computing_params, mask_gradients
+from ..proto import caffe_pb2
 from ..sparse.packing import SMALL_BATCH, repack
 from .conv_paths import (ConvShape, DenseColumns, Depthwise, NdColumns, PackedBatchInner, PackedColumns,
-                         PackedStride1, Scratch, SparseBatchInner, SparseColumns, SparseStride1)
+                         PackedStride1, Scratch, SparseBatchInner, SparseColumns, SparseStride1, Winograd)
 
 
 def _where(layer):
@@ -135,7 +136,9 @@ class Convolution(Layer):
     through DenseColumns (the batch's columns, one GEMM per group where Caffe
     makes one per image, so equal to Caffe's to float rounding), with group =
     channels through Depthwise (the windows read in place), or, over
-    other than 2 axes, NdColumns; sparse weights (`csr`, below) through
+    other than 2 axes, NdColumns; with `engine: WINOGRAD` a dense 3x3 stride-1
+    convolution through Winograd (F(2x2, 3x3): fewer multiplies, not Caffe's
+    rounding; any other shape stays on the exact paths); sparse weights (`csr`, below) through
     SparseBatchInner where its layout copies cost well under the columns
     (LeNet-5's conv2), else SparseStride1 at stride 1, else SparseColumns; a
     TEST net's packed weights (npcaffe.sparse.packing) through `sparse_forward`.
@@ -186,6 +189,7 @@ class Convolution(Layer):
                 f"layer '{self.name}': group {self.group} must divide both the input channels "
                 f"({self.channels}, bottom shape {shape}) and num_output ({self.num_output})")
         self.bias_term = param.bias_term
+        self.winograd = param.engine == caffe_pb2.ConvolutionParameter.WINOGRAD
 
         weight_shape = (self.num_output, self.channels // self.group) + self.kernel
         bias_shape = (self.num_output,)
@@ -267,6 +271,8 @@ class Convolution(Layer):
         if self.nd:
             return self._path(NdColumns)
         if csr is None:
+            if self.winograd and Winograd.suits(self.shape):
+                return self._path(Winograd)
             return self._path(Depthwise if Depthwise.suits(self.shape) else DenseColumns)
         if SparseBatchInner.suits(self.shape):
             return self._path(SparseBatchInner)
