@@ -74,6 +74,30 @@ def parse_layer_values(items, flag):
     return per_layer
 
 
+def parse_criterion_options(items):
+    """--criterion_option NAME=VALUE items -> {name: value}: true / false, whole numbers and numbers become
+    bool, int and float; anything else stays text."""
+    options = {}
+    for item in items or ():
+        for part in [p for p in item.split(",") if p]:
+            name, sep, text = part.partition("=")
+            if not sep or not name or not text:
+                raise NpcaffeError(f"--criterion_option '{part}': expected NAME=VALUE (e.g. normalize=true)")
+            lowered = text.lower()
+            if lowered in ("true", "false"):
+                value = lowered == "true"
+            else:
+                try:
+                    value = int(text)
+                except ValueError:
+                    try:
+                        value = float(text)
+                    except ValueError:
+                        value = text
+            options[name] = value
+    return options or None
+
+
 def resolve_values(value, names):
     """A parsed value with a default for the unnamed layers ({None: x, ...}) -> {layer: value}."""
     if not isinstance(value, dict) or None not in value:
