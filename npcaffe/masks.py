@@ -37,8 +37,9 @@ from .blob import Blob
 from .errors import NetError
 from .layer import registered_class
 
-# Plain layer types that take attached masks: their blobs are [weight, bias?].
-MASKABLE_TYPES = ("Convolution", "InnerProduct")
+# Plain layer types that take attached masks: their blobs are [weight, bias?].  The forks' depthwise
+# types are Convolution subclasses (npcaffe.layerlib.efficient) and compute with W ⊙ T alike.
+MASKABLE_TYPES = ("Convolution", "DepthwiseConvolution", "ConvolutionDepthwise", "InnerProduct")
 
 
 class Kept(NamedTuple):

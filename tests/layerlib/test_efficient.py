@@ -188,3 +188,27 @@ def test_axpy_shape_errors(shapes, match):
 def test_axpy_refuses_to_overwrite_x_in_place():
     with pytest.raises(NetError, match="overwrites bottom a or x in place"):
         axpy(top="x").setup([make_blob((1, 2)), make_blob((1, 2, 2, 2)), make_blob((1, 2, 2, 2))], tops())
+
+
+@pytest.mark.parametrize("type_name, params", [
+    ("DepthwiseConvolution", "num_output: 3 group: 3 kernel_size: 3 pad: 1"),
+    ("ConvolutionDepthwise", "kernel_size: 3 pad: 1"),
+])
+def test_depthwise_types_take_attached_masks(type_name, params):
+    """The mask core's fixed masks: forward with W * T, no gradient for a pruned weight."""
+    from npcaffe.masks import attach_masks
+    bottom, top = [make_blob((2, 3, 5, 5), seed=17)], tops()
+    layer = conv(type_name, params)
+    layer.setup(bottom, top)
+    keep = np.ones((3, 1, 3, 3), np.float32)
+    keep[1] = 0  # channel 1's filter pruned
+    attach_masks(layer, keep)
+    assert (layer.blobs[0].data[1] == 0).all()
+    layer.forward(bottom, top)
+    want = reference_convolution(bottom[0].data, layer.blobs[0].data * keep, layer.blobs[1].data, (1, 1), (1, 1),
+                                 (1, 1), 3)
+    np.testing.assert_allclose(top[0].data, want, rtol=1e-5, atol=1e-5)
+    top[0].diff[...] = 1
+    layer.blobs[0].diff[...] = 0
+    layer.backward(top, [True], bottom)
+    assert (layer.blobs[0].diff[1] == 0).all() and (layer.blobs[0].diff[0] != 0).any()
