@@ -126,7 +126,9 @@ class Axpy(Layer):
 
     the SE block's channel gate and its residual sum in one layer.  Backward:
     da[n, c] = sum over positions of dtop x, dx = a dtop, dy = dtop.
-    No parameters and no parameter message.
+    No parameters and no parameter message.  In BVLC layers it is Flatten(a),
+    Scale(x, flat a) with scale_param { axis: 0 }, Eltwise SUM with y (a test
+    checks the two agree).
 
     Mirrored: the shape checks (a's first two axes equal x's, a 4-axis a must
     be 1 x 1 spatially, x and y equal).  Deliberate differences: when a needs

@@ -212,3 +212,26 @@ def test_depthwise_types_take_attached_masks(type_name, params):
     layer.blobs[0].diff[...] = 0
     layer.backward(top, [True], bottom)
     assert (layer.blobs[0].diff[1] == 0).all() and (layer.blobs[0].diff[0] != 0).any()
+
+
+def test_axpy_equals_its_bvlc_spelling():
+    """Axpy(a, x, y) is BVLC's Flatten(a) -> Scale(x, a, axis 0) -> Eltwise SUM with y: what a tool writing
+    BVLC-only layer types can replace it with."""
+    from google.protobuf import text_format
+
+    import npcaffe
+    from npcaffe.proto import caffe_pb2
+    inputs = ('layer { name: "in" type: "Input" top: "a" top: "x" top: "y" input_param { shape { dim: 2 dim: 3 '
+              'dim: 1 dim: 1 } shape { dim: 2 dim: 3 dim: 4 dim: 5 } shape { dim: 2 dim: 3 dim: 4 dim: 5 } } }\n')
+    fused = inputs + 'layer { name: "axpy" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" top: "out" }\n'
+    plain = inputs + ('layer { name: "flat" type: "Flatten" bottom: "a" top: "a2" }\n'
+                      'layer { name: "gate" type: "Scale" bottom: "x" bottom: "a2" top: "ax" scale_param { axis: 0 } }\n'
+                      'layer { name: "sum" type: "Eltwise" bottom: "ax" bottom: "y" top: "out" }\n')
+    outputs = []
+    for text in (fused, plain):
+        net = npcaffe.Net(text_format.Parse(text, caffe_pb2.NetParameter()), npcaffe.TEST)
+        for name, seed in (("a", 18), ("x", 19), ("y", 20)):
+            net.blobs[name].data[...] = np.random.default_rng(seed).uniform(-1, 1, net.blobs[name].shape)
+        net.forward()
+        outputs.append(net.blobs["out"].data.copy())
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-6, atol=1e-7)
