@@ -32,6 +32,14 @@ def test_groups_of_the_simple_chain():
         channels.reading_group(net, "conv1")
 
 
+def test_blocked_groups_and_classifiers_are_refused_with_the_reason():
+    net = make_net(*NET, classes=4)
+    with pytest.raises(NetError, match="layer 'ip2': its output channels cannot be pruned: .*loss"):
+        select.channel_groups(net, ["ip2"], "filters")
+    with pytest.raises(NetError, match="layer 'conv1': the channels it reads cannot be pruned: .*net input"):
+        select.channel_groups(net, ["conv1"], "input channels")
+
+
 def test_a_layer_outside_the_simple_chain_is_named():
     net = make_net(inputs(("data", (2, 2, 5, 5))), conv("a", "data", 3), conv("b", "data", 3),
                    'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" }', ip("ip", "sum", 2))
@@ -56,7 +64,8 @@ def test_kept_channels_lowest_go_ties_by_index_earlier_first():
 
 def test_channel_masks_rows_bias_and_columns_entry_by_entry():
     net = make_net(*NET, classes=4)
-    groups = {"conv1": channels.producer_group(net, "conv1"), "conv2": channels.producer_group(net, "conv2")}
+    groups = channels.scored_groups(net, ["conv1", "conv2"], "filters")
+    assert [(g.name, g.channels) for g in groups.values()] == [("conv1", 4), ("conv2", 3)]
     out = channels.channel_masks(net, {"conv1": [0, 2], "conv2": [1]}, groups)
     assert list(out) == ["conv1", "conv2", "ip1"]
     w1, b1 = out["conv1"]
@@ -104,7 +113,20 @@ def test_two_readers_of_one_producer_are_one_group():
                    ip("ipb", "b", 2), ip("ipc", "c", 2))
     group = channels.producer_group(net, "a")
     assert group.consumers == (channels.Consumer("b", 1), channels.Consumer("c", 1))
-    out = channels.channel_masks(net, {"a": [1]}, {"a": group})
+    out = channels.channel_masks(net, {"b": [1]}, select.channel_groups(net, ["b"], "input channels"))
     assert [(out[n][0][:, [0, 2]] == 0).all() and (out[n][0][:, 1] == 1).all() for n in ("b", "c")] == [True, True]
-    with pytest.raises(NetError, match="layers 'b' and 'c' name the same channels \\(the outputs of 'a'\\)"):
+    with pytest.raises(NetError, match="layers 'b' and 'c' name the same channels \\(group 'a'\\)"):
         select.channel_groups(net, ["b", "c"], "input channels")
+
+
+def test_a_residual_sum_prunes_both_branches_and_the_reader():
+    net = make_net(inputs(("data", (2, 2, 5, 5))), conv("a", "data", 3), conv("b", "data", 3),
+                   'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" }', ip("ip", "sum", 2))
+    step = select.StructuredStep("l1-filter", ["a"])
+    out = step(net, {"a": 0.34})
+    assert list(out) == ["a", "b", "ip"] and len(step.kept["a"]) == 2
+    gone = np.setdiff1d(np.arange(3), step.kept["a"])[0]
+    for name in ("a", "b"):  # the same channel of both branches goes, row and bias
+        weight_mask, bias_mask = out[name]
+        assert (weight_mask[gone] == 0).all() and bias_mask[gone] == 0 and weight_mask.sum() == 2 * 2 * 9
+    assert (out["ip"][0].reshape(2, 3, 9)[:, gone] == 0).all() and out["ip"][0].sum() == 2 * 2 * 9

@@ -3,7 +3,7 @@
 Scores come from a structured criterion ({layer: one score per channel},
 npcaffe.pruning.structured); each scored layer stands for one channel group:
 its output channels for FILTERS / NEURONS methods, the channels it reads for
-INPUT_CHANNELS methods (channels.producer_group / reading_group).  A target
+INPUT_CHANNELS methods (channels.scored_groups, over npcaffe.pruning.groups).  A target
 is, per layer, the share of its channels removed (round half up of share x
 channels, npcaffe.pruning.select.pruned_count), or a number of channels kept
 (`shares_from_counts`).  The lowest scores go; among equal scores the channel
@@ -19,10 +19,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ...errors import NetError, NpcaffeError
+from ...errors import NpcaffeError
 from ..criteria.common import forward_batches  # noqa: F401  (the data criteria's batches)
 from ..select import pruned_count
-from . import INPUT_CHANNELS, method as registered
+from . import method as registered
 from . import channels as simple_channels
 
 
@@ -63,17 +63,9 @@ def shares_from_counts(counts, channels):
 
 
 def channel_groups(net, names, ranks):
-    """{layer: ChannelGroup} for the scored layers; a group reached twice is an error."""
-    groups, owner = OrderedDict(), {}
-    for name in names:
-        group = (simple_channels.reading_group(net, name) if ranks == INPUT_CHANNELS
-                 else simple_channels.producer_group(net, name))
-        if group.name in owner:
-            raise NetError(f"layers '{owner[group.name]}' and '{name}' name the same channels (the outputs of "
-                           f"'{group.name}'); give one of them")
-        owner[group.name] = name
-        groups[name] = group
-    return groups
+    """{scored layer: channels.ScoredGroup} (its `.channels` the group's units); a layer whose group
+    cannot be pruned, or a group reached twice, is an error naming the layers."""
+    return simple_channels.scored_groups(net, names, ranks)
 
 
 class StructuredStep:
@@ -120,9 +112,10 @@ class StructuredStep:
         keeps = OrderedDict()
         for name in self.names:
             group, score = groups[name], np.asarray(scores[name])
-            if score.shape != (group.channels,):
-                raise NpcaffeError(f"{self.method.name} gave {score.shape} scores for layer '{name}', whose group "
-                                   f"has {group.channels} channels")
+            if score.shape != (group.positions.size,):
+                raise NpcaffeError(f"{self.method.name} gave {score.shape} scores for layer '{name}', which has "
+                                   f"{group.positions.size} channels in group '{group.name}'")
+            score = simple_channels.unit_scores(group, score)
             earlier = np.setdiff1d(np.arange(group.channels), self.kept[name]) if name in self.kept else ()
             keeps[name] = kept_channels(score, removed_count(step_target.get(name, 0.0), group.channels, name),
                                         earlier)
