@@ -12,6 +12,8 @@ import threading
 
 _stream = None
 _quiet = False
+_show_details = None
+_console_writer = None
 _tees = []
 
 
@@ -30,6 +32,25 @@ def is_quiet():
     return _quiet
 
 
+def set_show_details(show=None):
+    """Whether `detail` lines (the solver's parameter dump) reach the console: True (-v), False, or
+    None: only while no run's log file is being written (tee), which always gets them."""
+    global _show_details
+    _show_details = show
+
+
+def shows_details():
+    return _show_details if _show_details is not None else not _tees
+
+
+def set_console_writer(writer):
+    """writer(line) replaces the console stream's write while set (npcaffe.progress routes lines
+    above its bar so); None restores the stream.  Returns the previous writer."""
+    global _console_writer
+    previous, _console_writer = _console_writer, writer
+    return previous
+
+
 @contextlib.contextmanager
 def tee(path):
     """Inside the block, every line also goes to the file at `path`, INFO lines included when
@@ -42,8 +63,8 @@ def tee(path):
             _tees.remove(f)
 
 
-def _emit(severity, message, depth):
-    to_console = not (_quiet and severity == "I")
+def _emit(severity, message, depth, detail=False):
+    to_console = not (_quiet and severity == "I") and not (detail and not shows_details())
     if not to_console and not _tees:
         return
     frame = sys._getframe(depth)
@@ -55,6 +76,9 @@ def _emit(severity, message, depth):
         f.write(line)
         f.flush()
     if to_console:
+        if _console_writer is not None and _stream is None:
+            _console_writer(line)
+            return
         stream = _stream or sys.stderr
         stream.write(line)
         stream.flush()
@@ -62,6 +86,12 @@ def _emit(severity, message, depth):
 
 def info(message):
     _emit("I", message, 2)
+
+
+def detail(message):
+    """An INFO line of bulk detail (a parameter dump): always in the run's log file, on the
+    console only while shows_details()."""
+    _emit("I", message, 2, detail=True)
 
 
 def warning(message):

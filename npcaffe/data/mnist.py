@@ -6,27 +6,40 @@ height 28, width 28, data: the 784 raw pixel bytes, label}, committed every
 1000 entries.  The key/value contents equal Caffe's; the LMDB page layout
 need not.
 
-Where the four files come from, in order: the directory passed in, the
-directory in $NPCAFFE_MNIST_DIR, the download cache ($NPCAFFE_CACHE or
-~/.cache/npcaffe/mnist), a download from the official site into that
-cache.  Every file is checked against the official md5 (of the .gz, or of
-its uncompressed content for unpacked files).
+Where the four files come from, in order: the directory passed in (the
+CLI's --mnist DIR), the directory in $NPCAFFE_MNIST_DIR, the download cache
+($NPCAFFE_CACHE or ~/.cache/npcaffe/mnist), a download into that cache from
+the first of MNIST_MIRRORS that serves the file: the official site first
+(widely reported to refuse downloads, HTTP 403, for years), then the copies
+torchvision and TensorFlow's datasets read.  A local file is checked
+against the official md5 (of the .gz, or of its uncompressed content for
+unpacked files), a download against the official .gz's sha256
+(npcaffe.fetch.download), so a mirror cannot hand over another file.
 """
 import gzip
 import hashlib
 import os
 import shutil
 import tempfile
-import urllib.request
 
 import lmdb
 import numpy as np
 
+from .. import progress
 from ..errors import DataError
 from ..proto import caffe_pb2
 from .db import open_env
 
-MNIST_URL = "http://yann.lecun.com/exdb/mnist/"
+MNIST_MIRRORS = ("http://yann.lecun.com/exdb/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/")
+MNIST_URL = MNIST_MIRRORS[0]
+# name -> sha256 of the official .gz (../shared/data/mnist/SHA256SUMS; its SOURCE.txt checks them)
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
 
 # name -> (md5 of the official .gz, md5 of its uncompressed content)
 MNIST_FILES = {
@@ -98,12 +111,14 @@ def convert_mnist(images_path, labels_path, out_lmdb):
     env = lmdb.open(out_lmdb, map_size=_MAP_SIZE, subdir=True)
     datum = caffe_pb2.Datum(channels=1, height=rows, width=cols)
     try:
-        for start in range(0, num_items, _COMMIT_EVERY):
-            with env.begin(write=True) as txn:
-                for item in range(start, min(start + _COMMIT_EVERY, num_items)):
-                    datum.data = images[16 + item * size: 16 + (item + 1) * size]
-                    datum.label = labels[8 + item]
-                    txn.put(b"%08d" % item, datum.SerializeToString(), append=True)
+        with progress.bar(f"MNIST -> {os.path.basename(out_lmdb)}", num_items, unit="img") as shown:
+            for start in range(0, num_items, _COMMIT_EVERY):
+                with env.begin(write=True) as txn:
+                    for item in range(start, min(start + _COMMIT_EVERY, num_items)):
+                        datum.data = images[16 + item * size: 16 + (item + 1) * size]
+                        datum.label = labels[8 + item]
+                        txn.put(b"%08d" % item, datum.SerializeToString(), append=True)
+                shown.update(min(_COMMIT_EVERY, num_items - start))
     finally:
         env.close()
     return num_items
@@ -192,36 +207,20 @@ def _find_in(directory):
     return found
 
 
-def _fetch(url, dest):
-    """Download url to dest (the one network call here)."""
-    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
-        shutil.copyfileobj(response, f)
+_MNIST_FILES_NOTE = ("the four MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                     "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; gzipped or not)")
 
 
-def _download(name, directory):
-    os.makedirs(directory, exist_ok=True)
-    url = MNIST_URL + name + ".gz"
-    dest = os.path.join(directory, name + ".gz")
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-    os.close(fd)
+def _download(name, directory, opener=None):
+    """name.gz from the first mirror serving the official file, into directory."""
+    from ..fetch import FetchError, download
+    urls = [mirror + name + ".gz" for mirror in MNIST_MIRRORS]
     try:
-        try:
-            _fetch(url, tmp)
-        except OSError as exc:
-            raise DataError(
-                f"MNIST: no local copy of {name} and downloading {url} failed ({exc}). "
-                "Pass the directory holding the four MNIST files (train-images-idx3-ubyte.gz, "
-                "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; "
-                "gzipped or not) as mnist_dir, or set NPCAFFE_MNIST_DIR to it.") from exc
-        actual, expected = _md5(tmp), MNIST_FILES[name][0]
-        if actual != expected:
-            raise DataError(f"MNIST: download of {url} has md5 {actual}, expected {expected}; try again, "
-                            "or pass a directory holding the official files as mnist_dir / NPCAFFE_MNIST_DIR")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return dest
+        return download(urls, os.path.join(directory, name + ".gz"), MNIST_SHA256[name], f"MNIST {name}.gz",
+                        opener=opener)
+    except FetchError as exc:
+        raise DataError(f"MNIST: no local copy of {name}, and {exc}\nGive the directory holding "
+                        f"{_MNIST_FILES_NOTE} with --mnist DIR, or set NPCAFFE_MNIST_DIR to it.") from None
 
 
 def locate_mnist(mnist_dir=None):
@@ -229,7 +228,7 @@ def locate_mnist(mnist_dir=None):
     where = mnist_dir or os.environ.get("NPCAFFE_MNIST_DIR")
     if where:
         if not os.path.isdir(where):
-            origin = "mnist_dir" if mnist_dir else "NPCAFFE_MNIST_DIR"
+            origin = "--mnist" if mnist_dir else "NPCAFFE_MNIST_DIR"
             raise DataError(f"MNIST: {origin} '{where}' is not a directory")
         found = _find_in(where)
         missing = [n for n in MNIST_FILES if n not in found]

@@ -27,9 +27,11 @@ include/caffe/vision_layers.hpp, common_layers.hpp):
 - Statistics (npcaffe.kernels.dns): float32 sums in index order over the
   weights then the biases; CConvolution sums mask*w, CInnerProduct the raw w.
   They are recomputed whenever a TRAIN forward sees std == 0 and iter == 0,
-  accumulating onto the old mu (never reset).  CInnerProduct logs
-  "mu  std  ncount" when it computes them; CConvolution is silent (its LOG
-  line is commented out upstream).
+  accumulating onto the old mu (never reset).  CInnerProduct logs them
+  when it computes them, as the fork's "mu  std  ncount" line does, but
+  labelled (layer, mu, std, ncount: a reader cannot tell the fork's bare
+  numbers apart); CConvolution is silent (its LOG line is commented out
+  upstream).
 - The gate: one glibc rand() per C-layer per TRAIN forward, from the single
   process-wide sequence (npcaffe.kernels.glibc_rand) in layer order, drawn
   whether or not the gate can open; r = float(rand()) / float(RAND_MAX) in
@@ -212,7 +214,8 @@ class _Surgery:
                                              self.mu, self.std)
             self.mu, self.std = np.float32(mu), np.float32(std)
             if self.logs_statistics:
-                glog.info(f"{glog.fmt(self.mu)}  {glog.fmt(self.std)}  {ncount}")
+                glog.info(f"{self.name}: DNS statistics of |w| over its nonzero weights and biases: "
+                          f"mu {glog.fmt(self.mu)}, std {glog.fmt(self.std)}, ncount {ncount}")
         # Drawn on every TRAIN forward, even past iter_stop, to stay in step with upstream's sequence.
         raw = glibc_rand.rand()
         r = np.float32(raw) / np.float32(glibc_rand.RAND_MAX)

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from .. import glog, rng
+from .. import glog, progress, rng
 from ..errors import NetError, NonFiniteError, SolverError
 from ..fileio import solverstate as ss
 from ..fileio.caffemodel import write_caffemodel
@@ -176,12 +176,11 @@ class Solver:
         check_solver_param(param, where)
         check_hyperparameters(param, where, self.type)
         self.check_param(param, where)
-        glog.info("Initializing solver from parameters: \n" + to_text(param))
+        _say_cpu_once(param, where)
+        glog.detail("Initializing solver from parameters: \n" + to_text(param))
         self.param = param
         if param.random_seed >= 0:
             rng.set_random_seed(param.random_seed)
-        if param.solver_mode == caffe_pb2.SolverParameter.GPU:
-            glog.info("solver_mode: GPU requested; npcaffe computes on the CPU")
         self.net = self._init_train_net()
         self.test_nets = self._init_test_nets()
         for models in param.weights:
@@ -193,6 +192,9 @@ class Solver:
         self.action_function = None
         self.requested_early_exit = False
         self.last_snapshot = None  # the .solverstate of the latest complete snapshot this run wrote
+        self.smoothed_loss = None
+        self.iteration_listeners = []  # f(solver) after each iteration (npcaffe.progress's bar)
+        self.last_test = {}  # test net id -> (iter, results) of its latest test
         self.pre_solve()
 
     # -- hooks for the update rule ------------------------------------------------
@@ -330,6 +332,9 @@ class Solver:
             for _, on_gradients_ready in self.callbacks:
                 on_gradients_ready()
             self.apply_update()
+            self.smoothed_loss = smoothed_loss
+            for listener in self.iteration_listeners:
+                listener(self)
             request = self.request_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
                 self.snapshot()
@@ -364,7 +369,8 @@ class Solver:
         if resume_file:
             glog.info(f"Restoring previous solver status from {resume_file}")
             self.restore(resume_file)
-        self.step(p.max_iter - self.iter)
+        with progress.solver_bar(self, p.max_iter):
+            self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
         if self.requested_early_exit:
@@ -391,19 +397,8 @@ class Solver:
         net = self.test_nets[test_net_id]
         net.share_with(self.net)
         n = p.test_iter[test_net_id]
-        scores, names = None, []
-        loss = f32(0)
-        for i in range(n):
-            iter_loss = f32(net.forward_from_to())
-            if p.test_compute_loss:
-                loss += iter_loss
-            values = np.concatenate([net.blobs[name].flat_data for name in net.outputs]) if net.outputs \
-                else np.zeros(0, np.float32)
-            if scores is None:
-                scores = values.astype(np.float32)
-                names = [name for name in net.outputs for _ in range(net.blobs[name].count)]
-            else:
-                scores += values
+        with progress.bar(f"{progress.current_stage('train')}: test #{test_net_id}", n, leave=False) as shown:
+            scores, names, loss = self._test_batches(net, n, shown)
         if p.test_compute_loss:
             loss /= f32(n)
             glog.info(f"Test loss: {glog.fmt(loss)}")
@@ -415,7 +410,26 @@ class Solver:
             note = f" (* {glog.fmt(w)} = {glog.fmt(w * mean)} loss)" if w else ""
             glog.info(f"    Test net output #{i}: {name} = {glog.fmt(mean)}{note}")
             results.append((name, mean))
+        self.last_test[test_net_id] = (self.iter, results)
         return results
+
+    def _test_batches(self, net, n, shown):
+        """(summed outputs, their names, summed loss) of n forward passes, in float32 as Caffe."""
+        scores, names = None, []
+        loss = f32(0)
+        for _ in range(n):
+            iter_loss = f32(net.forward_from_to())
+            if self.param.test_compute_loss:
+                loss += iter_loss
+            values = np.concatenate([net.blobs[name].flat_data for name in net.outputs]) if net.outputs \
+                else np.zeros(0, np.float32)
+            if scores is None:
+                scores = values.astype(np.float32)
+                names = [name for name in net.outputs for _ in range(net.blobs[name].count)]
+            else:
+                scores += values
+            shown.update(1)
+        return scores, names, loss
 
     # -- snapshots -------------------------------------------------------------------
     def snapshot_filename(self, extension):
@@ -519,6 +533,23 @@ class Solver:
 
     def __repr__(self):
         return f"<npcaffe.{type(self).__name__} '{self.net.name}' iter {self.iter}>"
+
+
+_cpu_said = False
+
+
+def _say_cpu_once(param, where):
+    """As caffe.cpp (1.0) in a CPU-only build, once per process: "Use CPU." when the solver leaves
+    solver_mode at its default (GPU), and a warning only when the file asks for GPU itself (Caffe's
+    CPU build would stop there: "Cannot use GPU in CPU-only Caffe"); npcaffe computes on the CPU."""
+    global _cpu_said
+    if _cpu_said:
+        return
+    _cpu_said = True
+    if param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        glog.warning(f"{where}: solver_mode: GPU; npcaffe computes on the CPU")
+    else:
+        glog.info("Use CPU.")
 
 
 def _glibc_rand():

@@ -3,12 +3,14 @@ import gzip
 import os
 import shutil
 import urllib.error
+import urllib.request
 
 import lmdb
 import numpy as np
 import pytest
 
 from helpers import shared_path
+from npcaffe import fetch
 from npcaffe.data import mnist
 from npcaffe.errors import DataError
 
@@ -24,6 +26,7 @@ def mnist_dir():
 @pytest.fixture
 def no_env(monkeypatch, tmp_path):
     monkeypatch.delenv("NPCAFFE_MNIST_DIR", raising=False)
+    monkeypatch.delenv("NPCAFFE_OFFLINE", raising=False)
     monkeypatch.setenv("NPCAFFE_CACHE", str(tmp_path / "cache"))
 
 
@@ -77,7 +80,7 @@ def test_prepare_builds_once_and_skips_when_complete(mnist_dir, tmp_path, monkey
     def refuse(*args):
         raise AssertionError("rebuilt a complete LMDB")
     monkeypatch.setattr(mnist, "convert_mnist", refuse)
-    monkeypatch.setattr(mnist, "_fetch", refuse)
+    monkeypatch.setattr(fetch, "_urlopen", refuse)
     assert mnist.prepare_mnist_lmdbs(str(tmp_path / "out")) == (train, test)
 
 
@@ -94,29 +97,54 @@ def test_prepare_rebuilds_an_incomplete_lmdb(mnist_dir, tmp_path, monkeypatch, n
 
 
 def test_offline_without_a_copy_says_what_to_do(monkeypatch, no_env):
-    def offline(url, dest):
+    def offline(url, timeout):
         raise urllib.error.URLError("no network")
-    monkeypatch.setattr(mnist, "_fetch", offline)
-    with pytest.raises(DataError, match=r"downloading http://yann\.lecun\.com.*NPCAFFE_MNIST_DIR"):
+    monkeypatch.setattr(fetch, "_urlopen", offline)
+    with pytest.raises(DataError) as info:
         mnist.locate_mnist()
+    message = str(info.value)
+    assert all(mirror + "train-images-idx3-ubyte.gz: no network" in message for mirror in mnist.MNIST_MIRRORS)
+    assert "--mnist DIR" in message and "NPCAFFE_MNIST_DIR" in message and "mnist_dir" not in message
 
 
-def test_download_verifies_md5(mnist_dir, tmp_path, monkeypatch, no_env):
-    monkeypatch.setattr(mnist, "_fetch", lambda url, dest: open(dest, "wb").write(b"not mnist"))
-    with pytest.raises(DataError, match=r"md5 .* expected"):
+def _serve_from(directory, refuse=(), fetched=None):
+    """An opener serving MNIST URLs from a local directory (file://); hosts in `refuse` answer 403."""
+    def opener(url, timeout):
+        if fetched is not None:
+            fetched.append(url)
+        if any(url.startswith(prefix) for prefix in refuse):
+            raise urllib.error.HTTPError(url, 403, "Forbidden", {}, None)
+        return urllib.request.urlopen("file://" + os.path.join(directory, url.rsplit("/", 1)[1]), timeout=timeout)
+    return opener
+
+
+def test_download_verifies_sha256_and_falls_back_to_mirrors(mnist_dir, tmp_path, monkeypatch, no_env):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in mnist.MNIST_FILES:
+        (bad / (name + ".gz")).write_bytes(b"not mnist")
+    monkeypatch.setattr(fetch, "_urlopen", _serve_from(str(bad)))
+    with pytest.raises(DataError, match=r"sha256 [0-9a-f]+, expected 440fcabf"):
         mnist.locate_mnist()
-    assert not [f for f in os.listdir(tmp_path / "cache" / "mnist") if f.endswith(".gz")]
+    assert os.listdir(tmp_path / "cache" / "mnist") == []  # neither the wrong file nor a partial one
 
     fetched = []
-
-    def from_shared(url, dest):
-        fetched.append(url)
-        shutil.copy(os.path.join(mnist_dir, url.rsplit("/", 1)[1]), dest)
-    monkeypatch.setattr(mnist, "_fetch", from_shared)
+    official = mnist.MNIST_MIRRORS[0]
+    monkeypatch.setattr(fetch, "_urlopen", _serve_from(mnist_dir, refuse=(official,), fetched=fetched))
     files = mnist.locate_mnist()
-    assert sorted(files) == sorted(mnist.MNIST_FILES) and len(fetched) == 4
+    assert sorted(files) == sorted(mnist.MNIST_FILES)
+    # Each file: the official site first (403), then the first mirror.
+    assert fetched[:2] == [official + "train-images-idx3-ubyte.gz",
+                           mnist.MNIST_MIRRORS[1] + "train-images-idx3-ubyte.gz"] and len(fetched) == 8
     assert all(p.startswith(str(tmp_path / "cache" / "mnist")) for p in files.values())
-    assert mnist.locate_mnist() == files and len(fetched) == 4  # served from the cache
+    assert mnist.locate_mnist() == files and len(fetched) == 8  # served from the cache
+
+
+def test_recorded_sha256_sums_are_the_shared_copies(mnist_dir):
+    listed = dict(line.split()[::-1] for line in open(os.path.join(mnist_dir, "SHA256SUMS")) if line.strip())
+    assert {name + ".gz": digest for name, digest in mnist.MNIST_SHA256.items()} == listed
+    assert all(fetch.sha256_of(os.path.join(mnist_dir, name + ".gz")) == digest
+               for name, digest in mnist.MNIST_SHA256.items())
 
 
 def test_user_files_are_checksummed(mnist_dir, tmp_path, no_env):
