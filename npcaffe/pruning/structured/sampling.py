@@ -153,9 +153,10 @@ def prune_in_order(net, names, removed, earlier, batches, choose):
     remove in all}; earlier {name: indices removed at an earlier step, which stay removed};
     choose(consumer, replay, keep, allowed) -> sorted kept indices (at most `keep`, among
     `allowed`), free to change the consumer's kept weights.  After each layer the masks of every
-    group (npcaffe.pruning.structured.channels) are set, so the next layer's inputs are the pruned
-    net's.  Returns {name: kept indices}."""
-    from ..select import set_masks
+    group are written into the net (npcaffe.pruning.structured.channels.channel_masks, through
+    npcaffe.pruning.groups), so the next layer's inputs are the pruned net's.  The channel index of
+    a reading layer is its group's unit (input-channel methods read one group one for one).
+    Returns {name: kept indices}."""
     from . import INPUT_CHANNELS
     from .channels import channel_masks
     from .select import channel_groups
@@ -181,5 +182,5 @@ def prune_in_order(net, names, removed, earlier, batches, choose):
             raise NpcaffeError(f"layer '{name}': the criterion kept channels {kept.tolist()}, not at most {keep} of "
                                f"{allowed.tolist()}")
         keeps[name] = kept
-        set_masks(net, channel_masks(net, keeps, groups))
+        channel_masks(net, keeps, groups)
     return keeps
