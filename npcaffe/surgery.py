@@ -39,6 +39,24 @@ NETS = {
 }
 
 
+# DNS-CP recipes (`npcaffe surgery lenet5-cp`): npcaffe surgery --solver S --channels with these settings on
+# MNIST LMDBs made in the run directory; `why` says where each setting comes from.
+CP_RECIPES = {
+    "lenet5-cp": {
+        "net": "lenet5", "model": "lenet5_train_test.prototxt", "solver": "lenet5_dnscp_solver.prototxt",
+        "finetune_solver": "lenet5_dnscp_finetune_solver.prototxt", "finetune_iter": 2000,
+        "layers": ["conv2", "ip1"], "c_rate": {"conv2": 0.0, "ip1": 0.0}, "gamma": 1e-4, "power": 1.0,
+        "iter_stop": 1200,
+        "why": "conv2 and ip1, the layers whose input channels the issue's target names (conv1 reads the image's "
+               "one channel; pruning ip2's inputs would be neuron pruning); c_rate 0, not the seed's usual 0.1: "
+               "the dense model's channel means lie close to the layer mean (ip1: 0.0210-0.0230 against mu 0.0219, "
+               "std 0.0134), so 0.1 prunes no ip1 channel and 5 of conv2's 20, while 0 prunes those below the "
+               "mean (12 / 20 and 27 / 50 at iteration 0); gamma 1e-4, power 1 as the DNS LeNet recipes; "
+               "iter_stop 1,200 of 1,500 (80%); fine-tuning the tailored net 2,000 iterations (the solvers' "
+               "comments say why)"},
+}
+
+
 def prototxt_dir():
     """prototxt/ of this checkout: beside the package (source or editable install), else installed data."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -154,6 +172,40 @@ def run(net_name, workdir, mnist=None, weights=None, iterations=None, quiet=Fals
     return summary
 
 
+def run_cp_recipe(recipe_name, workdir, mnist=None, weights=None, iterations=None, quiet=False, solve_wrapper=None):
+    """A DNS-CP recipe (CP_RECIPES): MNIST LMDBs in workdir, the recipe's solvers with their data there,
+    then run_solver(..., channels=True) into workdir; `iterations` (a quick try) shortens both stages."""
+    from .data.mnist import prepare_mnist_lmdbs
+    from .fileio.prototxt import to_text
+    if recipe_name not in CP_RECIPES:
+        raise NpcaffeError(f"unknown DNS-CP recipe '{recipe_name}' (choose from {', '.join(CP_RECIPES)})")
+    r = CP_RECIPES[recipe_name]
+    root = os.path.join(prototxt_dir(), r["net"])
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    train_lmdb, _ = prepare_mnist_lmdbs(os.path.join(workdir, "data", "mnist"), mnist)
+    lmdb_dir = os.path.dirname(train_lmdb)
+    files = {}
+    for key in ("solver", "finetune_solver"):
+        solver = _solver_with_paths(os.path.join(root, r[key]), os.path.join(root, r["model"]), lmdb_dir,
+                                    os.path.join(workdir, "snap", key))
+        solver.snapshot_after_train = False
+        files[key] = os.path.join(workdir, r[key])
+        with open(files[key], "w") as f:
+            f.write(f"# {os.path.join(root, r[key])} with its data in {lmdb_dir} (npcaffe surgery {recipe_name})\n"
+                    + to_text(solver))
+    stop = r["iter_stop"]
+    finetune_iter = r["finetune_iter"]
+    if iterations is not None:
+        stop = int(iterations) * 4 // 5
+        finetune_iter = int(iterations)
+    glog.info(f"DNS-CP recipe {recipe_name}: {r['why']}")
+    return run_solver(files["solver"], out=workdir, weights=weights, layers=r["layers"], c_rate=r["c_rate"],
+                      gamma=r["gamma"], power=r["power"], iter_stop=stop, iterations=iterations, quiet=quiet,
+                      solve_wrapper=solve_wrapper, channels=True, finetune_iter=finetune_iter,
+                      finetune_solver=files["finetune_solver"])
+
+
 # -- any net: `npcaffe surgery --solver S.prototxt` ------------------------------------------
 _NET_FIELDS = ("net", "net_param", "train_net", "train_net_param", "test_net", "test_net_param")
 
@@ -246,8 +298,16 @@ def report_rows(net, record):
 
 def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_rate=None, default_c_rate=None,
                gamma=None, power=None, iter_stop=None, iterations=None, data_shapes=None, quiet=False,
-               solve_wrapper=None):
+               solve_wrapper=None, channels=False, finetune_iter=None, finetune_solver=None):
     """DNS on the net of any solver: dnsify its Convolution / InnerProduct layers, train, bake, report.
+
+    channels: DNS-CP instead (masks on whole input channels, npcaffe.layerlib.dns_cp): the files
+    are named <name>_dnscp_* and after the surgery the baked model is tailored (npcaffe slim, see
+    pruning.dnscp) into <name>_dnscp_tailored.prototxt / .caffemodel and fine-tuned for
+    `finetune_iter` iterations (default: the surgery's max_iter; 0: not at all) with
+    `finetune_solver` (a solver file, its net replaced by the tailored one; default: the solver)
+    into <name>_dnscp_finetuned_iter_N.caffemodel; the report gives the channels kept per layer and
+    the test scores after the surgery and after fine-tuning.
 
     Writes into `out` (default runs/<solver file stem>), with <name> = surgery_name(solver_path):
     <name>_dns_train_test.prototxt and <name>_dns_solver.prototxt (the converted net and the
@@ -262,6 +322,7 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
     data_shapes {top: shape}: train on generated data (synthetic.generated_data_net).
     solve_wrapper(solver): a context manager around training (the CLI's SIGINT handling).
     """
+    tag = "dnscp" if channels else "dns"
     from .fileio.caffemodel import write_caffemodel
     from .fileio.prototxt import to_text
     from .pruning import dnsify as dz
@@ -284,19 +345,21 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
     settings = {"gamma": dz.GAMMA if gamma is None else float(gamma),
                 "power": dz.POWER if power is None else float(power),
                 "iter_stop": dz.default_iter_stop(max_iter) if iter_stop is None else int(iter_stop)}
-    convert = {"layers": layers, "c_rate": c_rate, "where": net_where,
-               "default_c_rate": dz.C_RATE if default_c_rate is None else default_c_rate, **settings}
+    convert = {"layers": layers, "c_rate": c_rate, "where": net_where, "default_c_rate": default_c_rate,
+               "channels": channels, **settings}
     dz.dnsify(net_param, **convert)  # conversion errors before anything is written
     if weights is None and param.weights:
         weights = ",".join(param.weights)
     for path in (weights or "").split(","):
         if path and not os.path.isfile(path):
             raise NpcaffeError(f"--weights: '{path}' not found")
+    if finetune_solver is not None and not os.path.isfile(finetune_solver):
+        raise NpcaffeError(f"--finetune_solver: solver file '{finetune_solver}' not found")
 
     out = out or os.path.join("runs", os.path.splitext(os.path.basename(solver_path))[0])
     os.makedirs(out, exist_ok=True)
-    net_file = os.path.join(out, f"{name}_dns_train_test.prototxt")
-    solver_file = os.path.join(out, f"{name}_dns_solver.prototxt")
+    net_file = os.path.join(out, f"{name}_{tag}_train_test.prototxt")
+    solver_file = os.path.join(out, f"{name}_{tag}_solver.prototxt")
     log_file = os.path.join(out, "log.txt")
     started = time.time()
     summary = {"solver": solver_path, "net": net_where, "name": name}
@@ -304,7 +367,8 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
     glog.set_quiet(quiet)
     try:
         with glog.tee(log_file):
-            glog.info(f"npcaffe surgery --solver {solver_path}: dynamic network surgery on {net_where}")
+            glog.info(f"npcaffe surgery --solver {solver_path}{' --channels' if channels else ''}: "
+                      f"{'DNS-CP channel' if channels else 'dynamic network'} surgery on {net_where}")
             if data_shapes:
                 net_param = generated_data_net(net_param, data_shapes)
             dns_net, record = dz.dnsify(net_param, **convert)
@@ -322,12 +386,12 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
 
             source = net_where + (f", data layers replaced by generated data {data_shapes}" if data_shapes else "")
             with open(net_file, "w") as f:
-                f.write(dz.converted_text(dns_net, record, source=source, **settings))
-            dns = _solver_for(param, net_file, os.path.join(out, f"{name}_dns"), max_iter)
+                f.write(dz.converted_text(dns_net, record, source=source, channels=channels, **settings))
+            dns = _solver_for(param, net_file, os.path.join(out, f"{name}_{tag}"), max_iter)
             with open(solver_file, "w") as f:
                 f.write(f"# {solver_path}, its net dnsified ({net_file}): npcaffe surgery --solver.\n"
                         f"# Resume: npcaffe train --solver {solver_file} --snapshot "
-                        f"{os.path.join(out, name + '_dns')}_iter_N.solverstate\n" + to_text(dns))
+                        f"{os.path.join(out, name + '_' + tag)}_iter_N.solverstate\n" + to_text(dns))
 
             surgery_started = time.time()
             solver = get_solver(solver_file)
@@ -337,9 +401,13 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
             scores, accuracy_top = _test_scores(solver)
             snapshot_model = solver.snapshot_filename(_model_ext(dns))
             snapshot_state = solver.snapshot_filename(_model_ext(dns).replace("caffemodel", "solverstate"))
-            pruned = os.path.join(out, f"{name}_dns_pruned.caffemodel")
+            pruned = os.path.join(out, f"{name}_{tag}_pruned.caffemodel")
             write_caffemodel(dz.baked_model(solver.net, record), pruned)
             glog.info(f"Pruned model (masks baked into the plain layers) written to {pruned}")
+            if channels:
+                summary["channels"] = _tailor_and_finetune(
+                    solver, param, net_param, pruned, out, name, max_iter if finetune_iter is None else finetune_iter,
+                    finetune_solver, solve_wrapper)
     finally:
         glog.set_quiet(was_quiet)
     rows = report_rows(solver.net, record)
@@ -357,18 +425,75 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
         "net_prototxt": net_file, "solver_prototxt": solver_file, "log": log_file,
         "layers": {r.name: {"type": r.type, "params": r.params, "kept": r.kept} for r in rows},
     })
-    text = _general_report(summary, format_report(rows), list(solver.param.test_iter), record, settings)
+    text = _general_report(summary, format_report(rows), list(solver.param.test_iter), record, settings, channels)
     write_report(out, summary, text)
     return summary
 
 
-def _general_report(s, table, test_iter, record, settings):
+def _tailor_and_finetune(solver, param, net_param, pruned, out, name, finetune_iter, finetune_solver, solve_wrapper):
+    """DNS-CP's second half (pruning.dnscp): channels kept, tailoring, fine-tuning; the report's "channels" part."""
+    from .fileio.prototxt import to_text
+    from .pruning import dnscp
+    from .pruning.report import count_net
+    part = {"layers": {layer: {"kept": kept, "total": total}
+                       for layer, (kept, total) in dnscp.channel_counts(solver.net).items()}}
+    plain_file = os.path.join(out, f"{name}_plain_train_test.prototxt")
+    with open(plain_file, "w") as f:
+        f.write(to_text(net_param))
+    tailored_model = os.path.join(out, f"{name}_dnscp_tailored.prototxt")
+    tailored_weights = os.path.join(out, f"{name}_dnscp_tailored.caffemodel")
+    tailored = dnscp.tailor(plain_file, pruned, tailored_model, tailored_weights, dnscp.data_shapes(solver.net))
+    if tailored is None:
+        net_file, weights = plain_file, pruned
+        part["tailored"] = None
+    else:
+        net_file, weights = tailored_model, tailored_weights
+        part["tailored"] = {"model": tailored_model, "weights": tailored_weights}
+    part["finetune_iter"] = int(finetune_iter)
+    if finetune_iter > 0:
+        ft_param = read_solver(finetune_solver) if finetune_solver else param
+        glog.info(f"Fine-tuning the {'tailored' if tailored is not None else 'masked'} net {net_file} for "
+                  f"{finetune_iter} iterations")
+        started = time.time()
+        hold = [c for c in part["layers"]] if tailored is None else []
+        tuned = dnscp.finetune(ft_param, net_file, weights, os.path.join(out, f"{name}_dnscp_finetuned"),
+                               finetune_iter, solve_wrapper, hold_zeros=hold)
+        scores, top = _test_scores(tuned)
+        part.update({"finetune_seconds": time.time() - started, "finetune_test_scores": scores,
+                     "finetuned_model": tuned.snapshot_filename(_model_ext(ft_param)),
+                     "finetune_solver": finetune_solver or "the surgery's solver"})
+        part["finetuned_params"] = sum(r.params for r in count_net(tuned.net))
+        if top is not None:
+            part["finetune_test_error_pct"] = 100 * (1 - scores[top])
+    return part
+
+
+def _channel_lines(c):
+    from .pruning.dnscp import format_channels
+    lines = ["input channels (DNS-CP):"]
+    lines += format_channels({k: (v["kept"], v["total"]) for k, v in c["layers"].items()})
+    if c["tailored"] is None:
+        lines.append("not tailored (npcaffe.pruning.slim is not in this tree): the masked model is the result")
+    else:
+        lines.append(f"tailored net (pruned channels removed): {c['tailored']['model']}, {c['tailored']['weights']}")
+    if c["finetune_iter"] > 0:
+        scores = ", ".join(f"{k} = {glog.fmt(v)}" for k, v in c["finetune_test_scores"].items())
+        error = c.get("finetune_test_error_pct")
+        lines.append(f"fine-tuned {c['finetune_iter']} iterations in {c['finetune_seconds']:.0f} s "
+                     f"({c['finetune_solver']}), {c['finetuned_params']} parameters: "
+                     + (f"test error {error:.2f}% ({scores})" if error is not None else scores or "no test net"))
+        lines.append(f"fine-tuned model: {c['finetuned_model']}")
+    return lines
+
+
+def _general_report(s, table, test_iter, record, settings, channels=False):
     from .pruning.dnsify import describe
     done = f"{s['iterations']} iterations" if not s["stopped_early"] else \
         f"stopped at iteration {s['iterations']} of {s['max_iter']}"
-    lines = [f"Dynamic network surgery on {s['net']} ({s['solver']}): {done} in {s['surgery_seconds']:.0f} s "
+    what = "DNS-CP channel surgery" if channels else "Dynamic network surgery"
+    lines = [f"{what} on {s['net']} ({s['solver']}): {done} in {s['surgery_seconds']:.0f} s "
              f"(total {s['total_seconds']:.0f} s, from {s['weights']})"]
-    lines += describe(record, **settings)
+    lines += describe(record, channels=channels, **settings)
     lines.append(table)
     for name in s["converted"]:
         if s["layers"][name]["kept"] == 0:
@@ -381,8 +506,11 @@ def _general_report(s, table, test_iter, record, settings):
         lines.append("test net #0 outputs: " + ", ".join(f"{k} = {glog.fmt(v)}" for k, v in s["test_scores"].items()))
     else:
         lines.append("no test net in the solver (test_iter): no test error")
+    if channels:
+        lines += _channel_lines(s["channels"])
     lines += [f"pruned model (masks baked, the user's plain layers): {s['pruned_model']}",
-              f"DNS snapshot (4 blobs per layer): {s['snapshot_model']}, {s['snapshot_state']}",
+              f"{'DNS-CP snapshot (3 blobs' if channels else 'DNS snapshot (4 blobs'} per layer): "
+              f"{s['snapshot_model']}, {s['snapshot_state']}",
               f"resume DNS: npcaffe train --solver {s['solver_prototxt']} --snapshot {s['snapshot_state']}"
               + (" --iterations M" if not s["stopped_early"] else ""),
               f"log: {s['log']}"]

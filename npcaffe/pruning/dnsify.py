@@ -30,6 +30,15 @@ Defaults (`npcaffe surgery --solver` and `npcaffe dnsify` state them too):
   25,000 (80%) iterations.
 - weight and bias mask fillers constant 1: every weight starts kept (the
   fork's own default, constant 0, would start with every weight pruned).
+
+DNS-CP (`channels=True`, `npcaffe dnsify --channels`, `npcaffe surgery
+--solver S --channels`): the layers become CPConvolution / CPInnerProduct
+(npcaffe.layerlib.dns_cp) with channel_surgery_param; gamma, power and
+iter_stop default as above, c_rate to 0.1, the seed's "generally" value
+(the thresholds are mu -/+ c_rate * std of |w| and the channel means lie
+close to mu, so small rates already prune many channels); every channel
+starts kept.  By default every Convolution / InnerProduct that does not read
+a data layer's top is converted: a net cannot drop its input's channels.
 """
 from typing import NamedTuple
 
@@ -44,7 +53,16 @@ ITER_STOP_SHARE = 0.8
 # plain type -> (DNS type, the plain layer's parameter field, the surgery parameter field)
 DNS_TYPES = {"Convolution": ("CConvolution", "convolution_param", "cconvolution_param"),
              "InnerProduct": ("CInnerProduct", "inner_product_param", "cinner_product_param")}
-_DNS_TYPE_NAMES = ("CConvolution", "CMaskedConvolution", "CInnerProduct", "CMaskedInnerProduct")
+# the same for DNS-CP (channels=True): one message for both types
+CP_TYPES = {"Convolution": ("CPConvolution", "convolution_param", "channel_surgery_param"),
+            "InnerProduct": ("CPInnerProduct", "inner_product_param", "channel_surgery_param")}
+_DNS_TYPE_NAMES = ("CConvolution", "CMaskedConvolution", "CInnerProduct", "CMaskedInnerProduct", "CPConvolution",
+                   "CPInnerProduct")
+# DNS-CP defaults (channels=True), see the module docstring
+CP_C_RATE = 0.1
+# Layers whose tops are a net's input: a layer reading them directly has the data's channels as input
+# channels, which no net can drop, so DNS-CP leaves it out unless named.
+_DATA_TYPES = ("Data", "Input", "DummyData", "MemoryData", "HDF5Data", "ImageData", "WindowData", "Python")
 
 
 class Conversion(NamedTuple):
@@ -73,14 +91,23 @@ def _layer_list(names):
     return ", ".join(names) if names else "none"
 
 
-def _chosen_layers(net_param, layers, where):
-    """The names to convert: `layers`, checked, or every Convolution / InnerProduct layer."""
+def data_fed_layers(net_param):
+    """Names of the layers that read a data layer's top directly (their input channels are the data's)."""
+    data_tops = {top for layer in net_param.layer if layer.type in _DATA_TYPES for top in layer.top}
+    return {layer.name for layer in net_param.layer if layer.type not in _DATA_TYPES
+            and any(bottom in data_tops for bottom in layer.bottom)}
+
+
+def _chosen_layers(net_param, layers, where, channels=False):
+    """The names to convert: `layers`, checked, or every Convolution / InnerProduct layer (with
+    `channels`, those that do not read the net's data)."""
     weight_layers = weight_layer_names(net_param)
     types = {}
     for layer in net_param.layer:
         types.setdefault(layer.name, layer.type)
     if layers is None:
-        chosen = [name for name in weight_layers if types[name] in DNS_TYPES]
+        skip = data_fed_layers(net_param) if channels else set()
+        chosen = [name for name in weight_layers if types[name] in DNS_TYPES and name not in skip]
         if not chosen:
             raise NetError(f"{where}: no Convolution or InnerProduct layer to convert "
                            f"(weight layers: {_layer_list(weight_layers)})")
@@ -116,8 +143,13 @@ def _rates(chosen, c_rate, default_c_rate, weight_layers, where):
 
 
 def dnsify(net_param, layers=None, c_rate=None, *, iter_stop, gamma=GAMMA, power=POWER,
-           default_c_rate=C_RATE, where=None):
+           default_c_rate=None, where=None, channels=False):
     """(converted NetParameter, [Conversion]): the chosen layers as DNS layers.
+
+    channels: DNS-CP instead (npcaffe.layerlib.dns_cp): CPConvolution /
+    CPInnerProduct with channel_surgery_param, one mask entry per input
+    channel; layers then defaults to every Convolution / InnerProduct that
+    does not read a data layer's top, default_c_rate to 0.1 (the seed's).
 
     layers: names of Convolution / InnerProduct layers (default: all of
     them).  c_rate: one value for every converted layer, or {layer: value}
@@ -129,8 +161,11 @@ def dnsify(net_param, layers=None, c_rate=None, *, iter_stop, gamma=GAMMA, power
     NetErrors naming the layer and listing the net's weight layers.
     `net_param` is not changed."""
     where = where or f"net '{net_param.name}'"
-    chosen = _chosen_layers(net_param, layers, where)
+    if default_c_rate is None:
+        default_c_rate = CP_C_RATE if channels else C_RATE
+    chosen = _chosen_layers(net_param, layers, where, channels)
     rates = _rates(chosen, c_rate, default_c_rate, weight_layer_names(net_param), where)
+    types = CP_TYPES if channels else DNS_TYPES
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net_param)
     record = []
@@ -139,11 +174,11 @@ def dnsify(net_param, layers=None, c_rate=None, *, iter_stop, gamma=GAMMA, power
             continue
         original = caffe_pb2.LayerParameter()
         original.CopyFrom(layer)
-        dns_type, base_field, surgery_field = DNS_TYPES[layer.type]
+        dns_type, base_field, surgery_field = types[layer.type]
         base = getattr(layer, base_field)
         if layer.type == "InnerProduct" and base.transpose:
             raise NetError(f"{where}: layer '{layer.name}' (InnerProduct) has transpose: true, which "
-                           "CInnerProduct does not support (the DNS fork has no transposed weights); "
+                           f"{dns_type} does not support (the DNS fork has no transposed weights); "
                            "leave it out of the layers to convert")
         zero_bias = not base.bias_term
         layer.type = dns_type
@@ -161,10 +196,11 @@ def dnsify(net_param, layers=None, c_rate=None, *, iter_stop, gamma=GAMMA, power
         surgery.power = power
         surgery.c_rate = rates[layer.name]
         surgery.iter_stop = iter_stop
-        surgery.weight_mask_filler.type = "constant"
-        surgery.weight_mask_filler.value = 1
-        surgery.bias_mask_filler.type = "constant"
-        surgery.bias_mask_filler.value = 0 if zero_bias else 1
+        if not channels:
+            surgery.weight_mask_filler.type = "constant"
+            surgery.weight_mask_filler.value = 1
+            surgery.bias_mask_filler.type = "constant"
+            surgery.bias_mask_filler.value = 0 if zero_bias else 1
         record.append(Conversion(layer.name, original, rates[layer.name], zero_bias))
     return out, record
 
@@ -232,22 +268,30 @@ def parse_layers(items):
     return names or None
 
 
-def describe(record, gamma, power, iter_stop):
+def describe(record, gamma, power, iter_stop, channels=False):
     """One comment block saying what dnsify did (the head of a converted prototxt)."""
-    lines = [f"DNS layers (npcaffe dnsify): gamma {gamma:g}, power {power:g}, iter_stop {iter_stop}, "
-             "mask fillers constant 1"]
+    if channels:
+        lines = [f"DNS-CP channel surgery layers (npcaffe dnsify --channels): gamma {gamma:g}, power {power:g}, "
+                 f"iter_stop {iter_stop}, every channel kept at first"]
+    else:
+        lines = [f"DNS layers (npcaffe dnsify): gamma {gamma:g}, power {power:g}, iter_stop {iter_stop}, "
+                 "mask fillers constant 1"]
+    types = CP_TYPES if channels else DNS_TYPES
     done = set()
     for c in record:
         if c.name in done:
             continue
         done.add(c.name)
-        note = " (bias_term: false -> constant 0 bias, bias mask 0, lr_mult 0)" if c.zero_bias else ""
-        lines.append(f"  {c.name}: {c.original.type} -> {DNS_TYPES[c.original.type][0]}, c_rate {c.c_rate:g}{note}")
+        note = ""
+        if c.zero_bias:
+            note = (" (bias_term: false -> constant 0 bias, lr_mult 0)" if channels else
+                    " (bias_term: false -> constant 0 bias, bias mask 0, lr_mult 0)")
+        lines.append(f"  {c.name}: {c.original.type} -> {types[c.original.type][0]}, c_rate {c.c_rate:g}{note}")
     return lines
 
 
-def converted_text(net_param, record, gamma, power, iter_stop, source=None):
+def converted_text(net_param, record, gamma, power, iter_stop, source=None, channels=False):
     """The converted net as readable prototxt, headed by comments saying what was converted."""
     from ..fileio.prototxt import to_text
-    head = ([f"Converted from {source}"] if source else []) + describe(record, gamma, power, iter_stop)
+    head = ([f"Converted from {source}"] if source else []) + describe(record, gamma, power, iter_stop, channels)
     return "".join(f"# {line}\n" for line in head) + to_text(net_param)
