@@ -15,6 +15,7 @@ stamps mean that nothing wrote the data in between.  (Raw pointers taken
 through ctypes and kept past the view's life are not seen.)
 """
 import itertools
+import math
 import sys
 
 import numpy as np
@@ -106,7 +107,7 @@ class Blob:
         for d in shape:
             if d < 0:
                 raise NetError(f"blob '{self.name}': negative dimension in shape {shape}")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)  # Python ints: kernel_size 2147483647 squared would wrap NumPy's int64
         if count > np.iinfo(np.int32).max:
             raise NetError(f"blob '{self.name}': shape {shape} has {count} elements, more than Caffe's INT_MAX")
         self._shape = shape

@@ -349,6 +349,17 @@ def cmd_prune_report(args):
     return 0
 
 
+def cmd_slim(args):
+    """Rewrite a pruned net as a smaller plain Caffe net: channels whose filters are all zero (or masked off)
+    or that no filter reads are removed (npcaffe.pruning.slim)."""
+    from .pruning import slim
+    from .synthetic import parse_data_shapes
+    slim.run(args.model, args.weights, args.out_model, args.out_weights,
+             data_shapes=parse_data_shapes(args.data_shape), keep_unremovable=args.keep_unremovable,
+             report=args.report)
+    return 0
+
+
 def cmd_crosscheck(args):
     """Rerun an upstream DNS bundle and compare snapshots, losses and gate draws with upstream's."""
     from . import crosscheck
@@ -710,6 +721,22 @@ def build_parser():
                    help="replace the data layers by inputs of this shape (nets whose datasets are not here; "
                         "label tops default to the batch)")
     p.set_defaults(func=cmd_prune_report)
+    p = sub.add_parser("slim", help="rewrite a pruned net as a smaller plain Caffe net: removes the channels "
+                                    "whose filters are all zero or masked off, folding their constant outputs "
+                                    "into the consumers' biases")
+    p.add_argument("--model", required=True, help="net definition .prototxt (plain, DNS or DNS-CP layers)")
+    p.add_argument("--weights", required=True, help="pruned .caffemodel (2-blob plain or 4-blob DNS snapshot)")
+    p.add_argument("--out_model", "--out-model", required=True, help="slim net .prototxt to write")
+    p.add_argument("--out_weights", "--out-weights", required=True, help="slim .caffemodel to write")
+    p.add_argument("--data_shape", "--data-shape", action="append", default=[], metavar="TOP=N,C,H,W",
+                   help="replace the data layers by generated inputs of this shape (needed when the net reads "
+                        "a dataset; slimming runs the net once to find the constant outputs it folds)")
+    p.add_argument("--keep_unremovable", "--keep-unremovable", action="store_true",
+                   help="keep pruned channels that cannot be removed exactly (e.g. a padded convolution reads "
+                        "their nonzero constant, or an LRN across channels reads them) instead of refusing")
+    p.add_argument("--report", metavar="TXT",
+                   help="report file (default OUT_MODEL with .report.txt; a .json beside it)")
+    p.set_defaults(func=cmd_slim)
     p = sub.add_parser("sensitivity", help="accuracy, model size and inference time against the pruning ratio: "
                                            "per layer, direct vs iterative", description=SENSITIVITY_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import glog
 from .blob import Blob, LayoutClock
 from .errors import NetError, WeightsError
 from .fileio.caffemodel import blob_diff_to_array, blob_shape, blob_to_array, read_caffemodel, write_caffemodel
@@ -375,9 +376,17 @@ class Net:
         blobs than it has (weight, bias only); its masks then keep their
         filler values.  A TEST net then packs its pruned layers
         (npcaffe.sparse.packing.sparsify); pack=False leaves that to the caller.
+
+        As net.cpp: a source layer goes to the first layer of the net with its name (two
+        layers of one name: the first gets the weights), and source layers the net lacks are
+        skipped; we log each of those (Caffe's debug builds do), and warn when no layer with
+        weights matched at all (a caffemodel for another net loads nothing).
         """
         if compressed.is_compressed(source):  # `npcaffe compress` output
-            source = compressed.read_compressed(source)
+            shapes = {}
+            for name, layer in zip(self.layer_names, self.layers):
+                shapes.setdefault(name, [b.shape for b in layer.blobs])
+            source = compressed.read_compressed(source, shapes)
         elif isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".h5"):
             self.load_hdf5(source, pack=pack)  # as Caffe's CopyTrainedLayersFrom
             return
@@ -386,11 +395,16 @@ class Net:
         else:
             where = os.fspath(source)
             net_param = read_caffemodel(where)
-        index = {name: i for i, name in enumerate(self.layer_names)}
+        index = {}
+        for i, name in enumerate(self.layer_names):
+            index.setdefault(name, i)  # the first of a name, as CopyTrainedLayersFrom's search
+        copied = 0
         for source_layer in net_param.layer:
             target_id = index.get(source_layer.name)
             if target_id is None:
+                glog.info(f"Ignoring source layer {source_layer.name}")
                 continue
+            copied += bool(len(source_layer.blobs))
             layer = self.layers[target_id]
             targets = layer.blobs
             n = len(source_layer.blobs)
@@ -406,9 +420,10 @@ class Net:
                         f"Source shape {blob_shape(proto)}; target shape {targets[j].shape}. To learn this "
                         "layer's parameters from scratch rather than copying from a saved net, rename the layer.")
                 targets[j].data[...] = blob_to_array(proto, f"{where}: layer '{source_layer.name}' blob {j}").reshape(targets[j].shape)
-                diff = blob_diff_to_array(proto)
+                diff = blob_diff_to_array(proto, f"{where}: layer '{source_layer.name}' blob {j}")
                 if diff is not None:
                     targets[j].diff[...] = diff.reshape(targets[j].shape)
+        _warn_if_nothing_matched(where, copied, sum(bool(len(lp.blobs)) for lp in net_param.layer), self)
         if self.phase == TEST and pack:
             packing.sparsify(self)  # pruned layers compute with packed sparse weights
 
@@ -466,14 +481,24 @@ class Net:
     def load_hdf5(self, path, pack=True):
         """Copy weights by layer name from a Net::ToHDF5 file (CopyTrainedLayersFromHDF5, pycaffe
         net.load_hdf5): layers the net lacks are skipped; a parameter the file lacks is an error
-        unless the net shares it from another layer."""
+        unless the net shares it from another layer.  Datasets are checked against the net's
+        shapes before they are read; ignored layers are logged as in copy_from.  Two layers of
+        one name: the first gets the weights, as in copy_from (Caffe's HDF5 reader takes the
+        last, through its name index; one rule for both formats here)."""
         where = os.fspath(path)
-        index = {name: i for i, name in enumerate(self.layer_names)}
+        index = {}
+        for i, name in enumerate(self.layer_names):
+            index.setdefault(name, i)
         owned = self._param_owned()
-        for name, arrays in read_net_hdf5(where):
-            layer_id = index.get(name)
-            if layer_id is None:
-                continue
+        expected = {name: [b.shape for b in self.layers[i].blobs] for name, i in index.items()}
+        ignored = []
+        loaded = read_net_hdf5(where, expected, ignored)
+        for name in ignored:
+            glog.info(f"Ignoring source layer {name}")
+        _warn_if_nothing_matched(where, sum(bool(arrays) for _, arrays in loaded),
+                                 sum(bool(arrays) for _, arrays in loaded) + len(ignored), self)
+        for name, arrays in loaded:
+            layer_id = index[name]
             layer = self.layers[layer_id]
             targets = layer.blobs
             # DNS layers may come without their masks (trailing blobs), as in copy_from.
@@ -631,6 +656,12 @@ class Net:
 
     def __repr__(self):
         return f"<npcaffe.Net '{self.name}' {caffe_pb2.Phase.Name(self.phase)}: {len(self.layers)} layers>"
+
+
+def _warn_if_nothing_matched(where, copied, with_weights, net):
+    if with_weights and not copied:
+        glog.warning(f"{where}: none of its {with_weights} layers with weights matched a layer of net "
+                     f"'{net.name}' by name: no weights were copied (weights for another net?)")
 
 
 def _shape_equals(shape, proto):

@@ -74,3 +74,13 @@ def test_reshape_to_the_same_shape_keeps_everything():
     assert b._data.array is storage and b.shape == (2, 3) and all(type(d) is int for d in b.shape)
     scalar = Blob(())
     assert scalar.count == 1 and scalar.data.shape == () and scalar.flat_data.size == 1
+
+
+def test_count_beyond_int64_is_caught_not_wrapped():
+    """kernel_size 2147483647: the weight's count overflows int64, which NumPy's product wraps to a
+    negative number that slipped past the INT_MAX check."""
+    import pytest
+    from npcaffe.blob import Blob
+    from npcaffe.errors import NetError
+    with pytest.raises(NetError, match=r"has 18446744056529682436 elements, more than Caffe's INT_MAX"):
+        Blob(4, 1, 2147483647, 2147483647)

@@ -6,7 +6,7 @@ cconvolution_param / cinner_product_param, while BVLC files store elu_param /
 bias_param there (see caffe.proto).  Readers and writers here translate, so an
 ELU or Bias layer round-trips with upstream BVLC Caffe.
 """
-import gzip
+import math
 import os
 
 import numpy as np
@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 from ..errors import WeightsError
 from ..proto import caffe_pb2
 from .atomic import atomic_write
+from .limits import MAX_PROTO_BYTES, read_bounded
 from .upgrade import upgrade_net
 
 _BVLC_MOVED = {"ELU": ("cconvolution_param", "elu_param", 140),
@@ -28,21 +29,31 @@ def blob_shape(proto):
     return tuple(proto.shape.dim)
 
 
+def _checked_count(shape, values, where, what):
+    # math.prod on Python ints: dims such as 2**32 overflow NumPy's int64 product to a small count.
+    if any(d < 0 for d in shape):
+        raise WeightsError(f"{where}: negative dimension in shape {shape}")
+    count = math.prod(shape)
+    if len(values) != count:
+        raise WeightsError(f"{where}: shape {shape} needs {count} values but the file holds {len(values)} "
+                           f"({what})")
+
+
 def blob_to_array(proto, where="blob"):
     """float32 ndarray of a BlobProto's data (double_data converted)."""
     shape = blob_shape(proto)
     values = proto.double_data if len(proto.double_data) else proto.data
-    count = int(np.prod(shape)) if shape else 1
-    if len(values) != count:
-        raise WeightsError(f"{where}: shape {shape} needs {count} values but the file holds {len(values)}")
+    _checked_count(shape, values, where, "data")
     return np.asarray(values, dtype=np.float32).reshape(shape)
 
 
-def blob_diff_to_array(proto):
+def blob_diff_to_array(proto, where="blob"):
+    """float32 ndarray of a BlobProto's diff, or None when it stores none."""
     shape = blob_shape(proto)
     values = proto.double_diff if len(proto.double_diff) else proto.diff
     if len(values) == 0:
         return None
+    _checked_count(shape, values, where, "diff")
     return np.asarray(values, dtype=np.float32).reshape(shape)
 
 
@@ -72,8 +83,7 @@ def read_proto_file(path, message, what, error=WeightsError):
     path = os.fspath(path)
     try:
         # Upstream's bundles ship snapshots gzipped; read those as they are.
-        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-            data = f.read()
+        data = read_bounded(path, MAX_PROTO_BYTES, error, what)
     except FileNotFoundError:
         raise error(f"{path}: file not found") from None
     except (OSError, EOFError) as e:

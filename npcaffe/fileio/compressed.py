@@ -13,7 +13,10 @@ back dense blobs with zeros elsewhere (a DNS layer then keeps its filler
 masks, all ones in our nets, so W * T = W).  The file is for inference: the
 pruned weights a DNS run keeps learning are not stored.
 """
+import math
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -21,6 +24,7 @@ from ..errors import WeightsError
 from ..masks import effective_params, is_masked, stored_effective
 from ..proto import caffe_pb2
 from .caffemodel import blob_to_array
+from .limits import MAX_BLOB_COUNT, check_regular_file
 
 
 def compress_layers(layers):
@@ -67,35 +71,82 @@ def write_compressed(path, layers):
     np.savez_compressed(path, **compress_layers(layers))
 
 
-def read_compressed(path):
-    """A NetParameter with the dense blobs of a compressed .npz, for Net.copy_from."""
+def _header(archive, key, path):
+    """(shape, dtype) of an .npz member from its .npy header, read before the member's data."""
     try:
+        with archive.zip.open(key + ".npy") as fp:
+            version = np.lib.format.read_magic(fp)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fp)
+    except KeyError:
+        raise WeightsError(f"{path}: no entry '{key}'; not written by `npcaffe compress`, or damaged") from None
+    return shape, dtype
+
+
+def _member(archive, key, path, max_count, kind):
+    """archive[key] once its header says it is a 1-D (or 0-D) array of `kind` ('i', 'f', 'U')
+    with at most max_count values."""
+    shape, dtype = _header(archive, key, path)
+    if len(shape) > 1 or math.prod(shape) > max_count or dtype.kind not in kind:
+        raise WeightsError(f"{path}: entry '{key}' is {dtype} of shape {shape}; expected at most {max_count} "
+                           f"values of kind '{kind}' (the file is damaged or not written by `npcaffe compress`)")
+    return archive[key]
+
+
+def read_compressed(path, expected=None):
+    """A NetParameter with the dense blobs of a compressed .npz, for Net.copy_from.
+
+    Every member's .npy header is checked before its data is read (a 1 KB file may declare
+    gigabytes): shapes against Caffe's INT_MAX and, with expected ({layer name: [param
+    shapes]}, the net's), against the net's own; a layer the net lacks comes back without
+    blobs and is not expanded."""
+    path = os.fspath(path)
+    try:
+        check_regular_file(path, WeightsError)
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable npcaffe compressed weights file (.npz): {e}") from None
-    with archive:
-        if "layers" not in archive.files:
-            raise WeightsError(f"{path}: no 'layers' entry; not written by `npcaffe compress`")
-        net_param = caffe_pb2.NetParameter()
-        for name in archive["layers"]:
-            name = str(name)
-            lp = net_param.layer.add()
-            lp.name = name
-            lp.type = str(archive[f"{name}/type"])
-            j = 0
-            while f"{name}/{j}/shape" in archive.files:
-                shape = tuple(int(d) for d in archive[f"{name}/{j}/shape"])
-                index, value = archive[f"{name}/{j}/index"], archive[f"{name}/{j}/value"]
-                count = int(np.prod(shape, dtype=np.int64))
-                if index.shape != value.shape or (index.size and (index.min() < 0 or index.max() >= count)):
-                    raise WeightsError(f"{path}: layer '{name}' blob {j}: {index.size} indices / {value.size} "
-                                       f"values do not fit shape {shape}; the file is damaged")
-                dense = np.zeros(count, np.float32)
-                dense[index] = value
-                blob = lp.blobs.add()
-                blob.shape.dim.extend(shape)
-                blob.data.extend(dense.tolist())
-                j += 1
+    try:
+        with archive:
+            return _read_layers(archive, path, expected)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise WeightsError(f"{path}: damaged npcaffe compressed weights file (.npz): {e}") from None
+
+
+def _read_layers(archive, path, expected):
+    if "layers" not in archive.files:
+        raise WeightsError(f"{path}: no 'layers' entry; not written by `npcaffe compress`")
+    net_param = caffe_pb2.NetParameter()
+    for name in _member(archive, "layers", path, 100000, "U"):
+        name = str(name)
+        lp = net_param.layer.add()
+        lp.name = name
+        lp.type = str(_member(archive, f"{name}/type", path, 1, "U"))
+        if expected is not None and name not in expected:
+            continue  # Net.copy_from logs it as ignored
+        j = 0
+        while f"{name}/{j}/shape" in archive.files:
+            shape = tuple(int(d) for d in _member(archive, f"{name}/{j}/shape", path, 32, "iu"))
+            if any(d < 0 for d in shape) or math.prod(shape) > MAX_BLOB_COUNT:
+                raise WeightsError(f"{path}: layer '{name}' blob {j}: shape {shape} is not a blob's (negative, "
+                                   "or more values than Caffe's INT_MAX)")
+            targets = expected.get(name) if expected is not None else None
+            if targets is not None and (j >= len(targets) or tuple(targets[j]) != shape):
+                target = f"shape {tuple(targets[j])}" if j < len(targets) else f"{len(targets)} blobs"
+                raise WeightsError(f"{path}: cannot copy param {j} of layer '{name}': shape mismatch. "
+                                   f"Source shape {shape}; target {target}")
+            count = math.prod(shape)
+            index = _member(archive, f"{name}/{j}/index", path, count, "iu")
+            value = _member(archive, f"{name}/{j}/value", path, count, "f")
+            if index.shape != value.shape or (index.size and (index.min() < 0 or index.max() >= count)):
+                raise WeightsError(f"{path}: layer '{name}' blob {j}: {index.size} indices / {value.size} "
+                                   f"values do not fit shape {shape}; the file is damaged")
+            dense = np.zeros(count, np.float32)
+            dense[index] = value
+            blob = lp.blobs.add()
+            blob.shape.dim.extend(shape)
+            blob.data.extend(dense.tolist())
+            j += 1
     return net_param
 
 

@@ -11,6 +11,7 @@ from google.protobuf import text_format
 
 from ..errors import NpcaffeError, ParseError
 from ..proto import caffe_pb2
+from .limits import MAX_TEXT_BYTES, read_bounded
 from .upgrade import upgrade_net, upgrade_solver
 
 _FIELD_IN_MESSAGE = re.compile(r'(?:field|value) named "?([A-Za-z0-9_]+)"?')
@@ -18,8 +19,7 @@ _FIELD_IN_MESSAGE = re.compile(r'(?:field|value) named "?([A-Za-z0-9_]+)"?')
 
 def _read_text(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return read_bounded(path, MAX_TEXT_BYTES, ParseError, "net or solver definition").decode("utf-8")
     except FileNotFoundError:
         raise ParseError("file not found", path) from None
     except UnicodeDecodeError:

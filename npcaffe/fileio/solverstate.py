@@ -13,6 +13,7 @@ JSON sidecar `<solverstate>.npcaffe.json`.  All files are written
 atomically.
 """
 import json
+import math
 import os
 
 import numpy as np
@@ -20,7 +21,8 @@ import numpy as np
 from ..errors import SolverError, WeightsError
 from ..proto import caffe_pb2
 from .atomic import atomic_write
-from .caffemodel import array_to_blob, blob_to_array, read_proto_file
+from .caffemodel import array_to_blob, blob_shape, blob_to_array, read_proto_file
+from .limits import MAX_BLOB_COUNT, check_regular_file
 
 SIDECAR_SUFFIX = ".npcaffe.json"
 SIDECAR_FORMAT = "npcaffe-solverstate-sidecar"
@@ -45,12 +47,30 @@ def _h5py(path):
 
 
 # -- SolverState -------------------------------------------------------------------
-def read_solverstate(path):
-    """SolverState proto from a .solverstate (binary proto) or .solverstate.h5 file."""
+def read_solverstate(path, history_shapes=None):
+    """SolverState proto from a .solverstate (binary proto) or .solverstate.h5 file.
+
+    history_shapes (the solver's history blobs, in order): the file must hold as many, of these
+    sizes; an HDF5 file's are checked from the declared shapes before anything is read."""
     path = os.fspath(path)
     if is_hdf5(path):
-        return _read_solverstate_hdf5(path)
-    return read_proto_file(path, caffe_pb2.SolverState(), "binary SolverState")
+        return _read_solverstate_hdf5(path, history_shapes)
+    state = read_proto_file(path, caffe_pb2.SolverState(), "binary SolverState")
+    if history_shapes is not None:
+        check_history(path, [blob_shape(b) for b in state.history], history_shapes)
+    return state
+
+
+def check_history(path, found, expected):
+    """SolverError unless `found` history shapes match `expected` in number and element count."""
+    if len(found) != len(expected):
+        raise SolverError(f"{path}: {len(found)} history blobs in the file, but the solver keeps "
+                          f"{len(expected)} for this net; incorrect length of history blobs (another net or "
+                          "solver type?)")
+    for i, (shape, target) in enumerate(zip(found, expected)):
+        if any(d < 0 for d in shape) or math.prod(shape) != math.prod(target):
+            raise SolverError(f"{path}: history blob {i} has shape {tuple(shape)}, the parameter "
+                              f"{tuple(target)}")
 
 
 def write_solverstate(state, path):
@@ -90,20 +110,41 @@ def _write_solverstate_hdf5(state, path):
     os.replace(tmp, path)
 
 
-def _read_solverstate_hdf5(path):
+def _dataset(h5py, f, key, path, max_count):
+    """f[key] when it is a dataset of at most max_count elements (checked before reading)."""
+    dataset = f.get(key)
+    if not isinstance(dataset, h5py.Dataset):
+        raise WeightsError(f"{path}: no dataset '{key}' (not a .solverstate.h5 written by Caffe or npcaffe)")
+    if dataset.size is None or dataset.size > max_count:
+        raise WeightsError(f"{path}: dataset '{key}' declares shape {dataset.shape}, at most {max_count} "
+                           "values expected")
+    return dataset
+
+
+def _read_solverstate_hdf5(path, history_shapes=None):
     h5py = _h5py(path)
     if not os.path.exists(path):
         raise WeightsError(f"{path}: solver state file not found")
+    check_regular_file(path, WeightsError)
     state = caffe_pb2.SolverState()
-    with h5py.File(path, "r") as f:
-        state.iter = int(np.asarray(f["iter"]).ravel()[0])
-        if "learned_net" in f:
-            value = f["learned_net"][()]
-            state.learned_net = value.decode() if isinstance(value, bytes) else str(value)
-        state.current_step = int(np.asarray(f["current_step"]).ravel()[0])
-        group = f["history"]
-        for i in range(len(group)):
-            array_to_blob(np.asarray(group[str(i)], dtype=np.float32), state.history.add())
+    try:
+        with h5py.File(path, "r") as f:
+            state.iter = int(np.asarray(_dataset(h5py, f, "iter", path, 1)).ravel()[0])
+            if "learned_net" in f:
+                value = _dataset(h5py, f, "learned_net", path, 1)[()]
+                state.learned_net = value.decode() if isinstance(value, bytes) else str(value)
+            state.current_step = int(np.asarray(_dataset(h5py, f, "current_step", path, 1)).ravel()[0])
+            group = f.get("history")
+            if not isinstance(group, h5py.Group):
+                raise WeightsError(f"{path}: no group 'history'")
+            keys = [str(i) for i in range(len(group))]
+            datasets = [_dataset(h5py, group, key, path, MAX_BLOB_COUNT) for key in keys]
+            if history_shapes is not None:
+                check_history(path, [d.shape for d in datasets], history_shapes)
+            for dataset in datasets:
+                array_to_blob(np.asarray(dataset, dtype=np.float32), state.history.add())
+    except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: not a readable .solverstate.h5: {e}") from None
     return state
 
 
@@ -130,26 +171,53 @@ def write_net_hdf5(layers, path):
     os.replace(tmp, path)
 
 
-def read_net_hdf5(path):
-    """[(layer name, {i: float32 array})] of a Net::ToHDF5 file's data group."""
+def read_net_hdf5(path, expected=None, ignored=None):
+    """[(layer name, {i: float32 array})] of a Net::ToHDF5 file's data group.
+
+    expected ({layer name: [param shapes]}, the net's): only those layers are read, the names of
+    the others go to the list `ignored`, and each dataset's declared shape must be the net's
+    before it is read, so a small file declaring a huge dataset allocates nothing.  Without it,
+    each dataset is read when it declares at most Caffe's INT_MAX values."""
     h5py = _h5py(path)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise WeightsError(f"{path}: file not found")
+    check_regular_file(path, WeightsError)
     layers = []
     try:
         with h5py.File(path, "r") as f:
-            if "data" not in f:
+            data = f.get("data")
+            if not isinstance(data, h5py.Group):
                 raise WeightsError(f"{path}: no 'data' group; not weights written by Caffe's Net::ToHDF5")
-            for name, group in f["data"].items():
+            for name, group in data.items():
+                if expected is not None and name not in expected:
+                    if ignored is not None:
+                        ignored.append(name)
+                    continue
+                if not isinstance(group, h5py.Group):
+                    raise WeightsError(f"{path}: data/{name} is not a group of datasets 0, 1, ...")
                 arrays = {}
                 for key, dataset in group.items():
-                    if not key.isdigit():
+                    if not key.isdigit() or not isinstance(dataset, h5py.Dataset):
                         raise WeightsError(f"{path}: data/{name}/{key}: expected datasets named 0, 1, ...")
-                    arrays[int(key)] = np.asarray(dataset, dtype=np.float32)
+                    j = int(key)
+                    if expected is not None:
+                        shapes = expected[name]
+                        if j >= len(shapes):
+                            raise WeightsError(f"{path}: layer '{name}' has dataset data/{name}/{key} but "
+                                               f"{len(shapes)} parameter blobs in the net; incompatible "
+                                               "number of blobs")
+                        if tuple(dataset.shape) != tuple(shapes[j]):
+                            raise WeightsError(f"{path}: cannot copy param {j} of layer '{name}': shape "
+                                               f"mismatch. Source shape {tuple(dataset.shape)}; target "
+                                               f"shape {tuple(shapes[j])}")
+                    elif dataset.size is None or dataset.size > MAX_BLOB_COUNT:
+                        raise WeightsError(f"{path}: data/{name}/{key} declares shape {dataset.shape}, "
+                                           "more values than a blob holds")
+                    arrays[j] = np.asarray(dataset, dtype=np.float32)
                 layers.append((name, arrays))
-    except OSError as e:
-        raise WeightsError(f"{path}: not a readable HDF5 file: {e}") from None
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise WeightsError(f"{path}: not a readable HDF5 weights file: {e}") from None
     return layers
 
 

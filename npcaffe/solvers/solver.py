@@ -479,27 +479,80 @@ class Solver:
         restarted upstream binary has them (npcaffe.layerlib.dns.upstream_resume:
         DNS statistics 0, glibc rand() from its default seed), to compare with
         an upstream run resumed from the same snapshot.
+
+        All or nothing: the files are read and checked first (iter within [0, max_iter],
+        current_step >= 0, the history's count and shapes against this solver's, the sidecar's
+        iter), then applied; should the weights or a layer's state still not fit, the solver
+        is put back as it was before the call (Caffe would abort half-restored).
         """
         state_file = os.fspath(state_file)
-        state = ss.read_solverstate(state_file)
-        self.iter = state.iter
+        state = ss.read_solverstate(state_file, [a.shape for a in self.state_arrays()])
+        if not 0 <= state.iter <= self.param.max_iter:
+            raise SolverError(f"{state_file}: iter {state.iter} is outside [0, max_iter = {self.param.max_iter}] "
+                              "of this solver; a snapshot of another run, or raise max_iter (--iterations)")
+        if state.current_step < 0:
+            raise SolverError(f"{state_file}: current_step {state.current_step} is negative")
+        arrays = ss.history_arrays(state, state_file)
+        learned = None
         if state.HasField("learned_net") and state.learned_net:
+            if "\0" in state.learned_net:
+                raise SolverError(f"{state_file}: learned_net {state.learned_net!r} holds a NUL character")
             learned = ss.resolve_learned_net(state.learned_net, state_file)
-            self.net.copy_from(learned)  # .caffemodel or .caffemodel.h5
-        self.current_step = state.current_step
-        self.restore_state_arrays(ss.history_arrays(state, state_file), state_file)
-        if upstream_resume:
-            from ..layerlib import dns
-            glog.info("Resuming as upstream does: npcaffe sidecar ignored")
-            for net in [self.net] + self.test_nets:
-                dns.upstream_resume(net)
-            return
-        sidecar = ss.read_sidecar(state_file)
-        if sidecar is None:
-            glog.warning(f"{ss.sidecar_path(state_file)} not found (an upstream snapshot?): random streams and "
-                         "layer state start afresh, so the run will not repeat an uninterrupted one bit for bit")
-            return
-        self._restore_npcaffe_state(sidecar, state_file)
+        sidecar = None if upstream_resume else ss.read_sidecar(state_file)
+        if sidecar is not None and sidecar.get("iter") != state.iter:
+            raise SolverError(f"{ss.sidecar_path(state_file)}: written at iteration {sidecar.get('iter')}, the "
+                              f"solver state at {state.iter}; not this snapshot's sidecar")
+        saved = self._capture_state()
+        try:
+            self.iter = state.iter
+            if learned is not None:
+                self.net.copy_from(learned)  # .caffemodel or .caffemodel.h5
+            self.current_step = state.current_step
+            self.restore_state_arrays(arrays, state_file)
+            if upstream_resume:
+                from ..layerlib import dns
+                glog.info("Resuming as upstream does: npcaffe sidecar ignored")
+                for net in [self.net] + self.test_nets:
+                    dns.upstream_resume(net)
+            elif sidecar is None:
+                glog.warning(f"{ss.sidecar_path(state_file)} not found (an upstream snapshot?): random streams "
+                             "and layer state start afresh, so the run will not repeat an uninterrupted one bit "
+                             "for bit")
+            else:
+                try:
+                    self._restore_npcaffe_state(sidecar, state_file)
+                except (KeyError, TypeError, ValueError, IndexError) as e:
+                    raise SolverError(f"{ss.sidecar_path(state_file)}: malformed npcaffe sidecar "
+                                      f"({type(e).__name__}: {e})") from None
+        except BaseException:
+            self._roll_back(saved)
+            raise
+
+    def _capture_state(self):
+        """What restore may change: iter, current_step, history, every parameter's data and diff,
+        the random streams and the layers' own state."""
+        blobs = {id(b): b for net in [self.net] + self.test_nets for layer in net.layers for b in layer.blobs}
+        glibc = _glibc_rand()
+        return {"iter": self.iter, "current_step": self.current_step,
+                "history": [a.copy() for a in self.state_arrays()],
+                "blobs": [(b, b.data.copy(), b.diff.copy()) for b in blobs.values()],
+                "rng": rng.get_state(),
+                "glibc": glibc.get_state() if glibc is not None and hasattr(glibc, "get_state") else None,
+                "layers": [(layer, layer.get_state()) for _, net in self._named_nets() for layer in net.layers
+                           if callable(getattr(layer, "get_state", None))]}
+
+    def _roll_back(self, saved):
+        self.iter, self.current_step = saved["iter"], saved["current_step"]
+        for target, array in zip(self.state_arrays(), saved["history"]):
+            target[...] = array
+        for blob, data, diff in saved["blobs"]:
+            blob.data[...] = data
+            blob.diff[...] = diff
+        rng.set_state(saved["rng"])
+        if saved["glibc"] is not None:
+            _glibc_rand().set_state(saved["glibc"])
+        for layer, state in saved["layers"]:
+            layer.set_state(state)
 
     def restore_state_arrays(self, arrays, where):
         targets = self.state_arrays()
