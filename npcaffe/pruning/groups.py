@@ -33,8 +33,8 @@ Vocabulary
   from each.
 
 Rules per layer type (`CHANNEL_RULES`; a new type is one line there)
-- Convolution (and CConvolution; DepthwiseConvolution and
-  ConvolutionDepthwise when registered): "in" on its bottom's channels and
+- Convolution (and DNS's CConvolution, DNS-CP's CPConvolution, the forks'
+  DepthwiseConvolution and ConvolutionDepthwise): "in" on its bottom's channels and
   "out" on fresh channels.  Depthwise (group == channels: each group reads
   one input channel) ties input channel c with its outputs (a multiplier k
   gives k outputs per channel), so the unit is both "in" and "out" of the
@@ -43,7 +43,7 @@ Rules per layer type (`CHANNEL_RULES`; a new type is one line there)
   (inputs and outputs alike; ResNeXt's width, not its cardinality).
 - Deconvolution: group 1 as a convolution with weights (C_in, C_out, …);
   grouped deconvolution blocks.
-- InnerProduct (axis 1): "in" on its bottom (block H×W for a 4-D bottom),
+- InnerProduct (and CInnerProduct, CPInnerProduct; axis 1): "in" on its bottom (block H×W for a 4-D bottom),
   "out" on fresh channels; `transpose` handled.
 - BatchNorm, Scale / Bias with one bottom, PReLU: "param" members, top =
   bottom's units.  Scale / Bias with two bottoms (SE blocks' x ⊙ s): the
@@ -278,7 +278,8 @@ def _conv(ctx):
     bottom = ctx.bottom[0]
     if bottom.num_axes < 2 or (p.axis % bottom.num_axes) != 1:
         return ctx.block("with a channel axis other than 1")
-    channels, outputs, group = bottom.shape[1], p.num_output, max(1, p.group)
+    # the layer's own sizes: ConvolutionDepthwise takes them from its bottom, not from convolution_param
+    channels, outputs, group = bottom.shape[1], layer.num_output, layer.group
     nodes = ctx.bottom_nodes[0]
     positions = np.arange(channels)
     if group > 1 and group == channels:  # depthwise: output o reads input channel o // k
@@ -307,7 +308,7 @@ def _deconv(ctx):
     if (p.axis % max(1, ctx.bottom[0].num_axes)) != 1:
         return ctx.block("with a channel axis other than 1")
     ctx.b.member(ctx.layer, "in", np.arange(_channels(ctx.bottom[0])), ctx.bottom_nodes[0])
-    ctx.b.member(ctx.layer, "out", np.arange(p.num_output), ctx.fresh_top(0))
+    ctx.b.member(ctx.layer, "out", np.arange(ctx.layer.num_output), ctx.fresh_top(0))
     return "weights"
 
 
@@ -450,6 +451,14 @@ def _shuffle_channel(ctx):
     return "move"
 
 
+def _softmax(ctx):
+    axis = ctx.param.softmax_param.axis % max(1, ctx.bottom[0].num_axes)
+    if axis == 1:
+        return ctx.block("across channels (Softmax normalises over them)")
+    return ctx.block(f"along axis {axis} (Softmax normalises over positions; a removed constant channel "
+                     "would not stay constant)")
+
+
 def _silence(ctx):
     return "silence"
 
@@ -463,11 +472,12 @@ def _source(ctx):
 
 ELEMENTWISE = ("ReLU", "Sigmoid", "TanH", "Dropout", "Power", "AbsVal", "BNLL", "ELU", "Exp", "Log",
                "Threshold", "Clip", "Swish")
-WEIGHT_TYPES_CONV = ("Convolution", "CConvolution", "DepthwiseConvolution", "ConvolutionDepthwise")
+CONVOLUTION_TYPES = ("Convolution", "CConvolution", "CPConvolution", "DepthwiseConvolution", "ConvolutionDepthwise")
+INNER_PRODUCT_TYPES = ("InnerProduct", "CInnerProduct", "CPInnerProduct")
 CHANNEL_RULES = {
-    **{t: _conv for t in WEIGHT_TYPES_CONV},
+    **{t: _conv for t in CONVOLUTION_TYPES},
     "Deconvolution": _deconv,
-    "InnerProduct": _inner_product, "CInnerProduct": _inner_product,
+    **{t: _inner_product for t in INNER_PRODUCT_TYPES},
     "BatchNorm": _per_channel, "Scale": _per_channel, "Bias": _per_channel, "PReLU": _per_channel,
     "Eltwise": _tie_bottoms, "Axpy": _tie_bottoms,
     "Concat": _concat, "Slice": _slice, "Split": _same,
@@ -475,6 +485,7 @@ CHANNEL_RULES = {
     "Pooling": _pooling, "LRN": _lrn,
     "Flatten": _flatten, "Reshape": _flatten,
     "ShuffleChannel": _shuffle_channel,
+    "Softmax": _softmax,
     "Silence": _silence,
     **{t: _source for t in DATA_LAYER_TYPES},
 }
@@ -575,7 +586,7 @@ def weight_axes(layer):
     Deconvolution (I, O/g, ...), InnerProduct (O, K) or with transpose (K, O)."""
     if layer.type == "Deconvolution":
         return 1, 0
-    if layer.type in ("InnerProduct", "CInnerProduct") and layer.layer_param.inner_product_param.transpose:
+    if layer.type in INNER_PRODUCT_TYPES and layer.layer_param.inner_product_param.transpose:
         return 1, 0
     return 0, 1
 
@@ -589,11 +600,11 @@ def row_col_keep(layer, out_keep, in_keep, block=1):
     out_axis, in_axis = weight_axes(layer)
     outputs, columns = weight.shape[out_axis], weight.shape[in_axis]
     rows = np.asarray(out_keep, bool)
-    if layer.type in ("InnerProduct", "CInnerProduct"):
+    if layer.type in INNER_PRODUCT_TYPES:
         cols = np.repeat(np.asarray(in_keep, bool), block)
         grid = rows[:, None] & cols[None, :]
     else:
-        group = max(1, layer.layer_param.convolution_param.group)
+        group = layer.group
         in_keep = np.asarray(in_keep, bool).reshape(group, columns)
         out_group = np.arange(outputs) // (outputs // group)
         grid = rows[:, None] & in_keep[out_group]
@@ -653,8 +664,8 @@ def _channel_state(layer):
         out_axis, in_axis = weight_axes(layer)
         weight = layer.blobs[0]
         channels = None  # an InnerProduct's bottom channels: known from its first "in" member's block
-        if layer.type not in ("InnerProduct", "CInnerProduct"):
-            channels = weight.shape[in_axis] * max(1, layer.layer_param.convolution_param.group)
+        if layer.type not in INNER_PRODUCT_TYPES:
+            channels = weight.shape[in_axis] * layer.group
         masks = mask_core.mask_blobs(layer)
         base = (None, None) if masks is None else (masks[0].data.copy(),
                                                    None if masks[1] is None else masks[1].data.copy())
