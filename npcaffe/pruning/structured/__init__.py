@@ -43,6 +43,16 @@ Registered here (one module each):
                      final response layer through |W|       Yu et al. 2018
     neurons          whole neurons of an InnerProduct by
                      the L2 norm of their row               the seed's matrix-based pruning
+    thinet           greedy input channels of the next
+                     layer, least-squares rescaling         Luo, Wu & Lin 2017
+    lasso            LASSO on the next layer's channels,
+                     least-squares refit                    He, Zhang & Sun 2017
+    slimming         |γ| of the BatchNorm Scale, one
+                     threshold across layers                Liu et al. 2017
+    ssl              ||filter|| x ||columns reading it||
+                     after group-lasso training             Wen et al. 2016
+    (thinet, lasso and slimming choose their channels themselves: Method.prune; slimming and ssl
+    need their regulariser in training first: npcaffe.solvers.structured_sparsity)
 
 Other modules register theirs with `register` when they are imported
 (listed in `_PLUGINS`, imported at the end of this module).
@@ -132,6 +142,8 @@ _PLUGINS = (
     "nisp",
     "thinet",
     "lasso",
+    "slimming",
+    "ssl",
 )
 
 
