@@ -10,14 +10,18 @@ can resume from our snapshots and we from Caffe's.
 What a bit-exact resume needs beyond that (numpy RNG state, the glibc
 rand() emulation's state, layer state such as DNS thresholds) goes to the
 JSON sidecar `<solverstate>.npcaffe.json`.  All files are written
-atomically.
+atomically, the sidecar before its .solverstate (Solver.snapshot), so a
+.solverstate on disk always has its sidecar.
 """
+import glob
 import json
 import math
 import os
+import tempfile
 
 import numpy as np
 
+from .. import glog
 from ..errors import SolverError, WeightsError
 from ..proto import caffe_pb2
 from .atomic import atomic_write
@@ -31,6 +35,48 @@ SIDECAR_FORMAT = "npcaffe-solverstate-sidecar"
 def snapshot_filename(prefix, iteration, extension):
     """Solver::SnapshotFilename: `<prefix>_iter_<N><extension>`."""
     return f"{prefix}_iter_{int(iteration)}{extension}"
+
+
+def check_snapshot_prefix(prefix, where):
+    """SolverError naming the field unless a file can be created where the snapshots go: tried
+    for real (a probe file made and removed), as permission bits say nothing of a read-only
+    file system, and root passes every os.access check."""
+    directory = os.path.dirname(prefix) or "."
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".npcaffe-write-check-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SolverError(f"{where}: field 'snapshot_prefix': cannot write to snapshot prefix '{prefix}' "
+                          f"({e.strerror or e}); make sure the directory '{directory}' exists and is "
+                          "writable") from None
+
+
+def remove_stray_temporaries(prefix):
+    """Remove the temporary files a killed run left beside its snapshots (`<prefix>_iter_*.tmp`,
+    ours only: atomic_write's and the HDF5 writers').  Two runs writing to one prefix at once
+    would lose each other's files anyway; this takes the unfinished ones."""
+    removed = []
+    for path in glob.glob(glob.escape(prefix) + "_iter_*.tmp"):
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    if removed:
+        glog.info(f"Removed {len(removed)} temporary file(s) of an interrupted snapshot: {', '.join(removed)}")
+    return removed
+
+
+def _replace_or_clean(write, tmp, path):
+    """write(tmp), then rename tmp to path; tmp removed if anything fails."""
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def is_hdf5(path):
@@ -99,15 +145,16 @@ def history_arrays(state, where):
 
 def _write_solverstate_hdf5(state, path):
     h5py = _h5py(path)
-    tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("iter", data=np.array([state.iter], dtype=np.int32))
-        f.create_dataset("learned_net", data=np.bytes_(state.learned_net.encode()))
-        f.create_dataset("current_step", data=np.array([state.current_step], dtype=np.int32))
-        group = f.create_group("history")
-        for i, blob in enumerate(state.history):
-            group.create_dataset(str(i), data=blob_to_array(blob))
-    os.replace(tmp, path)
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("iter", data=np.array([state.iter], dtype=np.int32))
+            f.create_dataset("learned_net", data=np.bytes_(state.learned_net.encode()))
+            f.create_dataset("current_step", data=np.array([state.current_step], dtype=np.int32))
+            group = f.create_group("history")
+            for i, blob in enumerate(state.history):
+                group.create_dataset(str(i), data=blob_to_array(blob))
+    _replace_or_clean(write, path + ".tmp", path)
 
 
 def _dataset(h5py, f, key, path, max_count):
@@ -156,19 +203,20 @@ def write_net_hdf5(layers, path):
     every parameter.  `layers`: [(layer name, {i: data}, {i: diff} or None)]."""
     h5py = _h5py(path)
     path = os.fspath(path)
-    tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
-        data = f.create_group("data")
-        diff = f.create_group("diff") if any(d is not None for _, _, d in layers) else None
-        for name, arrays, diffs in layers:
-            group = data.create_group(name)
-            for i, array in arrays.items():
-                group.create_dataset(str(i), data=np.asarray(array, np.float32))
-            if diffs is not None:
-                group = diff.create_group(name)
-                for i, array in diffs.items():
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            data = f.create_group("data")
+            diff = f.create_group("diff") if any(d is not None for _, _, d in layers) else None
+            for name, arrays, diffs in layers:
+                group = data.create_group(name)
+                for i, array in arrays.items():
                     group.create_dataset(str(i), data=np.asarray(array, np.float32))
-    os.replace(tmp, path)
+                if diffs is not None:
+                    group = diff.create_group(name)
+                    for i, array in diffs.items():
+                        group.create_dataset(str(i), data=np.asarray(array, np.float32))
+    _replace_or_clean(write, path + ".tmp", path)
 
 
 def read_net_hdf5(path, expected=None, ignored=None):

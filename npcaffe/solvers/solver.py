@@ -20,6 +20,7 @@ Upstream behaviour mirrored on purpose:
   style requests (request_action) stop or snapshot after an iteration.
 - Losses and scores are float32 arithmetic, as Caffe's Dtype.
 """
+import contextlib
 import os
 
 import numpy as np
@@ -337,7 +338,7 @@ class Solver:
                 listener(self)
             request = self.request_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
-                self.snapshot()
+                self._snapshot_or_report()
             if request == "stop":
                 self.requested_early_exit = True
                 break
@@ -366,13 +367,16 @@ class Solver:
         glog.info(f"Solving {self.net.name}")
         glog.info(f"Learning Rate Policy: {p.lr_policy}")
         self.requested_early_exit = False
+        if p.snapshot or p.snapshot_after_train:
+            ss.check_snapshot_prefix(p.snapshot_prefix, self.where)
+            ss.remove_stray_temporaries(p.snapshot_prefix)
         if resume_file:
             glog.info(f"Restoring previous solver status from {resume_file}")
             self.restore(resume_file)
         with progress.solver_bar(self, p.max_iter):
             self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
-            self.snapshot()
+            self._snapshot_or_report(final=True)
         if self.requested_early_exit:
             glog.info("Optimization stopped early.")
             return
@@ -436,25 +440,53 @@ class Solver:
         return ss.snapshot_filename(self.param.snapshot_prefix, self.iter, extension)
 
     def snapshot(self):
-        """Write <prefix>_iter_<N>.caffemodel and .solverstate (+ the npcaffe sidecar)."""
+        """Write <prefix>_iter_<N>.caffemodel, the npcaffe sidecar, then the .solverstate.
+
+        Each file is written atomically, and the .solverstate last: a .solverstate on disk
+        always has its weights and its sidecar, so resuming from it repeats the uninterrupted
+        run.  Should a write fail (a full disk, a directory turned read-only), the files this
+        snapshot wrote are removed again, so no .caffemodel is left without its .solverstate,
+        and the OSError is raised; the training state is untouched."""
         p = self.param
-        if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
-            model = self.snapshot_filename(".caffemodel.h5")
-            glog.info(f"Snapshotting to HDF5 file {model}")
-            self.net.save_hdf5(model, write_diff=p.snapshot_diff)
-            state_file = self.snapshot_filename(".solverstate.h5")
-            glog.info(f"Snapshotting solver state to HDF5 file {state_file}")
-        else:
-            model = self.snapshot_filename(".caffemodel")
-            glog.info(f"Snapshotting to binary proto file {model}")
-            write_caffemodel(self.net.to_proto(write_diff=p.snapshot_diff), model)
-            state_file = self.snapshot_filename(".solverstate")
-            glog.info(f"Snapshotting solver state to binary proto file {state_file}")
-        state = ss.make_solverstate(self.iter, model, self.current_step, self.state_arrays())
-        ss.write_solverstate(state, state_file)
-        ss.write_sidecar(state_file, self._npcaffe_state())
+        hdf5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5
+        model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
+        state_file = self.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
+        written = []
+        try:
+            glog.info(f"Snapshotting to {'HDF5' if hdf5 else 'binary proto'} file {model}")
+            written.append(model)
+            if hdf5:
+                self.net.save_hdf5(model, write_diff=p.snapshot_diff)
+            else:
+                write_caffemodel(self.net.to_proto(write_diff=p.snapshot_diff), model)
+            written.append(ss.sidecar_path(state_file))
+            ss.write_sidecar(state_file, self._npcaffe_state())
+            glog.info(f"Snapshotting solver state to {'HDF5' if hdf5 else 'binary proto'} file {state_file}")
+            state = ss.make_solverstate(self.iter, model, self.current_step, self.state_arrays())
+            written.append(state_file)
+            ss.write_solverstate(state, state_file)
+        except BaseException:
+            for path in written:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
         self.last_snapshot = state_file
         return model, state_file
+
+    def _snapshot_or_report(self, final=False):
+        """snapshot(); a write that fails mid-run is reported in one line and training goes on
+        (the next snapshot tries again); the final snapshot's failure is an error."""
+        try:
+            self.snapshot()
+        except (OSError, RuntimeError) as e:  # h5py reports some write failures as RuntimeError
+            where = getattr(e, "filename", None) or self.param.snapshot_prefix
+            reason = getattr(e, "strerror", None) or e
+            last = self.last_snapshot or "none"
+            if final:
+                raise SolverError(f"{where}: the final snapshot (iteration {self.iter}) could not be written: "
+                                  f"{reason}; the latest snapshot on disk is {last}") from None
+            glog.error(f"Snapshot at iteration {self.iter} failed ({where}: {reason}); training goes on and "
+                       f"tries again at the next snapshot; the latest snapshot on disk is {last}")
 
     def _named_nets(self):
         return [("train", self.net)] + [(f"test/{i}", net) for i, net in enumerate(self.test_nets)]
