@@ -26,7 +26,12 @@ then what the update did:
                                  weights and biases together
     kept_weights, kept_biases    nonzero mask entries after it
 
-so kept (before) = kept (after) + pruned - spliced.  Attach to a solver with
+so kept (before) = kept (after) + pruned - spliced.  DNS-CP layers
+(CPConvolution / CPInnerProduct, npcaffe.layerlib.dns_cp) draw from the same
+sequence and get rows too: their threshold_low / _high are the seed's
+a = max(0, mu - c_rate*std) and b = max(0, mu + c_rate*std) against the
+channel means, pruned / spliced count weights (channels x weights per
+channel), and kept_biases is 0 (their bias is not masked).  Attach to a solver with
 `trace_dns(solver, "trace.csv")` (or `npcaffe train --dns_trace trace.csv`);
 read one back with `read_trace`.
 """
@@ -36,7 +41,8 @@ import numpy as np
 
 from .errors import NpcaffeError
 from .layer import TRAIN
-from .layerlib.dns import dns_layers
+from .layerlib.dns import is_dns_layer
+from .layerlib.dns_cp import is_channel_surgery_layer
 from .masks import mask_entries
 
 UPSTREAM_COLUMNS = ["forward", "iteration", "layer", "rand", "r_float32", "p_float32", "gate_open", "mask_update"]
@@ -67,7 +73,8 @@ class GateTrace:
     def __init__(self, net, path=None):
         if net.phase != TRAIN:
             raise ValueError("a DNS gate trace needs the TRAIN net")
-        self.layers = dns_layers(net)
+        self.layers = [(name, layer) for name, layer in zip(net.layer_names, net.layers)
+                       if is_dns_layer(layer) or is_channel_surgery_layer(layer)]
         self.rows = []
         self.forward = 0
         self.path = path
@@ -83,11 +90,17 @@ class GateTrace:
             u = layer.last_update
             if u is None:
                 continue
-            threshold = np.float64(np.float32(u.threshold))
             p = bundle_probability(layer.gamma, u.iter, layer.power)
+            if is_channel_surgery_layer(layer):
+                per_channel = layer.blobs[0].count // layer.channel_mask.size
+                low, high = repr(float(u.low)), repr(float(u.high))
+                pruned, spliced = u.pruned * per_channel, u.spliced * per_channel
+            else:
+                threshold = np.float64(np.float32(u.threshold))
+                low, high = repr(float(0.9 * threshold)), repr(float(1.1 * threshold))
+                pruned, spliced = u.pruned + u.bias_pruned, u.spliced + u.bias_spliced
             row = [self.forward, u.iter, name, u.rand, _g9(u.r), _g9(p), int(u.gate_open), int(u.mask_update),
-                   _g9(layer.mu), _g9(layer.std), repr(float(0.9 * threshold)), repr(float(1.1 * threshold)),
-                   u.pruned + u.bias_pruned, u.spliced + u.bias_spliced, *mask_entries(layer)]
+                   _g9(layer.mu), _g9(layer.std), low, high, pruned, spliced, *mask_entries(layer)]
             self.rows.append(row)
             if self._writer:
                 self._writer.writerow(row)

@@ -326,3 +326,27 @@ def test_bad_settings_name_the_layer_and_field(text, message):
     with pytest.raises(NetError, match=message) as e:
         layer.setup([make_blob((2, 4, 3, 3))], [Blob(())])
     assert "layer '" in str(e.value)
+
+
+def test_gate_trace_has_rows_for_cp_layers(tmp_path):
+    from npcaffe.dnstrace import GateTrace
+    from npcaffe.net import Net
+    net_text = """name: "n"
+layer { name: "d" type: "Input" top: "x" input_param { shape { dim: 2 dim: 4 dim: 3 dim: 3 } } }
+layer { name: "c" type: "CPConvolution" bottom: "x" top: "y"
+  convolution_param { num_output: 3 kernel_size: 2 weight_filler { type: "gaussian" std: 0.5 } }
+  channel_surgery_param { c_rate: 0.1 } }
+"""
+    path = tmp_path / "n.prototxt"
+    path.write_text(net_text)
+    net = Net(str(path), TRAIN)
+    trace = GateTrace(net, str(tmp_path / "trace.csv"))
+    net.forward()
+    trace.close()
+    (row,) = trace.rows
+    u = net.layer_dict["c"].last_update
+    assert row[2:8] == ["c", FIRST_RANDS[0], f"{r_of(FIRST_RANDS[0]):.9g}", "1", 1, 1]
+    assert (row[10], row[11]) == (repr(u.low), repr(u.high))
+    assert row[12] == u.pruned * 3 * 4 and row[13] == 0          # 3 filters x 2 x 2 weights a channel
+    assert row[14] == 3 * 4 * u.kept_channels and row[15] == 0
+    assert (tmp_path / "trace.csv").read_text().count("\n") == 2
