@@ -10,6 +10,11 @@ channel, min_β (1/2M)||Y - Σ_c β_c Z_c||² + λ||β||₁, λ raised until at 
 consumer's weights on the kept channels are refitted by least squares, W' = argmin ||Y - X'W'ᵀ||²,
 X' the kept channels' inputs (reconstruction.least_squares).
 
+Z_c is the contribution as the current weights give it: the paper states its alternating
+problem with ||W_c||_F = 1 (β_c then carries each channel's weight norm), which changes the L1
+penalty's weight per channel; we run its practical procedure, one LASSO pass with λ raised to the
+channel count and then least squares once, on the weights as they are.
+
 As the paper does when it prunes a whole net, the targets Y are the *unpruned* net's outputs (of
 the step's start) and the inputs X the net pruned so far, so each layer also makes up for the
 error of those before it; layers are pruned one after the other in net order.
