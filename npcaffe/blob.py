@@ -26,6 +26,11 @@ from .errors import NetError
 _stamps = itertools.count()
 
 
+# Called as allocation_check(blob, count) before a blob's storage grows to count elements, while
+# npcaffe.memory.budget is active (a Net being built); None otherwise.
+allocation_check = None
+
+
 class _Storage:
     """A float32 array and, in `flat`, a view of its first elements (the size
     the blobs on it last asked for), kept so that handing out the flat data
@@ -110,11 +115,18 @@ class Blob:
         count = math.prod(shape)  # Python ints: kernel_size 2147483647 squared would wrap NumPy's int64
         if count > np.iinfo(np.int32).max:
             raise NetError(f"blob '{self.name}': shape {shape} has {count} elements, more than Caffe's INT_MAX")
+        if allocation_check is not None and count > self._data.array.size:
+            self.pending_shape = shape
+            allocation_check(self, count)  # a Net being built counts its bytes first (npcaffe.memory)
         self._shape = shape
         self._count = count
         self._data.ensure(count)
         self._diff.ensure(count)
         self.clock.version += 1
+
+    def capacity(self):
+        """Elements the data storage holds now (it grows, never shrinks)."""
+        return self._data.array.size
 
     def reshape_like(self, other):
         self.reshape(other.shape)

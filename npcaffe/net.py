@@ -17,7 +17,7 @@ from .fileio.solverstate import read_net_hdf5, write_net_hdf5
 from .graph import filter_net, insert_splits
 from .plan import ForwardPlan
 from .layer import TEST, TRAIN, create_layer
-from . import masks
+from . import masks, memory
 from .fileio import compressed
 from .sparse import packing
 from .proto import caffe_pb2
@@ -68,7 +68,9 @@ class Net:
         self.layout = LayoutClock()  # every blob of the net holds it (npcaffe.blob)
         self.forward_hooks = []  # called as hook(net) after every full forward pass (e.g. the DNS trace)
         self.debug_info = param.debug_info  # Caffe's per-layer value lines (npcaffe.debug_info)
-        self._init(param)
+        with memory.budget() as self._budget:  # bytes counted before they are allocated
+            self._init(param)
+        del self._budget
         if weights is not None:
             self.copy_from(weights)
 
@@ -110,6 +112,7 @@ class Net:
             if len(layer_param.propagate_down) and len(layer_param.propagate_down) != len(layer_param.bottom):
                 raise NetError(f"layer '{layer_param.name}': propagate_down must be given for every bottom "
                                f"({len(layer_param.bottom)} bottoms, {len(layer_param.propagate_down)} values)")
+            self._budget.layer = layer_param.name
             layer = create_layer(layer_param)
             self.layers.append(layer)
             self.layer_names.append(layer_param.name)
