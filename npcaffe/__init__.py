@@ -27,31 +27,40 @@ def set_random_seed(seed):
     rng.set_random_seed(seed)
 
 
-# Multi-GPU / multi-process training does not exist on the CPU: one solver, rank 0.
+# pycaffe's multi-GPU names.  npcaffe's several solvers are the ranks of an MPI launch
+# (`mpirun -n N`, npcaffe.distributed); there is no NCCL.
 def has_nccl():
     return False
 
 
 def solver_count():
-    return 1
+    """The number of ranks training together: N under `mpirun -n N`, else 1."""
+    from . import distributed
+    return distributed.solver_count()
 
 
 def set_solver_count(count):
-    if count != 1:
-        raise NpcaffeError(f"set_solver_count({count}): npcaffe trains with one solver (no multi-GPU)")
+    """Accepted when it equals solver_count(): the MPI launcher, not the script, sets it."""
+    if count != solver_count():
+        raise NpcaffeError(f"set_solver_count({count}): npcaffe trains with {solver_count()} solver(s), one per "
+                           "rank of the MPI launch; start N with `mpirun -n N` (npcaffe.distributed)")
 
 
 def solver_rank():
-    return 0
+    """This process's rank under `mpirun`, else 0."""
+    from . import distributed
+    return distributed.solver_rank()
 
 
 def set_solver_rank(rank):
-    if rank != 0:
-        raise NpcaffeError(f"set_solver_rank({rank}): npcaffe trains with one solver, rank 0")
+    """Accepted when it equals solver_rank(): the MPI launcher, not the script, sets it."""
+    if rank != solver_rank():
+        raise NpcaffeError(f"set_solver_rank({rank}): this process is rank {solver_rank()} (set by the MPI "
+                           "launcher; npcaffe.distributed)")
 
 
 def set_multiprocess(multiprocess):
-    """Accepted for pycaffe compatibility; there is one process."""
+    """Accepted for pycaffe compatibility; under mpirun the ranks are processes."""
 
 
 def init_log(level=0, stderr=False):

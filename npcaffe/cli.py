@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from . import blas, glog, progress
+from . import blas, distributed, glog, progress
 from .argtypes import non_negative_float, non_negative_int, positive_int
 from .errors import NpcaffeError
 
@@ -196,6 +196,8 @@ def _train(args):
         param.weights.append(args.weights)
     make_snapshot_directory(param, where)
     solver = solver_class(param.type, where)(param, where=where)
+    if solver.data_parallel is not None:
+        solver.data_parallel.check_interval = args.mpi_check_interval
 
     trace = None
     if args.dns_trace:
@@ -687,6 +689,9 @@ def build_parser():
                    help="write every DNS gate draw to CSV: one row per C-layer per TRAIN forward "
                         "(columns: npcaffe.dnstrace)")
     p.add_argument("--quiet", action="store_true", help="print warnings and errors only")
+    p.add_argument("--mpi_check_interval", "--mpi-check-interval", type=non_negative_int, default=100, metavar="K",
+                   help="under mpirun: compare every layer's weights and masks across the ranks (checksums) every "
+                        "K iterations and at the last, stopping all ranks if they differ (default 100; 0: never)")
     p.add_argument("--debug_info", "--debug-info", action="store_true",
                    help="at each display iteration, print every layer's mean |value| forward, backward and "
                         "update (Caffe's debug_info; the solver's debug_info: true does the same)")
@@ -900,6 +905,8 @@ def main(argv=None):
     bars = progress.configure(getattr(args, "progress", None))
     glog.set_show_details(True if args.command in LOG_FILE_COMMANDS and args.verbose else None)
     try:
+        if distributed.check_command(args.command) and distributed.solver_rank() > 0:
+            args.quiet = True  # rank 0 alone logs
         check_input_paths(args)
         if not hasattr(args, "threads"):
             return args.func(args)
@@ -908,11 +915,13 @@ def main(argv=None):
                 glog.info(threads)
             return args.func(args)
     except NpcaffeError as e:
-        print(f"npcaffe {args.command}: error: {e}", file=sys.stderr)
+        print(f"npcaffe {args.command}{distributed.rank_label()}: error: {e}", file=sys.stderr)
+        distributed.abort(1)  # under mpirun: end the other ranks too, which would wait for this one
         return 1
     except OSError as e:  # a file that cannot be read or written: one line, as for our own errors
         where = f"{e.filename}: " if e.filename else ""
-        print(f"npcaffe {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"npcaffe {args.command}{distributed.rank_label()}: error: {where}{e.strerror or e}", file=sys.stderr)
+        distributed.abort(1)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -44,3 +44,8 @@ class DataError(NpcaffeError, ValueError):
 class NonFiniteError(NpcaffeError):
     """NaN or infinity where a result is reported or saved: weights, a net's outputs, a loss or a
     gradient (npcaffe.finite names the first layer and blob holding one)."""
+
+
+class DistributedError(NpcaffeError):
+    """Data-parallel training over MPI (npcaffe.distributed): a launch without mpi4py or with
+    another MPI's launcher, or ranks that no longer hold the same model."""

@@ -20,6 +20,10 @@ from ..rng import get_rng
 
 class _DataLayer(Layer):
     exact_num_bottom = 0
+    # Data-parallel training (npcaffe.distributed) gives Data and HDF5Data layers of a TRAIN net
+    # their share: this is rank r of n, and keeps the records whose position modulo n is r.
+    splits_records = False
+    shard = (0, 1)
 
     @property
     def where(self):
@@ -27,6 +31,17 @@ class _DataLayer(Layer):
 
     def reshape(self, bottom, top):
         pass
+
+
+def _shard_skips(shard, batch_size):
+    """Records to pass over before each of a batch's batch_size records, and after the last, for
+    rank r of n (Caffe 1.0's DataLayer::Skip: keep the records whose position modulo n is r).
+
+    Counted from the batch's first position, which is the same on every rank: the n ranks together
+    consume n * batch_size records per batch, the batch of one process with an n times larger
+    batch_size, and end where it would, so the read position a snapshot stores is that process's."""
+    rank, count = shard
+    return [rank] + [count - 1] * (batch_size - 1) + [count - 1 - rank]
 
 
 @register("Data")
@@ -48,6 +63,7 @@ class Data(_DataLayer):
     """
     min_top = 1
     max_top = 2
+    splits_records = True
 
     def layer_setup(self, bottom, top):
         dp = self.layer_param.data_param
@@ -73,7 +89,10 @@ class Data(_DataLayer):
     def forward_cpu(self, bottom, top):
         reader = self.reader
         examples, labels = [], np.empty(self.batch_size, dtype=np.float32)
+        skips = _shard_skips(self.shard, self.batch_size)
         for i in range(self.batch_size):
+            for _ in range(skips[i]):
+                reader.next()
             key = reader.key()
             datum = parse_datum(reader.value(), key, self.where)
             pixels = self._pixels(datum, key)
@@ -82,6 +101,8 @@ class Data(_DataLayer):
                                 f"but this batch started with shape {examples[0].shape}")
             examples.append(pixels)
             labels[i] = datum.label
+            reader.next()
+        for _ in range(skips[-1]):
             reader.next()
         top[0].reshape((self.batch_size,) + self.transformer.infer_shape(examples[0]))
         self.transformer.transform_batch(examples, top[0].data)
@@ -269,6 +290,7 @@ class HDF5Data(_DataLayer):
     draws differ, not the scheme).  Needs h5py (extra `hdf5`).
     """
     min_top = 1
+    splits_records = True
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.hdf5_data_param
@@ -325,12 +347,17 @@ class HDF5Data(_DataLayer):
                 get_rng().shuffle(self.rows)
 
     def forward_cpu(self, bottom, top):
+        skips = _shard_skips(self.shard, self.batch_size)
         for i in range(self.batch_size):
+            for _ in range(skips[i]):
+                self._next()
             row = self.rows[self.current_row]
             for blob, data in zip(top, self.arrays):
                 if blob.shape[1:] != data.shape[1:]:
                     blob.reshape((self.batch_size,) + data.shape[1:])
                 blob.data[i] = data[row]
+            self._next()
+        for _ in range(skips[-1]):
             self._next()
 
 

@@ -27,7 +27,9 @@ LayerCount = namedtuple("LayerCount", "name type params kept")
 LayerMacs = namedtuple("LayerMacs", "name type dense kept")
 _WEIGHT_TYPES = {"Convolution": "convolution_param", "CConvolution": "convolution_param",
                  "DepthwiseConvolution": "convolution_param", "ConvolutionDepthwise": "convolution_param",
-                 "InnerProduct": "inner_product_param", "CInnerProduct": "inner_product_param"}
+                 "CPConvolution": "convolution_param",
+                 "InnerProduct": "inner_product_param", "CInnerProduct": "inner_product_param",
+                 "CPInnerProduct": "inner_product_param"}
 
 
 def count_net(net, weights=None):

@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from .. import glog, progress, rng
+from .. import distributed, glog, progress, rng
 from ..errors import NetError, NonFiniteError, SolverError
 from ..fileio import solverstate as ss
 from ..fileio.caffemodel import write_caffemodel
@@ -169,6 +169,7 @@ class Solver:
     snapshot(), restore(path), apply_update(), add_callback(on_start, on_gradients_ready).
     """
     type = None
+    data_parallel = None  # npcaffe.distributed.DataParallel of a rank of an MPI launch
 
     def __init__(self, source, *, where=None):
         # get_solver passes a SolverParameter it already loaded, with the file it came from.
@@ -178,6 +179,7 @@ class Solver:
         check_hyperparameters(param, where, self.type)
         self.check_param(param, where)
         _say_cpu_once(param, where)
+        distributed.world()  # under mpirun: MPI started, and ranks above 0 quiet before the nets are built
         glog.detail("Initializing solver from parameters: \n" + to_text(param))
         self.param = param
         if param.random_seed >= 0:
@@ -197,7 +199,14 @@ class Solver:
         self.iteration_listeners = []  # f(solver) after each iteration (npcaffe.progress's bar)
         self.last_test = {}  # test net id -> (iter, results) of its latest test
         self.pre_solve()
+        # A rank of an `mpirun -n N` launch trains data-parallel with the others (npcaffe.distributed).
+        self.data_parallel = distributed.join(self)
 
+    @property
+    def root_solver(self):
+        """Whether this solver tests, snapshots and logs: rank 0 of a data-parallel run, or alone
+        (Caffe::root_solver)."""
+        return self.data_parallel is None or self.data_parallel.rank == 0
     # -- hooks for the update rule ------------------------------------------------
     @classmethod
     def check_param(cls, param, where):
@@ -289,7 +298,8 @@ class Solver:
 
     def request_action(self):
         """'none', 'stop' or 'snapshot', from action_function (Caffe's SignalHandler)."""
-        return self.action_function() if self.action_function else "none"
+        action = self.action_function() if self.action_function else "none"
+        return self.data_parallel.agree(action) if self.data_parallel is not None else action
 
     def step(self, iters):
         """Run `iters` training iterations (Solver::Step)."""
@@ -301,7 +311,8 @@ class Solver:
         smoothed_loss = f32(0)
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
-            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization) \
+                    and self.root_solver:
                 self.test_all()
                 if self.requested_early_exit:
                     break
@@ -316,6 +327,8 @@ class Solver:
                 if not np.isfinite(loss):
                     self._diverged(f"the loss is {loss}", first_non_finite_top(self.net))
             loss /= f32(p.iter_size)
+            if self.data_parallel is not None:  # the ranks' gradients summed x 1/N, their losses averaged
+                loss = self.data_parallel.reduce(loss)
             bad_diff = first_non_finite_param(self.net, "diff", learnable_only=True)
             if bad_diff:
                 self._diverged("a gradient is not finite", bad_diff)
@@ -337,7 +350,7 @@ class Solver:
             for listener in self.iteration_listeners:
                 listener(self)
             request = self.request_action()
-            if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
+            if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot") and self.root_solver:
                 self._snapshot_or_report()
             if request == "stop":
                 self.requested_early_exit = True
@@ -375,10 +388,12 @@ class Solver:
             self.restore(resume_file)
         with progress.solver_bar(self, p.max_iter):
             self.step(p.max_iter - self.iter)
-        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0) and self.root_solver:
             self._snapshot_or_report(final=True)
         if self.requested_early_exit:
             glog.info("Optimization stopped early.")
+            return
+        if not self.root_solver:  # as Caffe, the other ranks' Solve ends with the steps
             return
         if p.display and self.iter % p.display == 0:
             loss = self.net.forward_from_to()
@@ -601,6 +616,8 @@ class Solver:
 
     def _restore_npcaffe_state(self, sidecar, state_file):
         rng.set_state(sidecar["rng"])
+        if self.data_parallel is not None:
+            self.data_parallel.after_rng_restore()
         glibc = _glibc_rand()
         if "glibc_rand" in sidecar and glibc is not None and callable(getattr(glibc, "set_state", None)):
             glibc.set_state(sidecar["glibc_rand"])
