@@ -306,6 +306,7 @@ def cmd_prune(args):
                            f"methods ({', '.join(structured.METHODS)}), not {method or 'this run'}")
     options = {"sparsity": sparsity, "keep_channels": keep_channels,
                "criterion_options": prune.parse_criterion_options(args.criterion_option),
+               "slim": args.slim,
                "quality": prune.parse_layer_values(args.quality, "--quality"),
                "global_": args.global_, "layers": parse_layers(args.layers), "schedule": args.schedule,
                "steps": args.steps, "retrain_iter": args.retrain_iter, "score_batches": args.score_batches,
@@ -874,6 +875,9 @@ def build_parser():
     p.add_argument("--criterion_option", "--criterion-option", action="append", metavar="NAME=VALUE",
                    help="structured methods: an option of the criterion (e.g. normalize=true for taylor, bins=50 "
                         "for entropy, norm=l1 for neurons; repeatable)")
+    p.add_argument("--slim", action="store_true",
+                   help="structured methods: also write the slim plain net (npcaffe slim: the removed channels "
+                        "gone) as DIR/<name>_<method>_slim.prototxt and .caffemodel")
     p.add_argument("--out", metavar="DIR", help="output directory (default: runs/<solver file stem>, "
                                                 "runs/<recipe> for a recipe)")
     p.add_argument("--recipe", help="a named recipe (see above)")

@@ -150,12 +150,14 @@ def _error(scores, top):
 
 def run(solver, method, *, sparsity=None, quality=None, global_=False, weights=None, layers=None,
         schedule="direct", steps=None, retrain_iter=None, score_batches=None, bias=False, out=None, quiet=False,
-        solve_wrapper=None, name=None, title=None, reference=None, keep_channels=None, criterion_options=None):
+        solve_wrapper=None, name=None, title=None, reference=None, keep_channels=None, criterion_options=None,
+        slim=False):
     """Prune the net of `solver` (a solver .prototxt path, or a (SolverParameter, where) pair) and write
     the outputs (see the module docstring).  sparsity / quality: as parse_layer_values gives them (for a
     structured method, sparsity is the share of channels removed); keep_channels: {layer: channels
     kept}, structured methods only, instead of sparsity; criterion_options: keyword options of a
-    structured criterion; steps: None for 1 (direct) or 3 (iterative).  reference: the SolverParameter
+    structured criterion; slim: also write the slim plain net (npcaffe.pruning.slim; structured methods);
+    steps: None for 1 (direct) or 3 (iterative).  reference: the SolverParameter
     that trains the dense reference when there are no weights (default the solver itself).  Returns
     the report as a dict (report.json)."""
     was_quiet = glog.is_quiet()
@@ -163,7 +165,7 @@ def run(solver, method, *, sparsity=None, quality=None, global_=False, weights=N
     try:
         return _run(solver, method, sparsity, quality, global_, weights, layers, schedule, steps, retrain_iter,
                     score_batches, bias, out, solve_wrapper, name, title, reference, keep_channels,
-                    criterion_options)
+                    criterion_options, slim)
     finally:
         glog.set_quiet(was_quiet)
 
@@ -248,7 +250,7 @@ def structured_target(net, method, layers, sparsity, keep_channels, quality=None
 
 
 def _run(solver, method, sparsity, quality, global_, weights, layers, schedule, steps, retrain_iter, score_batches,
-         bias, out, solve_wrapper, name, title, reference, keep_channels=None, criterion_options=None):
+         bias, out, solve_wrapper, name, title, reference, keep_channels=None, criterion_options=None, slim=False):
     from ..solvers import get_solver, load_solver_param
 
     if isinstance(solver, tuple):
@@ -295,6 +297,8 @@ def _run(solver, method, sparsity, quality, global_, weights, layers, schedule, 
             summary["channels_before"] = masks_fn.channels(probe.net)
             summary["criterion_options"] = dict(criterion_options or {})
         else:
+            if slim:
+                raise NpcaffeError(f"--slim removes whole channels: it follows a structured method, not {method}")
             if keep_channels is not None or criterion_options:
                 raise NpcaffeError(f"--keep_channels and criterion options are for structured methods, not {method}")
             names = sched.prunable_layers(probe.net, layers)
@@ -311,6 +315,8 @@ def _run(solver, method, sparsity, quality, global_, weights, layers, schedule, 
         pruned = os.path.join(out, f"{name}_{method}_pruned.caffemodel")
         write_caffemodel(plain_model(result.solver.net), pruned)
         glog.info(f"Pruned model (masks baked into the plain layers) written to {pruned}")
+        if slim:
+            summary.update(write_slim(param, result.solver, pruned, out, f"{name}_{method}"))
     summary.update(_summary(result, names, target, score_batches, method, pruned, log_file, started))
     if masks_fn is not None:
         summary.update(_structured_summary(result.solver.net, masks_fn, summary.pop("channels_before")))
@@ -361,6 +367,47 @@ def _summary(result, names, target, score_batches, method, pruned, log_file, sta
     }
 
 
+def _net_param(param):
+    """The NetParameter of a solver (net_param, or the file `net` names), all phases; None for a solver
+    with separate train_net / test_net files."""
+    if param.HasField("net_param"):
+        return param.net_param
+    if param.net:
+        return read_net(param.net)
+    return None
+
+
+def write_slim(param, solver, pruned, out, stem):
+    """npcaffe slim on the pruned model: <stem>_slim.prototxt (the solver's net, train and test, with
+    the removed channels gone) and <stem>_slim.caffemodel in `out`; the counts and the largest output
+    difference from the masked net for the report."""
+    from ..fileio.prototxt import write_text
+    from ..graph import DATA_LAYER_TYPES, replace_data_layers
+    from ..layer import TEST
+    from ..net import Net
+    from ..synthetic import fill_inputs
+    from . import slim as slimming
+    original = _net_param(param)
+    if original is None:
+        raise NpcaffeError("--slim: the solver names train_net / test_net files; give it one `net` to slim")
+    shaped = solver.test_nets[0] if solver.test_nets else solver.net
+    shapes = {top: tuple(shaped.blobs[top].shape) for lp in shaped.param.layer if lp.type in DATA_LAYER_TYPES
+              for top in lp.top}
+    net = Net(replace_data_layers(original, shapes), TEST)
+    slimming.load_weights(net, pruned)
+    fill_inputs(net, 0)
+    result = slimming.slim_net(net, original)
+    model, weights = os.path.join(out, f"{stem}_slim.prototxt"), os.path.join(out, f"{stem}_slim.caffemodel")
+    write_text(result["param"], model)
+    write_caffemodel(slimming._weights_param(result["net"]), weights)
+    after = {n: {"params": p, "macs": m} for n, (t, p, m) in result["after"].items()}
+    glog.info(f"Slim net written to {model} and {weights}")
+    return {"slim_model": model, "slim_weights": weights, "slim_layers": after,
+            "slim_params_written": sum(v["params"] for v in after.values()),
+            "slim_macs_written": sum(v["macs"] for v in after.values()),
+            "slim_output_difference": result["differences"], "slim_notes": result["notes"]}
+
+
 def _structured_summary(net, step, channels_before):
     """The channels kept per scored layer and the slim net's counts (report.count_slim)."""
     slim = count_slim(net)
@@ -402,7 +449,14 @@ def report_text(s, table, title=None):
                             else "") + f" ({step['seconds']:.0f} s)")
     elif not s["dense_test_scores"]:
         lines.append("no test net in the solver (test_iter): no test error")
-    lines += [f"pruned model (masks baked, the net's own plain layers): {s['pruned_model']}", f"log: {s['log']}"]
+    lines.append(f"pruned model (masks baked, the net's own plain layers): {s['pruned_model']}")
+    if s.get("slim_model"):
+        worst = max(s["slim_output_difference"].values(), default=0.0)
+        lines.append(f"slim net (npcaffe slim): {s['slim_model']} and {s['slim_weights']}: "
+                     f"{s['slim_params_written']} parameters, {s['slim_macs_written']} multiply-adds per sample; "
+                     f"outputs within {worst:.1e} of the masked net's (of the largest output)")
+        lines += [f"  note: {note}" for note in s["slim_notes"]]
+    lines.append(f"log: {s['log']}")
     return "\n".join(lines)
 
 
