@@ -331,6 +331,8 @@ def _folds(net, graph, removed, seen, reads_of):
             if not reads.any():
                 continue
             layer = layers[m.layer]
+            if layer.type == "Deconvolution":
+                continue  # the plan lets it lose only units that are zero, which contribute nothing
             weight = mask_core.effective_params(layer)[0].astype(np.float64)
             x = seen[i][0].astype(np.float64)  # sample 0: the values do not depend on the input
             fold = folds.setdefault(m.layer, np.zeros(layer.num_output))
@@ -560,12 +562,13 @@ def predicted_counts(net, plan_):
     """{layer name: (parameters, multiply-adds per sample)} the slim net's Convolution / InnerProduct
     layers should have, from the plan's kept channels (kept filters x kept inputs per group x kernel,
     plus a bias per kept filter; multiply-adds = weights x output positions)."""
+    from .report import _WEIGHT_TYPES
     keeps = plan_.keep_vectors()
     out = OrderedDict()
     index_of = {name: i for i, name in enumerate(net.layer_names)}
     for name, layer in net.layer_dict.items():
         i = index_of[name]
-        if plan_.graph.layers[i].rule not in ("weights", "depthwise"):
+        if layer.type not in _WEIGHT_TYPES:  # what report.count_macs counts (not Deconvolution)
             continue
         keep = keeps.get(name, {})
         bottom, top = net.bottom_vecs[i][0], net.top_vecs[i][0]
@@ -579,10 +582,8 @@ def predicted_counts(net, plan_):
             taps = int(np.prod(weight.shape[2:], dtype=np.int64))
             group = inputs if plan_.graph.layers[i].rule == "depthwise" else layer.group
             per_output = (inputs // group) * taps
-            if layer.type == "Deconvolution":
-                per_output = (outputs // group) * taps  # per input channel
             positions = top.count // (top.shape[0] * layer.num_output)
-        weights = outputs * per_output if layer.type != "Deconvolution" else inputs * per_output
+        weights = outputs * per_output
         fold = plan_.folds.get(name)
         has_bias = (len(layer.blobs) > 1 and getattr(layer, "bias_term", True)) or \
             (fold is not None and np.any(fold[keep.get("out", np.ones(layer.num_output, bool))] != 0))

@@ -87,6 +87,11 @@ NETS = {
                ip("fc1", "gp", 3), relu("rfc1", "fc1"), ip("fc2", "fc1", 6), layer("sig", "Sigmoid", ["fc2"], ["fc2"]),
                layer("se", "Scale", ["c1", "fc2"], ["se"], "scale_param { axis: 0 }"),
                conv("c2", "se", 4, "kernel_size: 1"), ip("out", "c2", 3)],
+    # a Deconvolution (stride 2) between two convolutions
+    "deconv": [data((2, 3, 4, 4)), conv("c1", "data", 5), relu("r1", "c1"),
+               layer("up", "Deconvolution", ["c1"], ["up"],
+                     f"convolution_param {{ num_output: 4 kernel_size: 3 stride: 2 {FILLERS} }}"),
+               relu("rup", "up"), conv("c2", "up", 3, "kernel_size: 1"), ip("out", "c2", 2)],
 }
 
 
