@@ -68,7 +68,8 @@ Rules per layer type (`CHANNEL_RULES`; a new type is one line there)
   groups of every channel it reads, and its tops are new blocked groups;
   so are the net's inputs (the data's channels are not ours to remove) and
   the net's outputs (their channel count is the net's answer).  A blocked
-  group lists why in `ChannelGroup.blocked` and is not prunable.
+  group lists why in `ChannelGroup.blocked` (the net's inputs and outputs
+  also in `boundary`) and is not prunable.
 
 `ChannelGraph.layers` keeps, per layer, the node of every bottom and top
 position and the rule that applied (`LayerChannels`; `units_of` maps nodes
@@ -111,7 +112,8 @@ class ChannelGroup:
         self.size = 0
         self.members = []
         self.blobs = []
-        self.blocked = []
+        self.blocked = []    # why the group may not be pruned (layers, the net's inputs and outputs)
+        self.boundary = []   # those of the reasons that are the net's inputs or outputs
 
     @property
     def prunable(self):
@@ -227,9 +229,9 @@ class _Builder:
         if nodes.size > 1:
             self.tie(np.repeat(nodes[:1], nodes.size - 1), nodes[1:])
 
-    def block(self, nodes, reason):
+    def block(self, nodes, reason, boundary=False):
         if nodes is not None and len(nodes):
-            self.blocks.append((nodes, reason))
+            self.blocks.append((nodes, reason, boundary))
 
     def member(self, layer, role, positions, nodes, block=1):
         self.members.append((layer.name, layer.type, role, np.asarray(positions, np.int64), nodes, block))
@@ -466,7 +468,8 @@ def _silence(ctx):
 def _source(ctx):
     for j, name in enumerate(ctx.param.top):
         nodes = ctx.fresh_top(j)
-        ctx.b.block(nodes, f"blob '{name}' is a net input (layer '{ctx.layer.name}'); its channels are the data's")
+        ctx.b.block(nodes, f"blob '{name}' is a net input (layer '{ctx.layer.name}'); its channels are the data's",
+                    boundary=True)
     return "source"
 
 
@@ -519,7 +522,7 @@ def channel_groups(net):
         records.append(LayerChannels(kind, ctx.bottom_nodes, ctx.top_nodes))
     for name in net.outputs:
         nodes = b.current.get(id(net.blobs[name]))
-        b.block(nodes, f"blob '{name}' is an output of the net")
+        b.block(nodes, f"blob '{name}' is an output of the net", boundary=True)
     return _resolve(net, b, records)
 
 
@@ -547,10 +550,12 @@ def _resolve(net, b, records):
         seen[g.name] = seen.get(g.name, 0) + 1
         if seen[g.name] > 1:
             g.name = f"{g.name}#{seen[g.name]}"
-    for nodes, reason in b.blocks:
+    for nodes, reason, boundary in b.blocks:
         for g in np.unique(node_group[nodes]).tolist():
             if reason not in groups[g].blocked:
                 groups[g].blocked.append(reason)
+                if boundary:
+                    groups[g].boundary.append(reason)
     for layer, type_, role, positions, nodes, block in b.members:
         owner = node_group[nodes]
         for g in np.unique(owner).tolist():

@@ -223,10 +223,6 @@ def plan(net, keep_unremovable=False, graph=None):
     layers = net.layer_dict
     index_of = {name: i for i, name in enumerate(net.layer_names)}
     removable, candidate, why = {}, {}, {}
-    out_members = {}
-    for g in graph.groups:
-        for m in g.members_of("out"):
-            out_members.setdefault((g.index, m.layer), set()).update(m.units.tolist())
     for g in graph.groups:
         ok = np.ones(g.size, bool)
         out_zero = np.ones(g.size, bool)
@@ -274,13 +270,13 @@ def plan(net, keep_unremovable=False, graph=None):
                 reasons.setdefault(u, f"layer '{m.layer}' ({layer.type}) reads it (input channel {m.positions[k]}), "
                                       f"where it {state}; slimming needs it {need}")
         cand = (has_out & out_zero) | (has_in & in_zero)
-        boundary = [r for r in g.blocked if "net input" in r or "output of the net" in r]
-        layer_blocks = [r for r in g.blocked if r not in boundary]
+        layer_blocks = [r for r in g.blocked if r not in g.boundary]
         if g.blocked:
             ok[:] = False
             for u in range(g.size):
-                reasons.setdefault(u, "; ".join(layer_blocks or boundary))
+                reasons.setdefault(u, "; ".join(layer_blocks or g.boundary))
         removable[g.index] = ok
+        # the net's inputs and outputs keep their channels without a word; a layer's block is refused
         candidate[g.index] = cand if (layer_blocks or not g.blocked) else np.zeros(g.size, bool)
         why[g.index] = reasons
     refusals = []

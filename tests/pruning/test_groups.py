@@ -99,8 +99,9 @@ def test_blocks_name_the_layer_and_why():
     c1, c2 = graph.group("c1"), graph.group("c2")
     assert not c1.prunable and "layer 'norm' (LRN)" in c1.blocked[0] and "across channels" in c1.blocked[0]
     assert not c2.prunable and "layer 'mvn' (MVN)" in c2.blocked[0] and "CHANNEL_RULES" in c2.blocked[0]
-    assert "net input" in graph.group("data").blocked[0]
-    assert "output of the net" in graph.group("out").blocked[0]
+    assert "net input" in graph.group("data").blocked[0] and graph.group("data").boundary == graph.group("data").blocked
+    assert "output of the net" in graph.group("out").blocked[0] and graph.group("out").boundary
+    assert c1.boundary == [] and c2.boundary == []
     with pytest.raises(NetError, match="'c1' is not prunable.*LRN"):
         set_channel_masks(net, c1, np.ones(4, bool))
 

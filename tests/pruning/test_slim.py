@@ -192,6 +192,27 @@ def test_refuses_a_constant_read_by_a_padded_convolution_and_keeps_it_on_request
     assert "kept 1 pruned channel" in result["notes"][0]
 
 
+def test_padded_average_pooling_makes_a_constant_fixed_but_not_uniform():
+    """Caffe divides a padded window by its size with the padding, so a constant channel comes out
+    smaller at the border: an InnerProduct still folds it (column by column), a convolution cannot."""
+    from slim_nets import pool, randomize
+    body = [data(), conv("c1", "data", 4), relu("r1", "c1"), pool("p1", "c1", "AVE", "kernel_size: 3 stride: 2 pad: 1")]
+    for consumer, folds in ((ip("out", "p1", 3), True), (conv("c2", "p1", 3, "kernel_size: 1"), False)):
+        param = build_param(*body, consumer, *([] if folds else [ip("out", "c2", 2)]))
+        npcaffe.set_random_seed(0)
+        net = randomize(npcaffe.Net(param, npcaffe.TEST))
+        net.layer_dict["c1"].blobs[0].data[2] = 0
+        net.layer_dict["c1"].blobs[1].data[2] = 0.7
+        if folds:
+            expected = outputs(net)
+            result = slim.slim_net(net, param)
+            assert result["removed"] == {"c1": (1, 4)}
+            assert_same_outputs(expected, outputs(result["net"]))
+        else:
+            with pytest.raises(slim.SlimError, match="unit 2 .*'c2'.*input-independent but not constant"):
+                slim.slim_net(net, param)
+
+
 def test_dns_four_blob_snapshot_becomes_plain_layers(tmp_path):
     from pruning_nets import DNS_NET, make_net
     dns = make_net(*DNS_NET, classes=4)
