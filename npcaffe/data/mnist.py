@@ -54,7 +54,14 @@ SPLITS = {  # LMDB name -> (images, labels, number of entries)
 }
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _COMMIT_EVERY = 1000
-_MAP_SIZE = 1 << 40
+
+
+def lmdb_map_size(records, record_bytes):
+    """An LMDB map for `records` values of about record_bytes each: twice their bytes with LMDB's
+    per-record overhead (a node header and the 8-byte key, half-empty pages after splits), plus
+    16 MiB.  Caffe's converters ask for 1 TiB, which fails under `ulimit -v` (the map is address
+    space), as MNIST needs 0.1 GB."""
+    return 2 * records * (record_bytes + 64) + (16 << 20)
 
 
 # -- IDX -------------------------------------------------------------------------
@@ -108,7 +115,11 @@ def convert_mnist(images_path, labels_path, out_lmdb):
     if os.path.exists(out_lmdb):
         raise DataError(f"cannot create LMDB '{out_lmdb}': it already exists (remove it first)")
     os.makedirs(out_lmdb)
-    env = lmdb.open(out_lmdb, map_size=_MAP_SIZE, subdir=True)
+    # A Datum adds about 16 bytes to the pixels (channels, height, width, label, field tags).
+    try:
+        env = lmdb.open(out_lmdb, map_size=lmdb_map_size(num_items, size + 16), subdir=True)
+    except lmdb.Error as exc:
+        raise DataError(f"cannot create LMDB '{out_lmdb}': {exc}") from None
     datum = caffe_pb2.Datum(channels=1, height=rows, width=cols)
     try:
         with progress.bar(f"MNIST -> {os.path.basename(out_lmdb)}", num_items, unit="img") as shown:
@@ -119,6 +130,8 @@ def convert_mnist(images_path, labels_path, out_lmdb):
                         datum.label = labels[8 + item]
                         txn.put(b"%08d" % item, datum.SerializeToString(), append=True)
                 shown.update(min(_COMMIT_EVERY, num_items - start))
+    except lmdb.Error as exc:
+        raise DataError(f"cannot write LMDB '{out_lmdb}': {exc}") from None
     finally:
         env.close()
     return num_items

@@ -76,7 +76,8 @@ class Data(_DataLayer):
         if dp.rand_skip:
             for _ in range(int(get_rng().integers(dp.rand_skip))):
                 self.reader.next()
-        pixels = self._pixels(parse_datum(self.reader.value(), self.reader.key(), self.where), self.reader.key())
+        pixels = self._pixels(parse_datum(self.reader.value(), self.reader.key(), self.reader.where),
+                              self.reader.key())
         shape = self.transformer.infer_shape(pixels)
         top[0].reshape((self.batch_size,) + shape)
         if self.output_labels:
@@ -84,7 +85,7 @@ class Data(_DataLayer):
 
     def _pixels(self, datum, key):
         t = self.transformer
-        return datum_pixels(datum, key, self.where, t.force_color, t.force_gray)
+        return datum_pixels(datum, key, self.reader.where, t.force_color, t.force_gray)
 
     def forward_cpu(self, bottom, top):
         reader = self.reader
@@ -94,7 +95,7 @@ class Data(_DataLayer):
             for _ in range(skips[i]):
                 reader.next()
             key = reader.key()
-            datum = parse_datum(reader.value(), key, self.where)
+            datum = parse_datum(reader.value(), key, reader.where)
             pixels = self._pixels(datum, key)
             if examples and pixels.shape != examples[0].shape:
                 raise DataError(f"{self.where}: record {key_text(key)} of '{reader.path}' has shape {pixels.shape}, "
