@@ -349,6 +349,18 @@ def cmd_prune_report(args):
         raise NpcaffeError(f"{args.model}: no layer has parameters in phase {args.phase.upper()}; "
                            "there is nothing to count")
     print(format_report(rows))
+    from .pruning import slim
+    from .pruning.report import count_macs, format_macs_table
+    if args.weights:
+        slim.load_weights(net, args.weights)
+    slim_macs = None
+    if args.slim:
+        from .synthetic import fill_inputs
+        fill_inputs(net)
+        plan = slim.plan(net, keep_unremovable=True)
+        slim_macs = {name: macs for name, (_, macs) in slim.predicted_counts(net, plan).items()}
+    print()
+    print(format_macs_table(count_macs(net), slim_macs))
     return 0
 
 
@@ -726,6 +738,9 @@ def build_parser():
     p.add_argument("--data_shape", "--data-shape", action="append", default=[], metavar="TOP=N,C,H,W",
                    help="replace the data layers by inputs of this shape (nets whose datasets are not here; "
                         "label tops default to the batch)")
+    p.add_argument("--slim", action="store_true",
+                   help="also the multiply-adds of the slim net (npcaffe slim's plan: the channels it would "
+                        "remove, keeping those it cannot remove exactly); runs the net once on generated inputs")
     p.set_defaults(func=cmd_prune_report)
     p = sub.add_parser("slim", help="rewrite a pruned net as a smaller plain Caffe net: removes the channels "
                                     "whose filters are all zero or masked off, folding their constant outputs "

@@ -78,6 +78,27 @@ def format_macs(rows):
             f"({short_count(kept)} of {short_count(dense)}, {share:.2f}%)")
 
 
+def format_macs_table(rows, slim=None):
+    """Multiply-adds per sample per layer: dense, with the kept (nonzero) weights, and, given `slim`
+    ({layer: multiply-adds}, npcaffe.pruning.slim.predicted_counts), what the slim net computes."""
+    width = max([len(r.name) for r in rows] + [5])
+    head = f"{'layer':<{width}}  {'mult-adds dense':>16}  {'kept':>12}  {'kept %':>7}"
+    lines = [head + (f"  {'slim':>12}  {'slim %':>7}" if slim is not None else "")]
+    table = [(r.name, r.dense, r.kept, None if slim is None else slim.get(r.name, r.dense)) for r in rows]
+    table.append(("total", sum(t[1] for t in table), sum(t[2] for t in table),
+                  None if slim is None else sum(t[3] for t in table)))
+    for name, dense, kept, slimmed in table:
+        line = f"{name:<{width}}  {dense:>16}  {kept:>12}  {_percent(kept, dense):>7}"
+        if slimmed is not None:
+            line += f"  {slimmed:>12}  {_percent(slimmed, dense):>7}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _percent(part, whole):
+    return f"{100.0 * part / whole:.2f}%" if whole else "-"
+
+
 def short_count(n):
     """431080 -> '431K', 3993 -> '4.0K', 37752832 -> '38M', 4097000 -> '4M' (the DNS paper's tables)."""
     if n >= 1e6:

@@ -73,3 +73,15 @@ def test_every_parameter_zero_is_said_in_words():
     assert "0.00%  none kept   (60 -> 0)" in text and "3 of 72 parameters kept (3 of 72), compression 24.00x" in text
     text = format_report([LayerCount("ip1", "InnerProduct", 60, 0)])
     assert text.endswith("0 of 60 parameters kept (0 of 60), every parameter is zero") and "inf" not in text
+
+
+def test_multiply_adds_per_layer_dense_kept_and_slim(capsys):
+    out = report(capsys, "--model", shared_path("upstream-dns", "lenet5.prototxt"),
+                 "--weights", shared_path("upstream-dns", "caffe_lenet5_sparse.caffemodel"), "--slim")
+    table = out.split("\n\n")[1].splitlines()
+    rows = {line.split()[0]: [int(line.split()[i]) for i in (1, 2, 4)] for line in table[1:]}
+    # the DNS release's LeNet-5 slims to 8, 19 and 57 channels: conv1 8x1x5x5 on 24x24, conv2 19x8x5x5 on 8x8,
+    # ip1 57 x 19x4x4, ip2 10x57
+    assert rows["conv1"] == [288000, 41472, 8 * 25 * 576] and rows["conv2"] == [1600000, 49280, 19 * 8 * 25 * 64]
+    assert rows["ip1"][2] == 57 * 19 * 16 and rows["ip2"][2] == 570
+    assert rows["total"] == [2293000, 93887, 376298]
