@@ -492,7 +492,7 @@ def run_recipe(recipe_name, mnist=None, weights=None, out=None, quiet=False, sol
     r = recipe(recipe_name)
     settings = {"sparsity": r.sparsity, "global_": r.global_, "schedule": r.schedule, "steps": r.steps,
                 "retrain_iter": r.retrain_iter, "score_batches": r.score_batches}
-    if "quality" in overrides and "sparsity" not in overrides:
+    if ("quality" in overrides or "keep_channels" in overrides) and "sparsity" not in overrides:
         settings["sparsity"] = None
     if "schedule" in overrides and "steps" not in overrides:
         settings["steps"] = None
