@@ -3,6 +3,8 @@
     python tools/bench.py               the full table (about two minutes)
     python tools/bench.py --quick       fewer repeats
     python tools/bench.py --threshold   the sparse/dense crossover behind npcaffe.sparse.packing.DENSITY_THRESHOLD
+    python tools/bench.py --slim        dense vs masked vs slim inference (npcaffe slim) of ResNet-50,
+                                        MobileNet v2, SE-ResNet-50 at batch 1 and 16
 
 Every figure is the median of repeats after warm-up, both frameworks with the
 same thread count: OpenBLAS's (OPENBLAS_NUM_THREADS, default the CPU count)
@@ -346,10 +348,77 @@ def threshold_table(repeats):
 
 
 # -- the table ---------------------------------------------------------------------------
+SLIM_NETS = {"resnet50": "prototxt/resnet50/ResNet-50-deploy.prototxt",
+             "mobilenet_v2": "prototxt/mobilenet_v2/mobilenet_v2_deploy.prototxt",
+             "se_resnet50": "prototxt/se_resnet50/SE-ResNet-50-deploy.prototxt"}
+
+
+def slim_workload(path, batch, seed=0):
+    """(dense, masked, slim Net, multiply-adds dense, slim) for a deploy prototxt at a batch: He-scaled
+    generated weights, BatchNorm near (0, 1), then about half of every prunable channel group's units
+    masked off (npcaffe.pruning.groups.set_channel_masks) and the masked net slimmed (npcaffe slim)."""
+    import npcaffe
+    from npcaffe.fileio.prototxt import read_net
+    from npcaffe.pruning import slim
+    from npcaffe.pruning.groups import channel_groups, set_channel_masks
+    param = read_net(os.path.join(ROOT, path))
+    for layer in param.layer:
+        if layer.type == "Input":
+            for shape in layer.input_param.shape:
+                shape.dim[0] = batch
+    rng = np.random.default_rng(seed)
+    dense = npcaffe.Net(param, npcaffe.TEST)
+    for layer in dense.layers:
+        if layer.type == "BatchNorm":
+            layer.blobs[0].data[...] = rng.normal(0, 0.1, layer.blobs[0].shape)
+            layer.blobs[1].data[...] = rng.uniform(0.5, 1.5, layer.blobs[1].shape)
+            layer.blobs[2].data[...] = 1
+        elif layer.blobs:
+            weight = layer.blobs[0]
+            weight.data[...] = rng.normal(0, np.sqrt(2.0 / max(1, weight.count // weight.shape[0])), weight.shape)
+            for blob in layer.blobs[1:]:
+                blob.data[...] = rng.normal(0, 0.1, blob.shape)
+    masked = npcaffe.Net(param, npcaffe.TEST)
+    for source, target in zip(dense.layers, masked.layers):
+        for a, b in zip(source.blobs, target.blobs):
+            b.data[...] = a.data
+    for net in (dense, masked):
+        for name in net.inputs:
+            net.blobs[name].data[...] = np.random.default_rng(seed + 1).normal(size=net.blobs[name].shape)
+    for group in channel_groups(masked).prunable():
+        keep = rng.random(group.size) < 0.5
+        keep[rng.integers(group.size)] = True
+        set_channel_masks(masked, group, keep)
+    result = slim.slim_net(masked, param)
+    return (dense, masked, result["net"], sum(v[2] for v in result["before"].values()),
+            sum(v[2] for v in result["after"].values()))
+
+
+def slim_table(names, batches, repeats):
+    """Forward milliseconds of the dense, masked and slim nets (npcaffe slim), median of `repeats`, and
+    whether the slim net's time drop is at least 0.7x its multiply-add drop (issue 14's bar)."""
+    print(f"{'net':<14} {'batch':>5} {'dense ms':>10} {'masked ms':>10} {'slim ms':>10} {'mult-adds':>10} "
+          f"{'time':>8}  time drop >= 0.7 x mult-add drop")
+    for name in names:
+        for batch in batches:
+            dense, masked, slimmed, macs, macs_slim = slim_workload(SLIM_NETS[name], batch)
+            ms = [median_ms(net.forward, repeats, warmup=1) for net in (dense, masked, slimmed)]
+            flop_ratio, time_ratio = macs_slim / macs, ms[2] / ms[1]
+            ok = (1 - time_ratio) >= 0.7 * (1 - flop_ratio)
+            print(f"{name:<14} {batch:>5} {ms[0]:>10.1f} {ms[1]:>10.1f} {ms[2]:>10.1f} {flop_ratio:>10.3f} "
+                  f"{time_ratio:>8.3f}  {'yes' if ok else 'no'}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threshold", action="store_true", help="measure the sparse/dense crossover instead")
+    parser.add_argument("--slim", nargs="*", choices=sorted(SLIM_NETS), metavar="NET",
+                        help="instead: dense vs masked vs slim (npcaffe slim) inference of these nets "
+                             f"({', '.join(sorted(SLIM_NETS))}; default all) with generated weights and about half "
+                             "of every channel group masked off")
+    parser.add_argument("--slim_batches", "--slim-batches", default="1,16",
+                        help="batch sizes for --slim, comma-separated (default 1,16)")
     parser.add_argument("--child-first-iteration", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-training", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -360,6 +429,9 @@ def main():
     repeats = 15 if args.quick else 50
     if args.threshold:
         return threshold_table(repeats)
+    if args.slim is not None:
+        batches = [int(b) for b in args.slim_batches.split(",")]
+        return slim_table(args.slim or sorted(SLIM_NETS), batches, 3 if args.quick else 10)
 
     threads = blas_threads()
     from npcaffe import parallel
