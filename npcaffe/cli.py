@@ -399,8 +399,16 @@ def cmd_surgery(args):
             raise NpcaffeError(f"{', '.join(given)}: the named recipe '{args.net}' fixes its net and settings; "
                                f"for other settings run the general command on its files, e.g. --solver "
                                f"prototxt/{args.net}/{args.net}_solver.prototxt --weights ...")
-        surgery.run(args.net, args.out or os.path.join("runs", args.net), mnist=args.mnist,
-                    weights=args.weights, iterations=args.iterations, quiet=args.quiet)
+        from .stages import RunStopped
+        out = args.out or os.path.join("runs", args.net)
+        try:
+            surgery.run(args.net, out, mnist=args.mnist, weights=args.weights, iterations=args.iterations,
+                        quiet=args.quiet, resume=args.resume,
+                        resume_command=f"npcaffe surgery {args.net} --resume" + (f" --out {args.out}" if args.out else ""),
+                        solve_wrapper=lambda solver: signal_actions(solver, args.sigint_effect, sigterm_effect="stop"))
+        except RunStopped as stopped:
+            print(f"npcaffe surgery {args.net}: {stopped}", file=sys.stderr)
+            return 130
         return 0
     if args.solver is None:
         raise NpcaffeError("give --solver S.prototxt (DNS on its net), or a named recipe: lenet5 or lenet300100")
@@ -812,8 +820,11 @@ def build_parser():
     p.add_argument("--mnist", help="named recipes: directory with the four MNIST .gz files "
                                    "(else $NPCAFFE_MNIST_DIR or download)")
     p.add_argument("--sigint_effect", "--sigint-effect", default="stop", choices=["stop", "snapshot", "none"],
-                   help="with --solver, on SIGINT: stop (after a snapshot; the report is still written), "
-                        "snapshot, or none")
+                   help="on SIGINT: stop (after a snapshot; with --solver the report is still written; a named "
+                        "recipe says how to --resume), snapshot, or none; SIGTERM always stops")
+    p.add_argument("--resume", action="store_true",
+                   help="named recipes: go on with the run stopped in --out (default runs/<net>) from its snapshot, "
+                        "bit for bit as if it had not stopped")
     p.add_argument("--quiet", action="store_true", help="no training log on the console, just the report "
                                                         "(with --solver, DIR/log.txt keeps the whole log)")
     p.set_defaults(func=cmd_surgery)

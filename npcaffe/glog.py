@@ -52,10 +52,11 @@ def set_console_writer(writer):
 
 
 @contextlib.contextmanager
-def tee(path):
+def tee(path, append=False):
     """Inside the block, every line also goes to the file at `path`, INFO lines included when
-    quiet: a run's full log (`npcaffe surgery --solver` writes DIR/log.txt so)."""
-    with open(path, "w") as f:
+    quiet: a run's full log (`npcaffe surgery --solver` writes DIR/log.txt so); append: go on
+    with an existing log (a resumed run)."""
+    with open(path, "a" if append else "w") as f:
         _tees.append(f)
         try:
             yield f

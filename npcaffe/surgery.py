@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from . import glog
+from . import glog, progress
 from .errors import NpcaffeError
 from .masks import layer_kept, masked_layers, plain_model
 from .fileio.prototxt import read_net, read_solver
@@ -87,24 +87,60 @@ def _solver_with_paths(solver_path, net_path, lmdb_dir, prefix, max_iter=None):
     return solver
 
 
-def _train(solver_param, weights=None):
-    from .solvers import get_solver
-    solver = get_solver(solver_param)
-    if weights:
-        solver.copy_weights(weights)
-    solver.solve()
-    return solver
+def _build(solver_param, weights=None, restore=None):
+    """A solver of solver_param, set up as a fresh run sets it up: `weights` copied in, or the
+    previous stage's snapshot `restore`d (fine-tuning goes on from the surgery's last iteration)."""
+    def build():
+        from .solvers import get_solver
+        solver = get_solver(solver_param)
+        if weights:
+            solver.copy_weights(weights)
+        if restore:
+            glog.info(f"Going on from {restore}")
+            solver.restore(restore)
+        return solver
+    return build
 
 
-def _final_test(solver):
-    results = dict(solver.test(0))
+def _final_test(solver, name):
+    """(accuracy, loss) of test net #0 at the solver's iteration: the test solve() ran at its last
+    iteration when there was one (it is not run twice), else a test now."""
+    tested_at, results = solver.last_test.get(0, (None, None))
+    if tested_at != solver.iter:
+        with progress.stage(name):
+            results = solver.test(0)
+    results = dict(results)
     return float(results["accuracy"]), float(results["loss"])
 
 
-def run(net_name, workdir, mnist=None, weights=None, iterations=None, quiet=False):
+def _reference_weights(net_name):
+    """Weights to start the surgery from when --weights is not given: the DNS release's dense model
+    (already fetched, or fetched now), else None: train one (said in the log, with how long)."""
+    from .fetch import FetchError, cached_model, fetch_model
+    model = f"dns-{net_name}"
+    path = cached_model(model)
+    try:
+        path = path or fetch_model(model)
+    except FetchError as exc:
+        glog.warning(f"No --weights, and the DNS release's dense reference could not be fetched ({exc})")
+        return None
+    glog.info(f"No --weights: starting from the DNS release's dense {net_name}, {path} (npcaffe fetch-model {model})")
+    return path
+
+
+def run(net_name, workdir, mnist=None, weights=None, iterations=None, quiet=False, solve_wrapper=None,
+        resume=False, resume_command=None):
+    """The named recipe end to end (module docstring), in workdir with its log.txt and run.json.
+
+    solve_wrapper(solver): a context manager around each stage's training (the CLI's signal
+    handling): a stop snapshots the stage and raises stages.RunStopped; resume=True goes on
+    from there bit for bit (npcaffe.stages).  Without weights: the DNS release's dense model
+    (npcaffe fetch-model), else a dense reference trained first, shortened to `iterations`
+    when they are given (a quick try), the log says which."""
     from .data.mnist import prepare_mnist_lmdbs
     from .fileio.caffemodel import write_caffemodel
     from .pruning.report import LayerCount, format_report
+    from .stages import RunState
 
     if net_name not in NETS:
         raise NpcaffeError(f"unknown net '{net_name}' (choose from {', '.join(NETS)})")
@@ -113,62 +149,80 @@ def run(net_name, workdir, mnist=None, weights=None, iterations=None, quiet=Fals
     workdir = os.path.abspath(workdir)
     os.makedirs(os.path.join(workdir, "snap"), exist_ok=True)
     started = time.time()
-    train_lmdb, _ = prepare_mnist_lmdbs(os.path.join(workdir, "data", "mnist"), mnist)
-    lmdb_dir = os.path.dirname(train_lmdb)
-    if quiet:
-        glog.set_quiet(True)
-    summary = {"net": net_name}
-    if weights is None:
-        glog.info(f"No --weights: training a dense reference {net_name} first")
-        dense = _solver_with_paths(os.path.join(root, files["dense_solver"]), os.path.join(root, files["dense"]),
-                                   lmdb_dir, os.path.join(workdir, "snap", f"{net_name}_reference"))
-        solver = _train(dense)
-        weights = solver.snapshot_filename(".caffemodel")
-        summary["reference_accuracy"] = _final_test(solver)[0]
-    summary["weights"] = os.path.abspath(weights)
-    dns = _solver_with_paths(os.path.join(root, files["dns_solver"]), os.path.join(root, files["dns"]),
-                             lmdb_dir, os.path.join(workdir, "snap", f"{net_name}_dns"), iterations)
-    surgery_started = time.time()
-    solver = _train(dns, weights)
-    if "finetune_solver" in files and iterations is None:
-        stage1 = solver.snapshot_filename(".solverstate")
-        finetune = _solver_with_paths(os.path.join(root, files["finetune_solver"]), os.path.join(root, files["dns"]),
-                                      lmdb_dir, os.path.join(workdir, "snap", f"{net_name}_dns"))
-        from .solvers import get_solver
-        solver = get_solver(finetune)
-        glog.info(f"Fine-tuning with the masks frozen, resuming from {stage1}")
-        solver.restore(stage1)
-        solver.solve()
-        dns = finetune
-    surgery_seconds = time.time() - surgery_started
-    accuracy, loss = _final_test(solver)
-    glog.set_quiet(False)
+    run_state = RunState(workdir, {"net": net_name, "weights": weights and os.path.abspath(weights),
+                                   "iterations": iterations}, resume=resume,
+                         resume_command=resume_command or f"npcaffe surgery {net_name} --resume --out {workdir}")
+    weights, iterations = run_state.settings["weights"], run_state.settings["iterations"]
+    log_file = os.path.join(workdir, "log.txt")
+    was_quiet = glog.is_quiet()
+    glog.set_quiet(quiet)
+    try:
+        with glog.tee(log_file, append=resume):
+            glog.info(f"npcaffe surgery {net_name} in {workdir}" + (" (resumed)" if resume else ""))
+            train_lmdb, _ = prepare_mnist_lmdbs(os.path.join(workdir, "data", "mnist"), mnist)
+            lmdb_dir = os.path.dirname(train_lmdb)
+            summary = {"net": net_name}
+            if weights is None and "reference" not in run_state.settings:
+                run_state.set_setting("reference", _reference_weights(net_name))
+            if weights is None and run_state.settings["reference"]:
+                weights = run_state.settings["reference"]
+            if weights is None:
+                dense = _solver_with_paths(os.path.join(root, files["dense_solver"]), os.path.join(root, files["dense"]),
+                                           lmdb_dir, os.path.join(workdir, "snap", f"{net_name}_reference"), iterations)
+                glog.info(f"Training a dense reference {net_name} first: {dense.max_iter} iterations of Caffe's MNIST "
+                          + ("recipe, shortened as the surgery (--iterations)" if iterations else
+                             "recipe (give --weights, or npcaffe fetch-model, to skip it)"))
+                solver = run_state.stage("dense reference", _build(dense), solve_wrapper)
+                weights = solver.snapshot_filename(".caffemodel")
+                summary["reference_accuracy"] = _final_test(solver, "dense reference: test")[0]
+                summary["reference_iterations"] = int(dense.max_iter)
+            summary["weights"] = os.path.abspath(weights)
+            dns = _solver_with_paths(os.path.join(root, files["dns_solver"]), os.path.join(root, files["dns"]),
+                                     lmdb_dir, os.path.join(workdir, "snap", f"{net_name}_dns"), iterations)
+            surgery_started = time.time()
+            solver = run_state.stage("surgery", _build(dns, weights), solve_wrapper)
+            stages = {"surgery": int(dns.max_iter)}
+            if "finetune_solver" in files and iterations is None:
+                stage1 = solver.snapshot_filename(".solverstate")
+                finetune = _solver_with_paths(os.path.join(root, files["finetune_solver"]),
+                                              os.path.join(root, files["dns"]), lmdb_dir,
+                                              os.path.join(workdir, "snap", f"{net_name}_dns"))
+                glog.info(f"Fine-tuning with the masks frozen, from {stage1}")
+                solver = run_state.stage("fine-tuning", _build(finetune, restore=stage1), solve_wrapper)
+                stages["fine-tuning"] = int(finetune.max_iter) - int(dns.max_iter)
+            surgery_seconds = time.time() - surgery_started
+            accuracy, loss = _final_test(solver, "final test")
+            glog.info(f"Final test on all 10,000 MNIST test images: accuracy {accuracy:.4f}, loss {glog.fmt(loss)}")
 
-    final = os.path.join(workdir, f"{net_name}_dns.caffemodel")
-    solver.net.save(final)
-    plain_path = os.path.join(workdir, f"{net_name}_dns_pruned.caffemodel")
-    write_caffemodel(plain_model(solver.net), plain_path)
+            final = os.path.join(workdir, f"{net_name}_dns.caffemodel")
+            solver.net.save(final)
+            plain_path = os.path.join(workdir, f"{net_name}_dns_pruned.caffemodel")
+            write_caffemodel(plain_model(solver.net), plain_path)
+    finally:
+        glog.set_quiet(was_quiet)
     rows = [LayerCount(name, layer.type, *layer_kept(layer)) for name, layer in masked_layers(solver.net)]
     total, kept = sum(r.params for r in rows), sum(r.kept for r in rows)
+    split = " + ".join(f"{n:,} {stage}" for stage, n in stages.items())
     summary.update({
-        "iterations": int(dns.max_iter), "test_accuracy": accuracy, "test_error_pct": 100 * (1 - accuracy),
-        "test_loss": loss, "params": total, "kept": kept, "compression": total / kept,
+        "iterations": sum(stages.values()), "stages": stages, "test_accuracy": accuracy,
+        "test_error_pct": 100 * (1 - accuracy), "test_loss": loss, "params": total, "kept": kept,
+        "compression": total / kept if kept else None,
         "surgery_seconds": surgery_seconds, "total_seconds": time.time() - started,
-        "model_with_masks": final, "pruned_model": plain_path,
+        "model_with_masks": final, "pruned_model": plain_path, "log": log_file,
         "layers": {r.name: {"params": r.params, "kept": r.kept} for r in rows},
     })
-    with open(os.path.join(workdir, "report.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    text = [f"Dynamic network surgery on {net_name}: {summary['iterations']} iterations "
+    if "reference_iterations" in summary:
+        split = f"{summary['reference_iterations']:,} dense reference, then {split}"
+    text = [f"Dynamic network surgery on {net_name}: {split} iterations "
             f"in {surgery_seconds:.0f} s (total {summary['total_seconds']:.0f} s, from {summary['weights']})",
             format_report(rows),
             f"test error {summary['test_error_pct']:.2f}% (accuracy {accuracy:.4f}, loss {loss:.6g}) "
             f"on all 10,000 MNIST test images",
             f"pruned model (masks applied, plain layers): {plain_path}",
-            f"model with masks (resume surgery, inspect masks):  {final}"]
-    with open(os.path.join(workdir, "report.txt"), "w") as f:
-        f.write("\n".join(text) + "\n")
-    print("\n".join(text))
+            f"model with masks (resume surgery, inspect masks):  {final}",
+            f"log: {log_file}"]
+    from .pruning.report import write_report
+    write_report(workdir, summary, "\n".join(text))
     return summary
 
 
