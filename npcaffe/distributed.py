@@ -43,7 +43,8 @@ layers/data_layer.cpp, solver.cpp, tools/caffe.cpp), and we with ranks:
   allreduce does.
 - Loss: Caffe's rank 0 displays its own loss; ours displays the mean over
   the ranks (the loss and the train net's outputs ride along in the
-  reduction), which is the loss of the N times larger batch.
+  reduction), which is the loss of the N times larger batch.  Solve's forward-only
+  pass after the last iteration runs on rank 0 alone, on its own batch, as in Caffe.
 - Rank 0 alone logs (INFO lines; warnings and errors print on every rank),
   tests and snapshots; a SIGINT / SIGHUP action is rank 0's, broadcast, so
   every rank stops or goes on at the same iteration.
