@@ -143,3 +143,14 @@ def test_nisp_equals_the_explicit_per_neuron_propagation():
     np.testing.assert_allclose(got["conv1"], s_conv1.reshape(3, -1).sum(axis=1), rtol=1e-12)
     np.testing.assert_allclose(got["ip2"], final)
     assert list(structured.scores("nisp", net, layers=["conv2"])) == ["conv2"]
+
+
+def test_nisp_gives_both_branches_of_a_residual_sum_the_sum_channels_importance():
+    net = make_net(inputs(("data", (2, 2, 5, 5))), conv("a", "data", 3), conv("b", "data", 3),
+                   'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" }', ip("ip1", "sum", 4),
+                   ip("ip2", "ip1", 2))
+    w1, w2 = (net.layer_dict[n].blobs[0].data.astype(np.float64) for n in ("ip1", "ip2"))
+    s_sum = (np.abs(w1).T @ (np.abs(w2).T @ np.ones(2))).reshape(3, 9).sum(axis=1)
+    got = structured.scores("nisp", net)
+    np.testing.assert_allclose(got["a"], s_sum, rtol=1e-12)
+    np.testing.assert_allclose(got["b"], s_sum, rtol=1e-12)

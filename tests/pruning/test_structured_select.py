@@ -19,17 +19,15 @@ NET = (inputs(("data", (2, 2, 8, 8)), ("label", (2,))), conv("conv1", "data", 4,
        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }')
 
 
-def test_groups_of_the_simple_chain():
+def test_each_scored_layer_stands_for_one_group():
     net = make_net(*NET, classes=4)
-    g1 = channels.producer_group(net, "conv1")
-    assert (g1.channels, g1.producers, g1.consumers) == (4, ("conv1",), (channels.Consumer("conv2", 1),))
-    g2 = channels.producer_group(net, "conv2")
-    assert g2.consumers == (channels.Consumer("ip1", 4),)  # conv2's output is 3 x 2 x 2: 4 inputs per channel
-    assert channels.reading_group(net, "ip1") == g2 and channels.reading_group(net, "conv2") == g1
-    with pytest.raises(NetError, match="'ip2': its outputs reach 'loss' \\(SoftmaxWithLoss\\), so they are the net's outputs"):
-        channels.producer_group(net, "ip2")
-    with pytest.raises(NetError, match="layer 'conv1' reads the net's input \\(blob 'data' of 'input' \\(Input\\)\\)"):
-        channels.reading_group(net, "conv1")
+    filters = select.channel_groups(net, ["conv1", "conv2"], "filters")
+    assert [(g.name, g.channels, g.positions.tolist()) for g in filters.values()] == [
+        ("conv1", 4, [0, 1, 2, 3]), ("conv2", 3, [0, 1, 2])]
+    assert filters["conv2"].group.consumers == ["ip1"]  # conv2's 3 x 2 x 2 output, 4 columns per channel
+    readers = select.channel_groups(net, ["conv2", "ip1"], "input channels")
+    assert [g.name for g in readers.values()] == ["conv1", "conv2"]
+    assert channels.unit_scores(filters["conv1"], [1.0, 2.0, 3.0, 4.0]).tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_blocked_groups_and_classifiers_are_refused_with_the_reason():
@@ -38,13 +36,6 @@ def test_blocked_groups_and_classifiers_are_refused_with_the_reason():
         select.channel_groups(net, ["ip2"], "filters")
     with pytest.raises(NetError, match="layer 'conv1': the channels it reads cannot be pruned: .*net input"):
         select.channel_groups(net, ["conv1"], "input channels")
-
-
-def test_a_layer_outside_the_simple_chain_is_named():
-    net = make_net(inputs(("data", (2, 2, 5, 5))), conv("a", "data", 3), conv("b", "data", 3),
-                   'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" }', ip("ip", "sum", 2))
-    with pytest.raises(NetError, match="layer 'sum' \\(Eltwise\\) reads the channels of 'a'.*npcaffe.pruning.groups"):
-        channels.producer_group(net, "a")
 
 
 def test_kept_channels_lowest_go_ties_by_index_earlier_first():
@@ -111,8 +102,7 @@ def test_structured_step_nests_removed_channels_across_steps():
 def test_two_readers_of_one_producer_are_one_group():
     net = make_net(inputs(("data", (2, 2, 5, 5))), conv("a", "data", 3), conv("b", "a", 2), conv("c", "a", 2),
                    ip("ipb", "b", 2), ip("ipc", "c", 2))
-    group = channels.producer_group(net, "a")
-    assert group.consumers == (channels.Consumer("b", 1), channels.Consumer("c", 1))
+    assert select.channel_groups(net, ["a"], "filters")["a"].group.consumers == ["b", "c"]
     out = channels.channel_masks(net, {"b": [1]}, select.channel_groups(net, ["b"], "input channels"))
     assert [(out[n][0][:, [0, 2]] == 0).all() and (out[n][0][:, 1] == 1).all() for n in ("b", "c")] == [True, True]
     with pytest.raises(NetError, match="layers 'b' and 'c' name the same channels \\(group 'a'\\)"):

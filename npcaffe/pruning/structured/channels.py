@@ -18,11 +18,6 @@ consumers' columns, through the mask core) and returns the masks of every
 member ({layer: (weight mask, bias mask or None)}), which
 npcaffe.pruning.select.set_masks puts on another copy of the net (the
 schedule's fresh solver).
-
-`producer_group` / `reading_group` follow the simple producer → consumer
-chain only (through element-wise and pooling layers and Flatten to
-Convolution / InnerProduct readers); NISP propagates its importance along
-it.
 """
 from collections import OrderedDict
 from typing import NamedTuple
@@ -33,120 +28,6 @@ from ... import masks as mask_core
 from ...errors import NetError
 from .. import groups as graph_groups
 from . import INPUT_CHANNELS
-
-# Layers that keep each channel apart: a removed channel stays removed through them.
-PASS_THROUGH = ("ReLU", "Dropout", "Pooling", "Split", "Sigmoid", "TanH", "AbsVal", "ELU", "Power", "Flatten")
-WEIGHT_TYPES = ("Convolution", "InnerProduct")
-
-
-class Consumer(NamedTuple):
-    """A layer reading the group's channels: `positions` inputs per channel (an InnerProduct reading a
-    C x H x W blob reads H x W per channel; a Convolution 1, its weight's axis 1)."""
-    name: str
-    positions: int
-
-
-class ChannelGroup(NamedTuple):
-    """The output channels of `producer` (its weight rows and bias entries) and their readers."""
-    name: str
-    channels: int
-    producers: tuple
-    consumers: tuple
-
-
-def _readers(net):
-    """{blob name: [(layer index, layer)]} of the layers reading each blob (in-place layers too)."""
-    out = {}
-    for i, (name, layer) in enumerate(zip(net.layer_names, net.layers)):
-        for blob in net.bottom_names[name]:
-            out.setdefault(blob, []).append((i, layer))
-    return out
-
-
-def _simple_only(layer, reason):
-    return NetError(f"layer '{layer.name}' ({layer.type}) {reason}; the simple producer -> consumer channel "
-                    "grouping handles Convolution / InnerProduct readers through "
-                    f"{', '.join(PASS_THROUGH)} only (npcaffe.pruning.groups handles the general graph)")
-
-
-def producer_group(net, producer):
-    """The ChannelGroup of layer `producer`'s output channels (see the module docstring)."""
-    layer = net.layer_dict.get(producer)
-    if layer is None:
-        raise NetError(f"net '{net.name}' has no layer '{producer}'")
-    if layer.type not in WEIGHT_TYPES:
-        raise NetError(f"layer '{producer}' ({layer.type}): only Convolution / InnerProduct filters are pruned")
-    if layer.type == "InnerProduct" and getattr(layer, "transpose", False):
-        raise _simple_only(layer, "is transposed")
-    readers = _readers(net)
-    channels = layer.num_output
-    start = net.layer_names.index(producer)
-    consumers, pending, seen = [], [(net.top_names[producer][0], start)], set()
-    while pending:
-        blob, after = pending.pop()
-        for index, reader in readers.get(blob, []):
-            if index <= after or (blob, index) in seen:
-                continue  # an earlier reader, or an in-place layer already followed
-            seen.add((blob, index))
-            if reader.type in WEIGHT_TYPES:
-                consumers.append((index, _consumer(net, reader, blob, channels)))
-            elif reader.type in PASS_THROUGH:
-                for top in net.top_names[reader.name]:
-                    pending.append((top, index))
-            elif reader.type.endswith("Loss") or reader.type in ("Accuracy", "Softmax", "ArgMax"):
-                raise NetError(f"layer '{producer}': its outputs reach '{reader.name}' ({reader.type}), so they "
-                               "are the net's outputs (classes), which structured pruning does not remove")
-            else:
-                raise _simple_only(reader, f"reads the channels of '{producer}'")
-    if not consumers:
-        raise NetError(f"layer '{producer}': no Convolution / InnerProduct reads its outputs; pruning its "
-                       "channels would change the net's outputs (a classifier's outputs are not pruned)")
-    return ChannelGroup(producer, channels, (producer,), tuple(c for _, c in sorted(consumers)))
-
-
-def reading_group(net, consumer):
-    """The ChannelGroup of the channels layer `consumer` reads (its bottom's producer's group)."""
-    layer = net.layer_dict.get(consumer)
-    if layer is None:
-        raise NetError(f"net '{net.name}' has no layer '{consumer}'")
-    index = net.layer_names.index(consumer)
-    blob = net.bottom_names[consumer][0]
-    while True:
-        writers = [i for i in range(index) if blob in net.top_names[net.layer_names[i]]]
-        if not writers:
-            raise NetError(f"layer '{consumer}' reads blob '{blob}', which no layer before it writes")
-        index = writers[-1]
-        writer = net.layers[index]
-        if writer.type in WEIGHT_TYPES:
-            group = producer_group(net, writer.name)
-            if consumer not in [c.name for c in group.consumers]:
-                raise NetError(f"layer '{consumer}' is not among the readers of '{writer.name}'")
-            return group
-        if not net.bottom_names[writer.name]:
-            raise NetError(f"layer '{consumer}' reads the net's input (blob '{blob}' of '{writer.name}' "
-                           f"({writer.type})): no filters produce those channels, so none can be pruned with them")
-        if writer.type not in PASS_THROUGH:
-            raise _simple_only(writer, f"writes the channels '{consumer}' reads (its input channels have no "
-                               "Convolution / InnerProduct producer to prune with them)")
-        blob = net.bottom_names[writer.name][0]
-
-
-def _consumer(net, reader, blob, channels):
-    shape = net.blobs[blob].shape
-    if reader.type == "Convolution":
-        if reader.group != 1 or getattr(reader, "channel_axis", 1) != 1:
-            raise _simple_only(reader, "is a grouped convolution (or has its channels off axis 1)")
-        if shape[1] != channels:
-            raise _simple_only(reader, f"reads blob '{blob}' of {shape[1]} channels, not {channels}")
-        return Consumer(reader.name, 1)
-    if getattr(reader, "transpose", False) or getattr(reader, "axis", 1) != 1:
-        raise _simple_only(reader, "is transposed or has axis != 1")
-    inputs = reader.blobs[0].shape[1]
-    if inputs % channels:
-        raise _simple_only(reader, f"reads {inputs} inputs from blob '{blob}', not a multiple of its {channels} "
-                           "channels")
-    return Consumer(reader.name, inputs // channels)
-
 
 class ScoredGroup(NamedTuple):
     """The group a scored layer stands for: `channels` units; `positions` (the layer's channel indices,

@@ -5,78 +5,117 @@ through the absolute weights; a neuron is as important as what it contributes to
 The paper bounds the change of the final response by a weighted sum of the changes of a layer's
 neurons; for a ReLU net (ReLU and max pooling do not enlarge differences) the weights of that bound
 are s_k = |W_{k+1}|ᵀ s_{k+1}: importance flows back through |W| and through the activations as it is.
-What we compute, per channel rather than per position:
+What we compute, per channel rather than per position, over the channel groups of
+npcaffe.pruning.groups:
 
-- The final layer is the last Convolution / InnerProduct, whose outputs reach the loss (the class
-  scores).  Its outputs get importance `final_importance` (default 1 each: every class alike; the
+- The final layer is the last Convolution / InnerProduct of the net, whose outputs are the class
+  scores.  Its outputs get importance `final_importance` (default 1 each: every class alike; the
   paper ranks the final response with Inf-FS, a feature-ranking method we do not replay).
-- A layer's output channel c gets s_c = Σ over the layers reading it, Σ_i s_i Σ_{w reading c} |w_i·|:
-  for a reading InnerProduct, the |W| entries of row i over the H×W inputs that are channel c's; for a
-  reading Convolution, |W[i, c]| summed over the kernel taps.  ReLU, pooling, Dropout and the like
-  between them pass a channel's importance on unchanged.
+- A unit of a channel group gets the importance its readers give back: for each Convolution /
+  InnerProduct reading it, Σ_i s_i Σ |w_i·| over the weights that read it (an InnerProduct behind a
+  Flatten: the H×W columns of the channel; a Convolution: W[i, c] over the kernel taps, for the
+  filters i of the channel's convolution group).  A layer's output channel gets its unit's
+  importance, so the branches of a residual sum share it.  ReLU, pooling, Dropout and the other
+  layers the groups pass through pass a channel's importance on unchanged, and so do BatchNorm /
+  Scale (their per-channel factor is not applied: a deviation from the paper's linear bound).
 
 Summed over positions this is the paper's per-neuron propagation exactly for convolutions without
 padding (each tap of each output position reads one input position; a padded tap reads nothing) and
 for max pooling routing each output's importance to the input it took, average pooling to its window
 in equal parts; with padding it is an upper bound.  The weights are W ⊙ T (removed channels carry no
-importance).  Channels are grouped as npcaffe.pruning.structured.channels does (the simple chain).
+importance).  A layer behind a blocked group (a channel used by a layer the groups do not know) gets
+no importance, and asking for it is an error naming the reason.
 """
 import numpy as np
 
 from ...errors import NetError
+from .. import groups as graph_groups
 from . import FILTERS, register
-from .channels import producer_group
 from .common import filters, pack, rated_layers
+
+WEIGHT_TYPES = ("Convolution", "InnerProduct")
 
 
 def _final_layer(net):
-    names = [name for name, layer in zip(net.layer_names, net.layers) if layer.type in ("Convolution", "InnerProduct")]
+    names = [name for name, layer in zip(net.layer_names, net.layers) if layer.type in WEIGHT_TYPES]
     if not names:
         raise NetError(f"net '{net.name}' has no Convolution / InnerProduct layer")
     return names[-1]
 
 
-def importance(net, final_importance=None):
-    """{layer: importance of each output channel} for every Convolution / InnerProduct layer from the
-    final one back, as far as the simple chain of channels goes (module docstring)."""
+def _read_importance(net, member, s_out):
+    """Importance each position (bottom channel) of an "in" member gets from its reading layer."""
+    layer = net.layer_dict[member.layer]
+    weight = np.abs(filters(layer))                       # (outputs, inputs [x taps])
+    if layer.type == "InnerProduct":
+        per_input = s_out @ weight                         # Σ_i s_i |w_i,·| per input column
+        return per_input.reshape(-1, member.block).sum(axis=1)
+    groups = layer.group
+    outputs, per_group = weight.shape[0], layer.blobs[0].shape[1]
+    taps = weight.reshape(outputs, per_group, -1).sum(axis=2)   # (outputs, channels / group)
+    rows = outputs // groups
+    return np.concatenate([s_out[k * rows:(k + 1) * rows] @ taps[k * rows:(k + 1) * rows] for k in range(groups)])
+
+
+def importance(net, final_importance=None, graph=None):
+    """{layer: importance of each output channel} for the Convolution / InnerProduct layers importance
+    reaches (module docstring), and {layer: why not} for the others."""
+    graph = graph or graph_groups.channel_groups(net)
     final = _final_layer(net)
     final_layer = net.layer_dict[final]
     start = np.ones(final_layer.num_output) if final_importance is None else np.asarray(final_importance, np.float64)
     if start.shape != (final_layer.num_output,):
         raise NetError(f"NISP: final_importance has shape {start.shape}; the final layer '{final}' has "
                        f"{final_layer.num_output} outputs")
-    known = {final: start}
+    out_group = {}
+    for g in graph.groups:
+        for m in g.members:
+            if m.role == "out" and m.type in WEIGHT_TYPES:
+                out_group[m.layer] = (g, m)
+    known, missing, units = {final: start}, {}, {}
 
-    def of(name):
-        if name in known:
-            return known[name]
-        group = producer_group(net, name)
-        total = np.zeros(group.channels)
-        for consumer in group.consumers:
-            reader = net.layer_dict[consumer.name]
-            rows = np.abs(filters(reader))                     # (outputs, inputs x taps)
-            per_input = of(consumer.name) @ rows               # Σ_i s_i |w_i,·|
-            total += per_input.reshape(group.channels, -1).sum(axis=1)
-        known[name] = total
-        return total
+    def of_group(g):
+        if g.name not in units:
+            if g.blocked:
+                raise NetError("; ".join(g.blocked))
+            total = np.zeros(g.size)
+            for m in g.members:
+                if m.role != "in":
+                    continue
+                if m.type not in WEIGHT_TYPES:
+                    raise NetError(f"layer '{m.layer}' ({m.type}) reads channel group '{g.name}' and NISP does "
+                                   "not propagate importance through it")
+                np.add.at(total, m.units, _read_importance(net, m, of_layer(m.layer))[m.positions])
+            units[g.name] = total
+        return units[g.name]
 
-    for name, layer in zip(reversed(net.layer_names), reversed(net.layers)):
-        if layer.type in ("Convolution", "InnerProduct") and name not in known:
+    def of_layer(name):
+        if name not in known:
+            if name not in out_group:
+                raise NetError(f"layer '{name}': no channel group holds its output channels")
+            g, m = out_group[name]
+            s = np.zeros(net.layer_dict[name].num_output)
+            s[m.positions] = of_group(g)[m.units]
+            known[name] = s
+        return known[name]
+
+    for name, layer in zip(net.layer_names, net.layers):
+        if layer.type in WEIGHT_TYPES:
             try:
-                of(name)
-            except NetError:
-                continue  # outside the simple chain: no importance flows there
-    return known
+                of_layer(name)
+            except NetError as error:
+                missing[name] = str(error)
+    return known, missing
 
 
 def scores(net, layers=None, batches=None, final_importance=None):
     """{layer name: NISP importance of each output channel} (float64).  `batches` is accepted for the
     common signature and not used (the importance comes from the weights)."""
-    names = [name for name, _ in rated_layers(net, layers, ("Convolution", "InnerProduct"), "nisp")]
-    known = importance(net, final_importance)
-    missing = [name for name in names if name not in known]
-    for name in missing:
-        producer_group(net, name)  # raises the reason no importance reaches it
+    names = [name for name, _ in rated_layers(net, layers, WEIGHT_TYPES, "nisp")]
+    known, missing = importance(net, final_importance)
+    for name in names:
+        if name not in known:
+            raise NetError(f"layer '{name}': no NISP importance reaches its outputs: {missing.get(name)}")
     return pack(names, {name: known[name] for name in names})
 
 

@@ -20,7 +20,6 @@ from collections import OrderedDict
 import numpy as np
 
 from ...errors import NpcaffeError
-from ..criteria.common import forward_batches  # noqa: F401  (the data criteria's batches)
 from ..select import pruned_count
 from . import method as registered
 from . import channels as simple_channels
