@@ -512,12 +512,14 @@ def _input_shapes(net):
 def build_slim_net(out_param, net, arrays):
     """The slim Net in TEST phase (data layers as Inputs shaped like `net`'s), with the old weights of
     unchanged layers and the new arrays of changed ones."""
-    from ..graph import DATA_LAYER_TYPES, replace_data_layers
+    from ..graph import DATA_LAYER_TYPES, filter_net, replace_data_layers
     from ..net import Net
     shapes = _input_shapes(net)
-    runnable = out_param
-    if any(lp.type in DATA_LAYER_TYPES and lp.type != "Input" for lp in out_param.layer):
-        runnable = replace_data_layers(out_param, shapes)
+    state = caffe_pb2.NetParameter()
+    state.CopyFrom(out_param)
+    state.state.phase = net.phase
+    data_tops = {top for lp in filter_net(state).layer if lp.type in DATA_LAYER_TYPES for top in lp.top}
+    runnable = replace_data_layers(out_param, shapes) if data_tops else out_param
     slim_net = Net(runnable, net.phase)
     old = net.layer_dict
     for name, layer in slim_net.layer_dict.items():
@@ -669,24 +671,31 @@ def load_weights(net, weights):
     net.copy_from(source, pack=False)
 
 
-def run(model, weights, out_model, out_weights, data_shapes=None, keep_unremovable=False, report=None, seed=0,
-        batch=None):
-    """npcaffe slim: read, slim, check, write the prototxt, caffemodel and report (text and JSON)."""
+def run(model, weights, out_model, out_weights, data_shapes=None, keep_unremovable=False, report=None, seed=0):
+    """npcaffe slim: read, slim, check, write the prototxt, caffemodel and report (text and JSON).
+
+    The net runs in its TEST phase on generated inputs (`data_shapes` for data layers that read a
+    dataset); inputs of batch 1 run as batch 2, so the check that a folded value does not depend on
+    the input compares two samples."""
     from ..fileio.caffemodel import write_caffemodel
     from ..fileio.prototxt import read_net, write_text
-    from ..graph import DATA_LAYER_TYPES, replace_data_layers
+    from ..graph import DATA_LAYER_TYPES, filter_net, replace_data_layers
     from ..layer import TEST
     from ..net import Net
     from ..synthetic import fill_inputs, with_label_shapes
     original = read_net(model)
-    runnable = original
-    if data_shapes:
-        runnable = replace_data_layers(original, with_label_shapes(original, data_shapes))
-    net = Net(runnable, TEST)
-    readers = [lp.name for lp in net.param.layer if lp.type in DATA_LAYER_TYPES and lp.type != "Input"]
-    if readers:
+    test_param = caffe_pb2.NetParameter()
+    test_param.CopyFrom(original)
+    test_param.state.phase = TEST
+    readers = [lp.name for lp in filter_net(test_param).layer if lp.type in DATA_LAYER_TYPES and lp.type != "Input"]
+    if readers and not data_shapes:
         raise SlimError(f"{model}: data layer(s) {', '.join(readers)} read a dataset; give their tops' shapes "
                         "with --data_shape TOP=N,C,H,W (slimming runs the net on generated inputs)")
+    runnable = replace_data_layers(original, with_label_shapes(original, data_shapes)) if data_shapes else original
+    net = Net(runnable, TEST)
+    shapes = _input_shapes(net)
+    if shapes and all(shape and shape[0] == 1 for shape in shapes.values()):
+        net = Net(replace_data_layers(runnable, {name: (2,) + shape[1:] for name, shape in shapes.items()}), TEST)
     if weights:
         load_weights(net, weights)
     fill_inputs(net, seed)

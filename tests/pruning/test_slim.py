@@ -249,6 +249,24 @@ def test_cli_slim_writes_a_net_bvlc_layers_load(tmp_path, capsys):
     assert_same_outputs(expected, outputs(fresh))
 
 
+def test_a_batch_1_net_is_checked_on_two_samples_and_written_as_batch_1(tmp_path, monkeypatch):
+    text = "\n".join(NETS["bn_scale"]).replace("dim: 2 dim: 3 dim: 6 dim: 6", "dim: 1 dim: 3 dim: 6 dim: 6")
+    (tmp_path / "m.prototxt").write_text(text)
+    net = npcaffe.Net(str(tmp_path / "m.prototxt"), npcaffe.TEST)
+    from slim_nets import randomize
+    randomize(net)
+    set_channel_masks(net, channel_groups(net).group("c1"), [1, 3])
+    write_caffemodel(mask_core.plain_model(net), tmp_path / "w.caffemodel")
+    batches = []
+    real_plan = slim.plan
+    monkeypatch.setattr(slim, "plan", lambda n, *a, **k: batches.append(n.blobs["data"].shape[0]) or real_plan(n, *a, **k))
+    result = slim.run(str(tmp_path / "m.prototxt"), str(tmp_path / "w.caffemodel"), str(tmp_path / "s.prototxt"),
+                      str(tmp_path / "s.caffemodel"))
+    assert batches == [2] and result["removed"]["c1"] == (4, 6)
+    written = read_net(str(tmp_path / "s.prototxt"))
+    assert list(written.layer[0].input_param.shape[0].dim) == [1, 3, 6, 6]
+
+
 def test_cli_slim_asks_for_data_shapes_of_a_dataset_net(tmp_path, capsys):
     from npcaffe.cli import main
     model = os.path.join(ROOT, "prototxt", "lenet5", "lenet5_train_test.prototxt")
