@@ -310,7 +310,7 @@ def cmd_prune(args):
                "quality": prune.parse_layer_values(args.quality, "--quality"),
                "global_": args.global_, "layers": parse_layers(args.layers), "schedule": args.schedule,
                "steps": args.steps, "retrain_iter": args.retrain_iter, "score_batches": args.score_batches,
-               "bias": args.bias}
+               "bias": args.bias, "regularize": args.regularize_solver}
 
     def stop_on_signal(solver):
         return signal_actions(solver, args.sigint_effect)
@@ -901,6 +901,10 @@ def build_parser():
     p.add_argument("--criterion_option", "--criterion-option", action="append", metavar="NAME=VALUE",
                    help="structured methods: an option of the criterion (e.g. normalize=true for taylor, bins=50 "
                         "for entropy, norm=l1 for neurons; repeatable)")
+    p.add_argument("--regularize_solver", "--regularize-solver", metavar="S",
+                   help="train the net with this solver first, from --weights (without them, from its own "
+                        "initialisation), and prune the result: SSL's group lasso or network slimming's L1 on "
+                        "gamma (its structured_sparsity_param), e.g. prototxt/lenet5/lenet5_ssl_solver.prototxt")
     p.add_argument("--slim", action="store_true",
                    help="structured methods: also write the slim plain net (npcaffe slim: the removed channels "
                         "gone) as DIR/<name>_<method>_slim.prototxt and .caffemodel")

@@ -116,14 +116,17 @@ def _retrain_param(param, out, name, method, iterations):
     return p
 
 
-def _dense_reference(param, out, name, solve_wrapper):
-    """Train the solver `param` as it is; the path of its final .caffemodel."""
+def _dense_reference(param, out, name, solve_wrapper, weights=None, label="reference"):
+    """Train the solver `param` as it is (from `weights` when given: the regularised training); the path of
+    its final .caffemodel."""
     from ..solvers import get_solver
     p = caffe_pb2.SolverParameter()
     p.CopyFrom(param)
-    p.snapshot_prefix = os.path.join(out, f"{name}_reference")
+    p.snapshot_prefix = os.path.join(out, f"{name}_{label}")
     p.snapshot_after_train = True
     del p.weights[:]
+    if weights:
+        p.weights.extend(weights.split(","))
     solver = get_solver(p)
     if solve_wrapper is None:
         solver.solve()
@@ -132,9 +135,20 @@ def _dense_reference(param, out, name, solve_wrapper):
             solver.solve()
     weights = solver.snapshot_filename(".caffemodel.h5" if p.snapshot_format == p.HDF5 else ".caffemodel")
     if solver.requested_early_exit:
-        raise NpcaffeError(f"stopped while training the dense reference, at iteration {solver.iter} "
+        what = "dense reference" if label == "reference" else "regularised net"
+        raise NpcaffeError(f"stopped while training the {what}, at iteration {solver.iter} "
                            f"(snapshot {weights}); give it as --weights to go on from there")
     return weights
+
+
+def _regularize_param(regularize):
+    """(SolverParameter, where) of --regularize_solver (a path, or a pair already loaded)."""
+    from ..solvers import load_solver_param
+    if isinstance(regularize, tuple):
+        return regularize
+    if not os.path.isfile(regularize):
+        raise NpcaffeError(f"--regularize_solver: solver file '{regularize}' not found")
+    return load_solver_param(regularize)
 
 
 def _accuracy_top(net):
@@ -151,21 +165,24 @@ def _error(scores, top):
 def run(solver, method, *, sparsity=None, quality=None, global_=False, weights=None, layers=None,
         schedule="direct", steps=None, retrain_iter=None, score_batches=None, bias=False, out=None, quiet=False,
         solve_wrapper=None, name=None, title=None, reference=None, keep_channels=None, criterion_options=None,
-        slim=False):
+        slim=False, regularize=None):
     """Prune the net of `solver` (a solver .prototxt path, or a (SolverParameter, where) pair) and write
     the outputs (see the module docstring).  sparsity / quality: as parse_layer_values gives them (for a
     structured method, sparsity is the share of channels removed); keep_channels: {layer: channels
     kept}, structured methods only, instead of sparsity; criterion_options: keyword options of a
     structured criterion; slim: also write the slim plain net (npcaffe.pruning.slim; structured methods);
     steps: None for 1 (direct) or 3 (iterative).  reference: the SolverParameter
-    that trains the dense reference when there are no weights (default the solver itself).  Returns
-    the report as a dict (report.json)."""
+    that trains the dense reference when there are no weights (default the solver itself).  regularize:
+    a solver (path or (SolverParameter, where)) that trains the net first, from the weights or without
+    them from its own initialisation, and whose result is pruned: the regularised training SSL and
+    network slimming prune after (their structured_sparsity_param).  Returns the report as a dict
+    (report.json)."""
     was_quiet = glog.is_quiet()
     glog.set_quiet(quiet)
     try:
         return _run(solver, method, sparsity, quality, global_, weights, layers, schedule, steps, retrain_iter,
                     score_batches, bias, out, solve_wrapper, name, title, reference, keep_channels,
-                    criterion_options, slim)
+                    criterion_options, slim, regularize)
     finally:
         glog.set_quiet(was_quiet)
 
@@ -250,7 +267,8 @@ def structured_target(net, method, layers, sparsity, keep_channels, quality=None
 
 
 def _run(solver, method, sparsity, quality, global_, weights, layers, schedule, steps, retrain_iter, score_batches,
-         bias, out, solve_wrapper, name, title, reference, keep_channels=None, criterion_options=None, slim=False):
+         bias, out, solve_wrapper, name, title, reference, keep_channels=None, criterion_options=None, slim=False,
+         regularize=None):
     from ..solvers import get_solver, load_solver_param
 
     if isinstance(solver, tuple):
@@ -305,7 +323,12 @@ def _run(solver, method, sparsity, quality, global_, weights, layers, schedule, 
             target = sched.Target(resolve_values(sparsity, names), resolve_values(quality, names), bool(global_))
             sched.check_target(target, method, names)
         del probe
-        if weights is None and method != "snip":
+        if regularize is not None:
+            regularize_param, regularize_where = _regularize_param(regularize)
+            glog.info(f"Regularised training with {regularize_where} from {weights or 'its initialisation'} first")
+            summary["regularized_from"], summary["regularize_solver"] = weights, regularize_where
+            weights = _dense_reference(regularize_param, out, name, solve_wrapper, weights, "regularized")
+        elif weights is None and method != "snip":
             glog.info("No --weights: training a dense reference with the solver as it is first")
             weights = _dense_reference(reference or param, out, name, solve_wrapper)
         summary["weights"] = weights
@@ -500,6 +523,8 @@ def run_recipe(recipe_name, mnist=None, weights=None, out=None, quiet=False, sol
     out = out or os.path.join("runs", recipe_name)
     train_lmdb, _ = prepare_mnist_lmdbs(os.path.join(out, "data", "mnist"), mnist)
     lmdb_dir = os.path.dirname(train_lmdb)
+    if r.regularize_solver and "regularize" not in settings:
+        settings["regularize"] = recipe_solver(r.net, r.regularize_solver, lmdb_dir)
     return run(recipe_solver(r.net, r.solver, lmdb_dir), r.method, weights=weights, out=out, quiet=quiet,
                solve_wrapper=solve_wrapper, name=r.net, title=f"npcaffe prune --recipe {recipe_name} ({r.paper})",
                reference=recipe_solver(r.net, r.dense_solver, lmdb_dir)[0], **settings)

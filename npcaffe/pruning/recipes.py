@@ -27,6 +27,7 @@ class Recipe(NamedTuple):
     max_error: float     # the targets its slow test checks: test error (%) at most ...
     min_compression: float  # ... at a compression (all parameters / kept) of at least this
     why: str
+    regularize_solver: str = None  # trains the net before pruning (SSL's group lasso, slimming's L1 on gamma)
 
 
 _HAN_300 = ("Han et al.'s kept shares per layer (8 / 9 / 26%; 12.0x with the biases, which are not pruned); "

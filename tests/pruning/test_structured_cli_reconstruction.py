@@ -38,3 +38,20 @@ def test_slimming_through_npcaffe_prune(tiny, capsys):  # noqa: F811
     gamma = _weights(report["weights"])["scale"][0]
     gone = [c for c in range(4) if not conv[c].any()]
     assert sorted(gone) == sorted(np.argsort(np.abs(gamma), kind="stable")[:2].tolist())
+
+
+def test_regularize_solver_trains_first_then_prunes(tiny, capsys):  # noqa: F811
+    assert prune("--method", "l1-filter", "--keep_channels", "conv=4", "--retrain_iter", "2", "--out", "dense") == 0
+    weights = json.loads((tiny / "dense" / "report.json").read_text())["pruned_model"]
+    solver = (tiny / "tiny_solver.prototxt").read_text()
+    (tiny / "ssl_solver.prototxt").write_text(solver.replace("max_iter: 12", "max_iter: 5")
+                                              + 'structured_sparsity_param { filter_decay: 0.5 layer: "conv" }\n')
+    assert prune("--method", "ssl", "--weights", weights, "--regularize_solver", "ssl_solver.prototxt",
+                 "--keep_channels", "conv=2", "--retrain_iter", "0", "--out", "ssl") == 0
+    report = json.loads((tiny / "ssl" / "report.json").read_text())
+    assert report["regularized_from"] == weights and report["regularize_solver"] == "ssl_solver.prototxt"
+    assert report["weights"].endswith("ssl/tiny_regularized_iter_5.caffemodel")
+    before, after = _weights(weights)["conv"][0].reshape(4, -1), _weights(report["weights"])["conv"][0].reshape(4, -1)
+    assert np.linalg.norm(after, axis=1).sum() < np.linalg.norm(before, axis=1).sum()  # the group lasso pulled
+    assert prune("--method", "ssl", "--regularize_solver", "nope.prototxt", "--keep_channels", "conv=2") == 1
+    assert "--regularize_solver: solver file 'nope.prototxt' not found" in capsys.readouterr().err
