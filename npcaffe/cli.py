@@ -10,6 +10,7 @@ import numpy as np
 from . import blas, distributed, glog, progress
 from .argtypes import non_negative_float, non_negative_int, positive_int
 from .errors import NpcaffeError
+from .layerlib.python_layer import python_layers_allowed
 
 
 def _phase(name):
@@ -640,6 +641,33 @@ INPUT_DIRS = ("bundle", "mnist")
 _WHAT = {"model": "net file ", "solver": "solver file ", "bundle": "bundle directory ", "mnist": "directory "}
 
 
+# Commands that build nets they train, as `caffe train` does, run a net's Python layers unless told
+# otherwise; the others inspect nets, often downloaded ones, and run them only when asked (README, Trust).
+PYTHON_LAYERS_BY_DEFAULT = ("train", "surgery", "prune", "pycaffe", "crosscheck")
+
+
+def python_layers_flag(p, command):
+    """--allow_python_layers[=M1,M2] on the commands that inspect nets; --no_python_layers on the others."""
+    if command in PYTHON_LAYERS_BY_DEFAULT:
+        p.set_defaults(allow_python_layers=True)
+        p.add_argument("--no_python_layers", "--no-python-layers", dest="allow_python_layers",
+                       action="store_const", const=False,
+                       help="refuse the net's Python layers (python_param runs the module it names)")
+    else:
+        p.add_argument("--allow_python_layers", "--allow-python-layers", nargs="?", const=True, default=False,
+                       metavar="M1,M2", type=lambda text: text.split(","),
+                       help="build the net's Python layers (python_param imports and runs the module it names; "
+                            "only for nets you trust), all or only those from modules M1, M2")
+
+
+def with_python_layers_policy(func, modules):
+    """func(args) run with npcaffe.layerlib.python_layer's policy set to `modules` (True: all)."""
+    def run(args):
+        with python_layers_allowed(modules):
+            return func(args)
+    return run
+
+
 def threads_flag(p):
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="BLAS threads (default 1, or OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS "
@@ -922,6 +950,7 @@ def build_parser():
     for name, command in sub.choices.items():
         if name not in NO_THREADS_FLAG:
             threads_flag(command)
+        python_layers_flag(command, name)
         if name in PROGRESS_COMMANDS:
             command.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                                  help="a progress bar on stderr (stage, iteration / total, rate, ETA, loss, DNS "
@@ -942,6 +971,7 @@ def main(argv=None):
         if distributed.check_command(args.command) and distributed.solver_rank() > 0:
             args.quiet = True  # rank 0 alone logs
         check_input_paths(args)
+        args.func = with_python_layers_policy(args.func, getattr(args, "allow_python_layers", False))
         if not hasattr(args, "threads"):
             return args.func(args)
         with blas.limited(args.threads) as threads:

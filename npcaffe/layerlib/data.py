@@ -366,10 +366,13 @@ class HDF5Data(_DataLayer):
 class HDF5Output(Layer):
     """Write the bottoms (data, label) to an HDF5 file (BVLC src/caffe/layers/hdf5_output_layer.cpp).
 
-    hdf5_output_param.file_name is created (truncated) at setup; every
-    forward appends its batch to the datasets "data" and "label", which grow
-    along axis 0.  Deliberate difference: upstream writes fixed datasets and
-    so supports a single forward pass.  No tops, no backward.  Needs h5py.
+    hdf5_output_param.file_name is created (truncated) at the first forward;
+    every forward appends its batch to the datasets "data" and "label", which
+    grow along axis 0.  Deliberate differences: upstream creates the file when
+    the net is built, so merely loading a net truncates whatever file it names
+    (a downloaded net could name any writable file); and upstream writes fixed
+    datasets and so supports a single forward pass.  No tops, no backward.
+    Needs h5py.
     """
     exact_num_bottom = 2
     exact_num_top = 0
@@ -379,21 +382,24 @@ class HDF5Output(Layer):
         return f"layer '{self.name}' (HDF5Output)"
 
     def layer_setup(self, bottom, top):
-        h5py = _h5py(self.where)
+        _h5py(self.where)  # a missing h5py is found when the net is built
         self.file_name = self.layer_param.hdf5_output_param.file_name
         if not self.file_name:
             raise NetError(f"{self.where}: give hdf5_output_param.file_name")
-        try:
-            with h5py.File(self.file_name, "w"):
-                pass
-        except OSError as e:
-            raise DataError(f"{self.where}: cannot create '{self.file_name}': {e}") from None
+        self.created = False  # the file is created (truncated) by the first forward
 
     def reshape(self, bottom, top):
         pass
 
     def forward_cpu(self, bottom, top):
         h5py = _h5py(self.where)
+        if not self.created:
+            try:
+                with h5py.File(self.file_name, "w"):
+                    pass
+            except OSError as e:
+                raise DataError(f"{self.where}: cannot create '{self.file_name}': {e}") from None
+            self.created = True
         with h5py.File(self.file_name, "a") as f:
             for name, blob in zip(("data", "label"), bottom):
                 values = blob.data

@@ -24,12 +24,50 @@ net.layers[i] for such a layer is the wrapper the net calls; the user's
 object is its `python` attribute, and the user's attributes read and write
 through the wrapper (`net.layers[i].batch_size = 5`), as on pycaffe's
 layer object.
+
+Trust: a Python layer imports and runs the module its net file names, so a
+downloaded net could run anything (`module: "sys" layer: "exit"` would end
+the process).  Which modules may be imported is a process-wide policy
+(`allow_python_layers`): all of them by default, as in Caffe and pycaffe
+(your own scripts build your own nets); the command line narrows it for the
+commands that inspect nets (README, "Trust").  The class must subclass
+npcaffe.Layer (caffe.Layer in a module written for Caffe), so a net cannot
+call an arbitrary function of an allowed module.
 """
+import contextlib
 import importlib
 
 from ..blob import Blob
 from ..errors import NetError
 from ..layer import Layer, register
+
+
+_ALL = "all"
+_allowed = _ALL  # _ALL, or a frozenset of module names (empty: none)
+
+
+def allow_python_layers(modules):
+    """Set which python_param modules nets may import: True (all), False or None (none), or an
+    iterable of module names (each also allows its submodules).  Returns the previous policy."""
+    global _allowed
+    previous = _allowed
+    _allowed = _ALL if modules is True else frozenset(modules or ())
+    return previous
+
+
+@contextlib.contextmanager
+def python_layers_allowed(modules):
+    """allow_python_layers(modules) inside the block, the previous policy after it."""
+    global _allowed
+    previous = allow_python_layers(modules)
+    try:
+        yield
+    finally:
+        _allowed = previous
+
+
+def _module_allowed(name):
+    return _allowed == _ALL or any(name == m or name.startswith(m + ".") for m in _allowed)
 
 
 class BlobVec(list):
@@ -86,6 +124,11 @@ class PythonLayer(Layer):
         if not p.module or not p.layer:
             raise NetError(f"{where}: python_param needs both 'module' and 'layer' (got module "
                            f"'{p.module}', layer '{p.layer}')")
+        if not _module_allowed(p.module):
+            listed = f" (allowed: {', '.join(sorted(_allowed))})" if _allowed else ""
+            raise NetError(f"{where}: Python layers are not allowed here{listed}: python_param.module "
+                           f"'{p.module}' would be imported and run. If you trust this net, run again with "
+                           f"--allow_python_layers (or --allow_python_layers={p.module})")
         from ..pycaffe import install
         install()  # layer modules written for Caffe `import caffe`
         try:
@@ -99,6 +142,9 @@ class PythonLayer(Layer):
         if cls is None:
             raise NetError(f"{where}: module '{p.module}' ({getattr(module, '__file__', '?')}) has no "
                            f"python_param.layer '{p.layer}'")
+        if not (isinstance(cls, type) and issubclass(cls, PythonLayerBase)):
+            raise NetError(f"{where}: python_param.layer '{p.layer}' of module '{p.module}' is not a subclass "
+                           f"of npcaffe.Layer (caffe.Layer) but {cls!r}; a Python layer is a class deriving from it")
         self.python = cls(param)
         blobs = getattr(self.python, "blobs", None)
         if not isinstance(blobs, BlobVec):

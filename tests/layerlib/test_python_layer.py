@@ -221,8 +221,8 @@ def test_cli_finds_layers_on_pythonpath(tmp_path, monkeypatch):
     import subprocess
     import sys
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    done = subprocess.run([sys.executable, "-m", "npcaffe", "time", "--model", str(model), "--iterations", "2"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-m", "npcaffe", "time", "--model", str(model), "--iterations", "2",
+                           "--allow_python_layers"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Average Forward-Backward" in done.stdout + done.stderr
 
