@@ -67,7 +67,8 @@ Rules per layer type (`CHANNEL_RULES`; a new type is one line there)
   channels, Softmax, losses, Accuracy, MVN, Reduction, … — *blocks* the
   groups of every channel it reads, and its tops are new blocked groups;
   so are the net's inputs (the data's channels are not ours to remove) and
-  the net's outputs (their channel count is the net's answer).  A blocked
+  the net's outputs (their channel count is the net's answer), and so does
+  a layer sharing its parameters with another (ParamSpec names).  A blocked
   group lists why in `ChannelGroup.blocked` (the net's inputs and outputs
   also in `boundary`) and is not prunable.
 
@@ -495,10 +496,22 @@ CHANNEL_RULES = {
 
 
 # -- building the graph ------------------------------------------------------------------
+def _sharing(net):
+    """{layer index: name of a layer it shares parameters with} (ParamSpec names)."""
+    out = {}
+    for (layer_id, _), owner in zip(net.param_layer_indices, net.param_owners):
+        if owner != -1:
+            owner_layer = net.param_layer_indices[owner][0]
+            out.setdefault(layer_id, net.layer_names[owner_layer])
+            out.setdefault(owner_layer, net.layer_names[layer_id])
+    return out
+
+
 def channel_groups(net):
     """The ChannelGraph of a built Net (any phase; the groups depend on the layer graph and shapes)."""
     b = _Builder(net)
     records = []
+    shared = _sharing(net)
     for i, (layer, bottom, top) in enumerate(zip(net.layers, net.bottom_vecs, net.top_vecs)):
         ctx = _Context(b, layer, bottom, top)
         rule = CHANNEL_RULES.get(layer.type)
@@ -508,6 +521,10 @@ def channel_groups(net):
             kind = ctx.block("without a channel axis") if any(t.num_axes >= 2 for t in top) else "none"
         else:
             kind = rule(ctx)
+        if i in shared:  # removing channels from one of two layers sharing parameters breaks the sharing
+            reason = f"layer '{layer.name}' ({layer.type}) shares parameters with layer '{shared[i]}'"
+            for nodes in ctx.bottom_nodes + ctx.top_nodes:
+                b.block(nodes, reason)
         for j, blob in enumerate(top):
             if ctx.top_nodes[j] is None and blob.num_axes >= 2:
                 b.block(ctx.fresh_top(j), f"blob '{layer.layer_param.top[j]}' is made by layer '{layer.name}' "

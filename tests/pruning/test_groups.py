@@ -177,3 +177,13 @@ def test_resnet50_groups():
                                                        "res2c_branch2c"]
     assert len(graph.prunable()) == 1 + 16 * 2 + 4  # conv1, two inner convs per block, four residual streams
     assert "fc1000" in graph.group("res5a_branch1").consumers
+
+
+def test_layers_sharing_parameters_block_their_channels():
+    shared = 'param { name: "w" } param { name: "b" } convolution_param'
+    net = build(data(), conv("c1", "data", 4),
+                conv("c2", "c1", 4, "kernel_size: 1").replace("convolution_param", shared),
+                conv("c3", "c1", 4, "kernel_size: 1").replace("convolution_param", shared),
+                layer("sum", "Eltwise", ["c2", "c3"], ["sum"]), ip("out", "sum", 2))
+    c1 = channel_groups(net).group("c1")
+    assert not c1.prunable and "layer 'c3' (Convolution) shares parameters with layer 'c2'" in c1.blocked
