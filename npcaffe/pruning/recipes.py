@@ -115,6 +115,37 @@ RECIPES.update({
 })
 
 
+# The reconstruction and regularisation criteria (npcaffe.pruning.structured.thinet, lasso, slimming, ssl), to
+# the same targets and with the same fine-tuning as the recipes above.  ThiNet and LASSO rank the channels a
+# layer reads: conv2's 20 input channels are conv1's filters, ip1's 50 are conv2's; both refit the reading
+# layer's kept weights before fine-tuning.  Slimming and SSL train with their regulariser first
+# (Recipe.regularize_solver, `npcaffe prune --regularize_solver`).
+_RECONSTRUCTION = ("layer after layer on 10 training batches (640 images, 10 output positions each), the reading "
+                   "layers' kept weights refitted by least squares before the fine-tuning; ")
+RECIPES.update({
+    "thinet-lenet5": Recipe(
+        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "thinet",
+        {"conv2": 0.5, "ip1": 0.5}, False, "direct", 1, 2000, None,
+        "Luo et al. 2017 (ThiNet); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
+        1.0, 2.0, "conv2's and ip1's input channels (conv1's and conv2's filters) chosen greedily by the least change "
+                  "of the next layer's outputs, then rescaled, " + _RECONSTRUCTION + _STRUCTURED_LENET5),
+    "lasso-lenet5": Recipe(
+        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "lasso",
+        {"conv2": 0.5, "ip1": 0.5}, False, "direct", 1, 2000, None,
+        "He et al. 2017 (LASSO channel selection); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
+        1.0, 2.0, "conv2's and ip1's input channels picked by the LASSO on per-channel coefficients (lambda raised to "
+                  "the count), the reading layer refitted to the unpruned net's outputs, " + _RECONSTRUCTION
+                  + _STRUCTURED_LENET5),
+    "ssl-lenet5": Recipe(
+        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "ssl",
+        {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
+        "Wen et al. 2016 (SSL); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
+        1.0, 2.0, "3,000 iterations of filter-wise group lasso on conv1 and conv2 from --weights (lenet5_ssl_solver."
+                  "prototxt: lambda 0.01, why in its comments), then the filters of smallest ||filter|| x ||columns "
+                  "reading it|| go; " + _STRUCTURED_LENET5, "lenet5_ssl_solver.prototxt"),
+})
+
+
 def recipe(name):
     """The Recipe called `name`."""
     try:
@@ -134,8 +165,9 @@ def flags(r):
         target = f"--sparsity {r.sparsity:g}" + (" --global" if r.global_ else "")
     schedule = f"--schedule iterative --steps {r.steps}" if r.schedule == "iterative" else "--schedule direct"
     batches = f" --score_batches {r.score_batches}" if r.score_batches is not None else ""
+    regularize = f" --regularize_solver prototxt/{r.net}/{r.regularize_solver}" if r.regularize_solver else ""
     return (f"--method {r.method} --solver prototxt/{r.net}/{r.solver} {target} {schedule} "
-            f"--retrain_iter {r.retrain_iter}{batches}")
+            f"--retrain_iter {r.retrain_iter}{batches}{regularize}")
 
 
 def recipes_help():

@@ -174,7 +174,8 @@ def test_parse_layer_values():
 def test_recipes_name_their_files_and_layers(name):
     recipe = recipes.RECIPES[name]
     root = os.path.join(os.path.dirname(__file__), "..", "..", "prototxt", recipe.net)
-    for solver_file in (recipe.solver, recipe.dense_solver):
+    for solver_file in (recipe.solver, recipe.dense_solver) + ((recipe.regularize_solver,) if recipe.regularize_solver
+                                                               else ()):
         solver = read_solver(os.path.join(root, solver_file))
         net = read_net(os.path.join(root, os.path.basename(solver.net)))
     layers = [layer.name for layer in net.layer if layer.type in ("Convolution", "InnerProduct")]
