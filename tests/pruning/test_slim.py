@@ -326,6 +326,29 @@ def test_slim_resnet50(tmp_path):
     assert len(result["removed"]) == 37  # every prunable group lost units
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("relative", ["resnet50/ResNet-50-deploy.prototxt", "mobilenet_v2/mobilenet_v2_deploy.prototxt"])
+def test_slim_folds_batchnorm_shifts_of_zeroed_filters_in_deep_nets(relative, tmp_path):
+    """Only the producing filters zeroed (their BatchNorm / Scale shifts stay): the residual streams' and
+    the 1x1 convolutions' inputs fold into biases; what a padded 3x3 convolution reads is kept."""
+    path = os.path.join(ROOT, "prototxt", relative)
+    if not os.path.exists(path):
+        pytest.skip(f"prototxt/{relative} is not here")
+    param = read_net(path)
+    net = npcaffe.Net(param, npcaffe.TEST)
+    randomize_deep(net)
+    zero_filters(net)
+    expected = outputs(net)
+    result, fresh = slim_through_files(net, param, tmp_path, keep_unremovable=True)
+    assert_same_outputs(expected, outputs(fresh))
+    check_counts(result, fresh)
+    assert sum(v[2] for v in result["after"].values()) < 0.6 * sum(v[2] for v in result["before"].values())
+    if relative.startswith("resnet50"):  # its convolutions have no bias; a fold gives the consumer one
+        before = [lp for lp in param.layer if lp.name == "res2b_branch2a"][0]
+        after = [lp for lp in result["param"].layer if lp.name == "res2b_branch2a"][0]
+        assert not before.convolution_param.bias_term and after.convolution_param.bias_term
+
+
 EFFICIENT = ["mobilenet_v2/mobilenet_v2_deploy.prototxt", "se_resnet50/SE-ResNet-50-deploy.prototxt",
              "mobilenet_v1/mobilenet_v1_depthwise_deploy.prototxt", "shufflenet_v2/shufflenet_v2_1x_deploy.prototxt",
              "squeezenet_v1_1/squeezenet_v1_1_deploy.prototxt", "densenet121/DenseNet-121-deploy.prototxt",
