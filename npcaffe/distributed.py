@@ -25,7 +25,8 @@ layers/data_layer.cpp, solver.cpp, tools/caffe.cpp), and we with ranks:
   iteration; we also broadcast every parameter blob (masks, BatchNorm
   statistics) and the solver's history, and do it again after a restore.
 - Gradients: NCCL::on_gradients_ready sums the raw diffs of all learnable
-  parameters over the ranks and multiplies them by (float) 1/N, before
+  parameters over the ranks (we leave out masks, whose diffs are always 0:
+  `reduced_params`) and multiplies them by (float) 1/N, before
   ApplyUpdate, so clipping, iter_size normalisation, weight decay and
   momentum act on the averaged gradient.  Each rank's loss layer normalises
   by its own batch (SoftmaxWithLoss VALID or BATCH_SIZE without ignored
@@ -319,7 +320,7 @@ class DataParallel:
         if self.check_interval and (solver.iter % self.check_interval == 0 or solver.iter + 1 == solver.param.max_iter):
             self.check()
         net = solver.net
-        params = net.learnable_params
+        params = reduced_params(net)
         outputs = [net.blobs[name] for name in net.outputs]
         n_grad = sum(b.count for b in params)
         size = n_grad + 1 + sum(b.count for b in outputs)
@@ -370,6 +371,13 @@ class DataParallel:
                     f"differ between rank 0 and rank {other_rank} (CRC-32 {gathered[0][index]:08x} and "
                     f"{other[index]:08x}; {differing.size} of {len(names) * 2} checksums differ): the ranks no longer "
                     "train one model")
+
+
+def reduced_params(net):
+    """The learnable parameters whose gradients the ranks sum: all but masks (DNS, DNS-CP), whose
+    diffs their layers never write and whose data the update never changes (Net.updates_param);
+    leaving them out halves a DNS net's traffic."""
+    return [blob for learnable_id, blob in enumerate(net.learnable_params) if net.updates_param(learnable_id)]
 
 
 def layer_checksums(net):

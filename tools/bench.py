@@ -5,6 +5,8 @@
     python tools/bench.py --threshold   the sparse/dense crossover behind npcaffe.sparse.packing.DENSITY_THRESHOLD
     python tools/bench.py --slim        dense vs masked vs slim inference (npcaffe slim) of ResNet-50,
                                         MobileNet v2, SE-ResNet-50 at batch 1 and 16
+    python tools/bench.py --mpi N       data-parallel training throughput (images/s) of LeNet-5 and
+                                        AlexNet DNS with 1 and N ranks (mpiexec), one BLAS thread per rank
 
 Every figure is the median of repeats after warm-up, both frameworks with the
 same thread count: OpenBLAS's (OPENBLAS_NUM_THREADS, default the CPU count)
@@ -409,6 +411,121 @@ def slim_table(names, batches, repeats):
                   f"{time_ratio:>8.3f}  {'yes' if ok else 'no'}", flush=True)
 
 
+# -- data-parallel training over MPI (npcaffe.distributed) -----------------------------------
+# net: (prototxt, batch per rank, input shape, weights or None for the fillers)
+MPI_NETS = {
+    "lenet5": (NETS["lenet5"][0], 64, (1, 28, 28), "caffe_lenet5_original.caffemodel"),
+    "alexnet": ("prototxt/alexnet/alexnet_dns_train_val.prototxt", 8, (3, 227, 227), None),
+}
+
+
+def child_mpi(name, iterations, warmup):
+    """One rank of `--mpi` (or the single process): `warmup` then `iterations` DNS training iterations
+    on its own batch; rank 0 prints the milliseconds per iteration, those spent in the gradient
+    reduction, and the images per second of all ranks together."""
+    import npcaffe
+    from npcaffe import glog
+    from npcaffe.fileio.prototxt import read_net
+    from npcaffe.graph import replace_data_layers
+    from npcaffe.proto import caffe_pb2
+    from npcaffe.solvers import solver_class
+    path, batch, shape, weights = MPI_NETS[name]
+    glog.set_quiet(True)
+    net = replace_data_layers(read_net(os.path.join(ROOT, path)), {"data": (batch,) + shape, "label": (batch,)})
+    param = caffe_pb2.SolverParameter(base_lr=0.01, momentum=0.9, weight_decay=0.0005, lr_policy="fixed",
+                                      max_iter=10 ** 6, display=0, random_seed=1)
+    param.net_param.CopyFrom(net)
+    solver = solver_class("SGD")(param, where="bench")
+    if weights:
+        solver.net.copy_from(shared("upstream-dns", weights))
+    rank, size = npcaffe.solver_rank(), npcaffe.solver_count()
+    if name == "lenet5":
+        images, labels = mnist(batch * size * 4)
+    else:
+        generator = np.random.default_rng(rank)
+        images = generator.normal(size=(batch * 2,) + shape).astype(np.float32)
+        labels = generator.integers(0, 1000, batch * 2).astype(np.float32)
+    parallel = solver.data_parallel
+    in_reduce = [0.0]
+    if parallel is not None:
+        reduce = parallel.reduce
+
+        def timed_reduce(loss):
+            start = time.perf_counter()
+            try:
+                return reduce(loss)
+            finally:
+                in_reduce[0] += time.perf_counter() - start
+        parallel.reduce = timed_reduce
+    batches = len(images) // batch
+
+    def iteration(i):
+        k = ((i * size + rank) % batches) * batch
+        solver.net.blobs["data"].data[...] = images[k:k + batch]
+        solver.net.blobs["label"].data[...] = labels[k:k + batch]
+        solver.step(1)
+
+    for i in range(warmup):
+        iteration(i)
+    if parallel is not None:
+        parallel.comm.Barrier()
+    in_reduce[0] = 0.0
+    start = time.perf_counter()
+    for i in range(iterations):
+        iteration(warmup + i)
+    if parallel is not None:
+        parallel.comm.Barrier()
+    elapsed = time.perf_counter() - start
+    if rank == 0:
+        from npcaffe.distributed import reduced_params
+        floats = sum(b.count for b in reduced_params(solver.net))
+        print(f"mpi-result {elapsed / iterations * 1e3:.3f} {in_reduce[0] / iterations * 1e3:.3f} "
+              f"{size * batch * iterations / elapsed:.3f} {floats}", flush=True)
+
+
+def mpiexec():
+    """The mpiexec beside this Python (the mpich wheel's), else the one on PATH."""
+    import shutil
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = beside if os.path.exists(beside) else shutil.which("mpiexec")
+    if not found:
+        sys.exit("--mpi needs mpiexec: pip install 'npcaffe[mpi]' (mpi4py and the mpich wheel)")
+    return found
+
+
+def mpi_table(ranks, names, iterations, warmup):
+    """Training throughput with 1 and `ranks` ranks, each in fresh processes with one BLAS thread."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NPCAFFE_NUM_THREADS="1")
+    print(f"npcaffe bench --mpi {ranks}: {os.cpu_count()} CPUs, one BLAS thread per rank, load average "
+          f"{os.getloadavg()[0]:.2f} at start; {iterations} iterations after {warmup} of warm-up, each rank on "
+          "its own batch (the effective batch grows with the ranks, as Caffe's multi-GPU training)", flush=True)
+    header = ("net", "ranks", "batch per rank", "ms per iteration", "in reduction + waiting (ms)", "images/s",
+              "speedup", "floats reduced", "target")
+    rows = []
+    for name in names:
+        single = None
+        for n in (1, ranks):
+            command = [sys.executable, os.path.abspath(__file__), f"--child-mpi={name}",
+                       f"--mpi_iterations={iterations}", f"--mpi_warmup={warmup}"]
+            if n > 1:
+                command = [mpiexec(), "-n", str(n)] + command
+            out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+            ms, reduce_ms, throughput, floats = out.split("mpi-result")[-1].split()
+            throughput = float(throughput)
+            single = single or throughput
+            target = f">= 1.6x with {ranks}" if name == "lenet5" and n > 1 else ""
+            rows.append((name, str(n), str(MPI_NETS[name][1]), ms, reduce_ms if n > 1 else "-", f"{throughput:.1f}",
+                         f"{throughput / single:.2f}x", f"{int(floats):,}", target))
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print(f"load average at end: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure; "
+          f"{ranks} ranks need {ranks} idle cores)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -419,6 +536,16 @@ def main():
                              "of every channel group masked off")
     parser.add_argument("--slim_batches", "--slim-batches", default="1,16",
                         help="batch sizes for --slim, comma-separated (default 1,16)")
+    parser.add_argument("--mpi", type=int, metavar="N",
+                        help="instead: data-parallel training throughput of LeNet-5 and AlexNet DNS with 1 and N "
+                             "ranks (mpiexec -n N, npcaffe.distributed), one BLAS thread per rank")
+    parser.add_argument("--mpi_nets", "--mpi-nets", default="lenet5,alexnet",
+                        help=f"nets for --mpi, comma-separated ({', '.join(MPI_NETS)}; default both)")
+    parser.add_argument("--mpi_iterations", "--mpi-iterations", type=int, default=None,
+                        help="timed iterations per run for --mpi (default 200 for LeNet-5, 5 for AlexNet; "
+                             "--quick: 50 and 2)")
+    parser.add_argument("--mpi_warmup", "--mpi-warmup", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-mpi", help=argparse.SUPPRESS)
     parser.add_argument("--child-first-iteration", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-training", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -426,6 +553,23 @@ def main():
         return child_first_iteration()
     if args.child_training:
         return child_training(args.child_training)
+    if args.child_mpi:
+        return child_mpi(args.child_mpi, args.mpi_iterations, args.mpi_warmup)
+    if args.mpi is not None:
+        if args.mpi < 2:
+            parser.error(f"--mpi: the number of ranks to compare with one must be at least 2, got {args.mpi}")
+        names = [n for n in args.mpi_nets.split(",") if n]
+        unknown = [n for n in names if n not in MPI_NETS]
+        if unknown or not names:
+            parser.error(f"--mpi_nets: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(MPI_NETS)}")
+        for name in names:
+            lenet = name == "lenet5"
+            iterations = args.mpi_iterations or ((50 if args.quick else 200) if lenet else (2 if args.quick else 5))
+            warmup = args.mpi_warmup if args.mpi_warmup is not None else (10 if lenet else 1)
+            if iterations < 1 or warmup < 0:
+                parser.error("--mpi_iterations must be at least 1")
+            mpi_table(args.mpi, [name], iterations, warmup)
+        return None
     repeats = 15 if args.quick else 50
     if args.threshold:
         return threshold_table(repeats)
