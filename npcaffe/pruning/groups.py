@@ -420,14 +420,9 @@ def _lrn(ctx):
     return "spatial"
 
 
-def _flatten_like(ctx, bottom, top):
-    """The top is (N, C·inner[, 1, ...]) of a (N, C, ...) bottom: channel c's nodes repeated inner times."""
-    inner = int(np.prod(bottom.shape[2:], dtype=np.int64))
-    ctx.set_top(0, np.repeat(ctx.bottom_nodes[0], inner))
-    return "move"
-
-
 def _flatten(ctx):
+    """Flatten and Reshape: a top (N, C·H·W[, 1, ...]) repeats channel c's nodes H·W times; a top keeping
+    (N, C) keeps them; any other reshape mixes channels with positions and blocks."""
     bottom, top = ctx.bottom[0], ctx.top[0]
     if ctx.bottom_nodes[0] is None or top.num_axes < 2 or top.shape[0] != bottom.shape[0] \
             or top.shape[1] != int(np.prod(bottom.shape[1:], dtype=np.int64)) or any(d != 1 for d in top.shape[2:]):
@@ -436,7 +431,8 @@ def _flatten(ctx):
             return "move"
         return ctx.block(f"reshaping {bottom.shape} to {top.shape} (only (N, C, ...) -> (N, C*H*W) or "
                          "spatial-only reshapes keep channels apart)")
-    return _flatten_like(ctx, bottom, top)
+    ctx.set_top(0, np.repeat(ctx.bottom_nodes[0], int(np.prod(bottom.shape[2:], dtype=np.int64))))
+    return "move"
 
 
 def _shuffle_channel(ctx):
