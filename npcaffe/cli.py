@@ -201,7 +201,7 @@ def _train(args):
         solver.data_parallel.check_interval = args.mpi_check_interval
 
     trace = None
-    if args.dns_trace:
+    if args.dns_trace and solver.root_solver:  # under mpirun every rank draws the same gates: rank 0 writes them
         from .dnstrace import trace_dns
         trace = trace_dns(solver, args.dns_trace)
     try:
