@@ -278,16 +278,18 @@ class DataParallel:
 
     def _share_data(self):
         net = self.solver.net
+        say = glog.warning if self.rank == 0 else (lambda message: None)  # the same on every rank
         for name, layer in zip(net.layer_names, net.layers):
             if getattr(layer, "splits_records", False):
                 layer.shard = (self.rank, self.size)
                 if getattr(layer, "shuffle", False):
-                    glog.warning(f"layer '{name}' ({layer.type}) shuffles with each rank's own random stream, so "
-                                 "the ranks' shares overlap; shuffle the records once beforehand instead")
+                    say(f"layer '{name}' ({layer.type}) reshuffles after each pass with each rank's own random "
+                        "stream, so from the second pass on the ranks' shares overlap; shuffle the records once "
+                        "beforehand instead")
             elif layer.type in ("MemoryData", "ImageData", "WindowData", "Python") and not layer.layer_param.bottom:
-                glog.warning(f"layer '{name}' ({layer.type}) does not split its records between the {self.size} "
-                             "ranks (only Data and HDF5Data layers do, as in Caffe 1.0): every rank reads the same "
-                             "batches unless the layer itself uses npcaffe.distributed.solver_rank()")
+                say(f"layer '{name}' ({layer.type}) does not split its records between the {self.size} ranks "
+                    "(only Data and HDF5Data layers do, as in Caffe 1.0): every rank reads the same batches unless "
+                    "the layer itself uses npcaffe.distributed.solver_rank()")
 
     # -- the solver's hooks -------------------------------------------------------------
     def on_start(self):
