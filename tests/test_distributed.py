@@ -101,6 +101,29 @@ def test_data_layer_reads_its_share(tmp_path, quiet_log):
         assert rank0.layers[0].get_state() == rank1.layers[0].get_state() == single.layers[0].get_state()
 
 
+def test_hdf5_data_layer_reads_its_share(tmp_path, quiet_log):
+    h5py = pytest.importorskip("h5py")
+    from npcaffe import Net, TRAIN
+    with h5py.File(tmp_path / "rows.h5", "w") as f:
+        f["data"] = np.arange(10, dtype=np.float32).reshape(10, 1)
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'rows.h5'}\n")
+
+    def net(batch):
+        path = tmp_path / f"net{batch}.prototxt"
+        path.write_text(f'layer {{ name: "d" type: "HDF5Data" top: "data" '
+                        f'hdf5_data_param {{ source: "{tmp_path / "list.txt"}" batch_size: {batch} }} }}')
+        return Net(str(path), TRAIN)
+
+    single, rank0, rank1 = net(6), net(3), net(3)
+    rank0.layers[0].shard, rank1.layers[0].shard = (0, 2), (1, 2)
+    for _ in range(4):
+        for n in (single, rank0, rank1):
+            n.forward()
+        rows = single.blobs["data"].data[:, 0]
+        np.testing.assert_array_equal(rank0.blobs["data"].data[:, 0], rows[0::2])
+        np.testing.assert_array_equal(rank1.blobs["data"].data[:, 0], rows[1::2])
+
+
 def test_rank_streams_are_rank_0_s_jumped_at_every_iteration():
     # Drawing then jumping equals jumping then drawing: a resumed rank r finds its stream again.
     base = np.random.default_rng(5)
