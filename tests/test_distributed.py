@@ -297,8 +297,11 @@ def _write_lmdb(path, count):
 
 
 def _train_here(argv):
-    """npcaffe train in this process, one BLAS thread; its log."""
+    """npcaffe train in this process, one BLAS thread, glibc rand() where a new process has it (the DNS
+    gate's stream is the process's, and other tests have drawn from it); its log."""
     from npcaffe import cli
+    from npcaffe.kernels import glibc_rand
+    glibc_rand.reset()
     stream = io.StringIO()
     glog.set_stream(stream)
     try:
