@@ -502,7 +502,8 @@ def _tailor_and_finetune(solver, param, net_param, pruned, out, name, finetune_i
         part["tailored"] = None
     else:
         net_file, weights = tailored_model, tailored_weights
-        part["tailored"] = {"model": tailored_model, "weights": tailored_weights}
+        part["tailored"] = {"model": tailored_model, "weights": tailored_weights,
+                            "output_difference": {k: float(v) for k, v in tailored["differences"].items()}}
     part["finetune_iter"] = int(finetune_iter)
     if finetune_iter > 0:
         ft_param = read_solver(finetune_solver) if finetune_solver else param

@@ -130,3 +130,77 @@ def test_surgery_channels_end_to_end(tiny, capsys):
 def test_finetune_flags_need_channels(tiny, capsys):
     assert cli.main(["surgery", "--solver", "tinycp_solver.prototxt", *SHAPES, "--finetune_iter", "3"]) == 1
     assert "add --channels" in capsys.readouterr().err
+
+
+RESNET50 = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "prototxt", "resnet50", "ResNet-50-deploy.prototxt")
+
+
+def _resnet50_training_files(directory):
+    """ResNet-50 as a training net (its Input also gives a label; SoftmaxWithLoss instead of prob), a
+    two-iteration solver, and generated weights in a plausible trained state."""
+    from npcaffe.fileio.caffemodel import write_caffemodel
+    from npcaffe.fileio.prototxt import to_text
+    from npcaffe.proto import caffe_pb2
+    deploy = read_net(RESNET50)
+    net = npcaffe.Net(deploy, npcaffe.TEST)
+    gen = np.random.default_rng(0)
+    for layer in net.layers:
+        if layer.type == "BatchNorm":
+            layer.blobs[0].data[...] = gen.standard_normal(layer.blobs[0].shape) * 0.1
+            layer.blobs[1].data[...] = 1
+            layer.blobs[2].data[...] = 1
+        elif layer.type in ("Convolution", "InnerProduct"):
+            w = layer.blobs[0].data
+            w[...] = gen.standard_normal(w.shape) * np.sqrt(1.0 / w[0].size)
+    weights = str(directory / "r50.caffemodel")
+    net.save(weights)
+    train = caffe_pb2.NetParameter()
+    train.CopyFrom(deploy)
+    del train.layer[:]
+    for layer in deploy.layer:
+        if layer.name == "prob":
+            continue
+        added = train.layer.add()
+        added.CopyFrom(layer)
+        if layer.type == "Input":
+            added.top.append("label")
+            added.input_param.shape.add().dim.append(1)
+    loss = train.layer.add()
+    loss.name, loss.type = "loss", "SoftmaxWithLoss"
+    loss.bottom.extend(["fc1000", "label"])
+    loss.top.append("loss")
+    (directory / "r50_train.prototxt").write_text(to_text(train))
+    (directory / "r50_solver.prototxt").write_text(
+        'net: "r50_train.prototxt"\nbase_lr: 0.0001\nlr_policy: "fixed"\nmomentum: 0.9\nweight_decay: 0.0001\n'
+        'display: 1\nmax_iter: 2\nrandom_seed: 1\n')
+    return weights
+
+
+@pytest.mark.slow
+def test_dnscp_on_resnet50_end_to_end(tmp_path, monkeypatch, capsys):
+    """Masks, gate, tailoring (slim across the residual sums) and one fine-tuning step on ResNet-50 with
+    generated data, batch 1."""
+    monkeypatch.chdir(tmp_path)
+    weights = _resnet50_training_files(tmp_path)
+    assert cli.main(["surgery", "--solver", "r50_solver.prototxt", "--weights", weights, "--channels",
+                     "--c_rate", "0", "--data_shape", "data=1,3,224,224", "--data_shape", "label=1",
+                     "--finetune_iter", "1", "--quiet"]) == 0
+    report = json.loads((tmp_path / "runs" / "r50_solver" / "report.json").read_text())
+    channels = report["channels"]
+    layers = channels["layers"]
+    assert len(layers) == 53 and "conv1" not in layers and "fc1000" in layers   # conv1 reads the data
+    # The gate was open at iteration 0 (p = 1).  Random weights' channel means lie close together (the
+    # seed's 0.1 prunes channels in only 29 of the 53 layers); c_rate 0 (a = b = mu) prunes those below
+    # the layer's mean everywhere, never all of them.
+    assert all(0 < c["kept"] < c["total"] for c in layers.values())
+    assert report["settings"]["iter_stop"] == 1 and report["iterations"] == 2
+    # Tailored: smaller, the same outputs as the masked net; fine-tuned one step.
+    tailored = channels["tailored"]
+    assert tailored is not None, "npcaffe.pruning.slim is missing"
+    assert max(tailored["output_difference"].values()) <= 1e-5
+    assert channels["finetuned_params"] < report["params"]
+    assert os.path.isfile(channels["finetuned_model"]) and channels["finetune_iter"] == 1
+    slim_net = read_net(tailored["model"])
+    widths = {lp.name: lp.convolution_param.num_output for lp in slim_net.layer if lp.type == "Convolution"}
+    assert widths["res2a_branch2a"] < 64 or widths["res3a_branch2a"] < 128
