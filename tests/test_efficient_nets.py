@@ -15,6 +15,8 @@ with that derivation in the generator's docstring.
 Building VGG-16, DenseNet-121 and SE-ResNeXt-50 takes seconds (VGG-16 allocates 138 M parameters) and
 every full-size forward too: those are @slow; the default run builds the others and runs MobileNet v1
 (both depthwise spellings) and ShuffleNet v2 on 64 x 64 images (global pooling takes any size).
+The @slow slim tests mask ~half of every prunable channel group of MobileNet v2 and SE-ResNet-50 and
+check npcaffe slim's net against the masked one (npcaffe.pruning.slim, used here, not changed).
 """
 import importlib.util
 import os
@@ -169,3 +171,75 @@ def test_multiply_adds_match_the_papers(key, published):
     rows = count_macs(npcaffe.Net(path(key), npcaffe.TEST))
     assert abs(sum(row.dense for row in rows) - published) < 1e6
     assert {row.type for row in rows} >= {"Convolution"}
+
+
+# -- slimming (npcaffe.pruning.slim) -------------------------------------------------------------------
+
+def trained_looking(net, seed):
+    """plausible_weights plus BatchNorm statistics and Scale / bias values that are not neutral, so a
+    removed channel's constant (bias, BN / Scale shift) is not zero and slimming has to be exact about it."""
+    plausible_weights(net, seed)
+    gen = np.random.default_rng(seed + 1)
+    for layer in net.layers:
+        if layer.type == "BatchNorm":
+            channels = layer.blobs[0].count
+            layer.blobs[0].data[...] = gen.normal(0, 0.1, channels)
+            layer.blobs[1].data[...] = gen.uniform(0.5, 1.5, channels)
+        elif layer.type == "Scale":
+            layer.blobs[0].data[...] = gen.uniform(0.5, 1.5, layer.blobs[0].shape)
+            layer.blobs[1].data[...] = gen.normal(0, 0.1, layer.blobs[1].shape)
+        elif layer.type in ("Convolution", "InnerProduct") and len(layer.blobs) > 1:
+            layer.blobs[1].data[...] = gen.normal(0, 0.1, layer.blobs[1].shape)
+
+
+def half_channel_masks(net, seed):
+    """Channel masks keeping a random ~half of every prunable group's units (at least one each)."""
+    from npcaffe.pruning.groups import channel_groups, set_channel_masks
+    gen = np.random.default_rng(seed)
+    groups = channel_groups(net).prunable()
+    for group in groups:
+        keep = gen.random(group.size) < 0.5
+        keep[gen.integers(group.size)] = True
+        set_channel_masks(net, group, keep)
+    return groups
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["mobilenet_v2/mobilenet_v2_deploy.prototxt", "se_resnet50/SE-ResNet-50-deploy.prototxt"])
+def test_slim_with_half_the_channels_masked_equals_the_masked_net(key, tmp_path):
+    """Issue 14's slim check on the efficient nets: generated weights, ~50% of every prunable group's channels
+    masked off, slimmed, written and loaded fresh: the same outputs (within 1e-5 of the largest), the
+    parameter and multiply-add counts slim predicts, fewer of both, BVLC layer types but the SE blocks' Axpy."""
+    from npcaffe.fileio.caffemodel import write_caffemodel
+    from npcaffe.fileio.prototxt import write_text
+    from npcaffe.graph import replace_data_layers
+    from npcaffe.pruning import slim
+    original = read_net(path(key))
+    side = PUBLISHED[key][1]
+    net = npcaffe.Net(replace_data_layers(original, {"data": (2, 3, side, side)}), npcaffe.TEST)
+    trained_looking(net, seed=4)
+    groups = half_channel_masks(net, seed=5)
+    assert len(groups) > 10
+    net.blobs["data"].data[...] = np.random.default_rng(6).standard_normal(net.blobs["data"].shape)
+    net.forward()
+    expected = net.blobs["prob"].data.astype(np.float64).copy()
+
+    result = slim.slim_net(net, original)
+    write_text(result["param"], tmp_path / "slim.prototxt")
+    write_caffemodel(slim._weights_param(result["net"]), tmp_path / "slim.caffemodel")
+    fresh = npcaffe.Net(str(tmp_path / "slim.prototxt"), npcaffe.TEST, weights=str(tmp_path / "slim.caffemodel"))
+    fresh.blobs["data"].reshape(*net.blobs["data"].shape)
+    fresh.reshape()
+    fresh.blobs["data"].data[...] = net.blobs["data"].data
+    fresh.forward()
+    got = fresh.blobs["prob"].data.astype(np.float64)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+    after = slim.count_rows(fresh)
+    assert {n: (p, m) for n, (_, p, m) in after.items()} == dict(result["predicted"])
+    params = [sum(v[1] for v in counts.values()) for counts in (result["before"], after)]
+    macs = [sum(v[2] for v in counts.values()) for counts in (result["before"], after)]
+    assert params[1] < 0.6 * params[0] and macs[1] < 0.6 * macs[0]
+    types = {lp.type for lp in read_net(str(tmp_path / "slim.prototxt")).layer}
+    assert types - slim.BVLC_TYPES <= {"Axpy"}
