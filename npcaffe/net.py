@@ -10,7 +10,7 @@ import numpy as np
 
 from . import glog
 from .blob import Blob, LayoutClock
-from .errors import NetError, WeightsError
+from .errors import NetError, NpcaffeError, WeightsError
 from .fileio.caffemodel import blob_diff_to_array, blob_shape, blob_to_array, read_caffemodel, write_caffemodel
 from .fileio.prototxt import read_net
 from .fileio.solverstate import read_net_hdf5, write_net_hdf5
@@ -68,8 +68,12 @@ class Net:
         self.layout = LayoutClock()  # every blob of the net holds it (npcaffe.blob)
         self.forward_hooks = []  # called as hook(net) after every full forward pass (e.g. the DNS trace)
         self.debug_info = param.debug_info  # Caffe's per-layer value lines (npcaffe.debug_info)
-        with memory.budget() as self._budget:  # bytes counted before they are allocated
-            self._init(param)
+        try:
+            with memory.budget() as self._budget:  # bytes counted before they are allocated
+                self._init(param)
+        except NpcaffeError as e:
+            _name_the_source(e, self.source)
+            raise
         del self._budget
         if weights is not None:
             self.copy_from(weights)
@@ -659,6 +663,12 @@ class Net:
 
     def __repr__(self):
         return f"<npcaffe.Net '{self.name}' {caffe_pb2.Phase.Name(self.phase)}: {len(self.layers)} layers>"
+
+
+def _name_the_source(error, source):
+    """Put the net's file in front of an error's message (once) that does not name it yet."""
+    if error.args and isinstance(error.args[0], str) and source not in error.args[0]:
+        error.args = (f"{source}: {error.args[0]}",) + error.args[1:]
 
 
 def _warn_if_nothing_matched(where, copied, with_weights, net):

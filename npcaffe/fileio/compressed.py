@@ -104,7 +104,7 @@ def read_compressed(path, expected=None):
     try:
         check_regular_file(path, WeightsError)
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise WeightsError(f"{path}: not a readable npcaffe compressed weights file (.npz): {e}") from None
     try:
         with archive:
