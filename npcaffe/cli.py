@@ -696,7 +696,9 @@ def check_input_paths(args):
             if os.path.isfile(path) if kind == "file" else os.path.isdir(path):
                 continue
             if os.path.exists(path):
-                other = "directory, not a file" if kind == "file" else "file, not a directory"
+                other = ("directory, not a file" if os.path.isdir(path) else
+                         "special file (a device or FIFO), not a regular file") if kind == "file" \
+                    else "file, not a directory"
                 raise NpcaffeError(f"{flag}: '{path}' is a {other}")
             hint = "" if os.path.isabs(path) else f" (relative paths start at the working directory, {os.getcwd()})"
             raise NpcaffeError(f"{flag}: {_WHAT.get(dest, '')}'{path}' not found{hint}")

@@ -123,3 +123,9 @@ def test_npz_member_header_declaring_a_huge_index_is_refused(net, tmp_path):
             z.writestr(n, data)
     with pytest.raises(WeightsError, match=r"bomb\.npz: entry 'ip/0/index' is int32 of shape \(8589934592,\)"):
         net.copy_from(str(path))
+
+
+def test_the_command_line_names_a_special_file_as_such(capsys):
+    from npcaffe.cli import main
+    assert main(["test", "--model", "/dev/zero", "--iterations", "1"]) == 1
+    assert "--model: '/dev/zero' is a special file (a device or FIFO), not a regular file" in capsys.readouterr().err
