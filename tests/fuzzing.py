@@ -218,9 +218,15 @@ class Targets:
         elif kind == "parsed_net":
             from npcaffe.fileio.prototxt import read_net
             from npcaffe.graph import filter_net, insert_splits
+            from npcaffe.errors import NpcaffeError
+            from npcaffe.net import _name_the_source
             param = read_net(path)
             param.state.phase = self.TEST
-            insert_splits(filter_net(param))
+            try:  # the graph's rewrites take a NetParameter: the file is named where it is known, as Net does
+                insert_splits(filter_net(param))
+            except NpcaffeError as e:
+                _name_the_source(e, path)
+                raise
         elif kind == "solver":
             from npcaffe.solvers.hyperparams import check_hyperparameters
             from npcaffe.solvers.lr_policy import learning_rate

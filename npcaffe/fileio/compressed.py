@@ -104,12 +104,12 @@ def read_compressed(path, expected=None):
     try:
         check_regular_file(path, WeightsError)
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:  # zipfile: unknown method
         raise WeightsError(f"{path}: not a readable npcaffe compressed weights file (.npz): {e}") from None
     try:
         with archive:
             return _read_layers(archive, path, expected)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
         raise WeightsError(f"{path}: damaged npcaffe compressed weights file (.npz): {e}") from None
 
 
