@@ -2,6 +2,7 @@
 import argparse
 import contextlib
 import os
+import shlex
 import sys
 import time
 
@@ -393,13 +394,21 @@ def cmd_surgery(args):
     from . import surgery
     general = {"--solver": args.solver, "--model": args.model, "--layers": args.layers, "--c_rate": args.c_rate,
                "--gamma": args.gamma, "--power": args.power, "--iter_stop": args.iter_stop,
-               "--data_shape": args.data_shape}
+               "--data_shape": args.data_shape, "--channels": args.channels or None,
+               "--finetune_iter": args.finetune_iter, "--finetune_solver": args.finetune_solver}
     if args.net is not None:
         given = [flag for flag, value in general.items() if value is not None]
         if given:
+            example = ("prototxt/lenet5/lenet5_dnscp_solver.prototxt --channels" if args.net in surgery.CP_RECIPES
+                       else f"prototxt/{args.net}/{args.net}_solver.prototxt")
             raise NpcaffeError(f"{', '.join(given)}: the named recipe '{args.net}' fixes its net and settings; "
                                f"for other settings run the general command on its files, e.g. --solver "
-                               f"prototxt/{args.net}/{args.net}_solver.prototxt --weights ...")
+                               f"{example} --weights ...")
+        if args.net in surgery.CP_RECIPES:
+            surgery.run_cp_recipe(args.net, args.out or os.path.join("runs", args.net), mnist=args.mnist,
+                                  weights=args.weights, iterations=args.iterations, quiet=args.quiet,
+                                  solve_wrapper=lambda solver: signal_actions(solver, args.sigint_effect))
+            return 0
         from .stages import RunStopped
         out = args.out or os.path.join("runs", args.net)
         try:
@@ -415,14 +424,26 @@ def cmd_surgery(args):
         raise NpcaffeError("give --solver S.prototxt (DNS on its net), or a named recipe: lenet5 or lenet300100")
     if args.mnist:
         raise NpcaffeError("--mnist is for the named recipes; with --solver the net's own data layers are read")
+    if not args.channels and (args.finetune_iter is not None or args.finetune_solver):
+        raise NpcaffeError("--finetune_iter / --finetune_solver fine-tune the tailored net of DNS-CP: add --channels")
     from .pruning.dnsify import parse_c_rates, parse_layers
     from .synthetic import parse_data_shapes
     default_rate, rates = parse_c_rates(args.c_rate)
-    surgery.run_solver(args.solver, out=args.out, weights=args.weights, model=args.model,
-                       layers=parse_layers(args.layers), c_rate=rates or None, default_c_rate=default_rate,
-                       gamma=args.gamma, power=args.power, iter_stop=args.iter_stop, iterations=args.iterations,
-                       data_shapes=parse_data_shapes(args.data_shape), quiet=args.quiet,
-                       solve_wrapper=lambda solver: signal_actions(solver, args.sigint_effect))
+    from .stages import RunStopped
+    again = [a for a in args.argv if a != "--resume"] + ["--resume"]
+    try:
+        surgery.run_solver(args.solver, out=args.out, weights=args.weights, model=args.model,
+                           layers=parse_layers(args.layers), c_rate=rates or None, default_c_rate=default_rate,
+                           gamma=args.gamma, power=args.power, iter_stop=args.iter_stop, iterations=args.iterations,
+                           data_shapes=parse_data_shapes(args.data_shape), quiet=args.quiet,
+                           solve_wrapper=lambda solver: signal_actions(solver, args.sigint_effect,
+                                                                       sigterm_effect="stop"),
+                           channels=args.channels, finetune_iter=args.finetune_iter,
+                           finetune_solver=args.finetune_solver, resume=args.resume,
+                           resume_command="npcaffe " + shlex.join(again))
+    except RunStopped as stopped:
+        print(f"npcaffe surgery: {stopped}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -447,11 +468,11 @@ def cmd_dnsify(args):
     settings = {"gamma": dz.GAMMA if args.gamma is None else args.gamma,
                 "power": dz.POWER if args.power is None else args.power, "iter_stop": iter_stop}
     net, record = dz.dnsify(read_net(args.model), dz.parse_layers(args.layers), rates or None, where=args.model,
-                            default_c_rate=dz.C_RATE if default_rate is None else default_rate, **settings)
-    text = dz.converted_text(net, record, source=args.model, **settings)
+                            default_c_rate=default_rate, channels=args.channels, **settings)
+    text = dz.converted_text(net, record, source=args.model, channels=args.channels, **settings)
     with open(args.out, "w") as f:
         f.write(text)
-    print("\n".join(dz.describe(record, **settings)) + f"\nwrote {args.out}")
+    print("\n".join(dz.describe(record, channels=args.channels, **settings)) + f"\nwrote {args.out}")
     return 0
 
 
@@ -579,6 +600,11 @@ Defaults for the DNS layers (npcaffe/pruning/dnsify.py):
   mask fillers             constant 1: every weight starts kept
 A layer with bias_term: false gets a constant 0 bias with mask 0 and lr_mult 0 (DNS layers need a
 bias); the pruned model drops it again.
+With --channels (DNS-CP, npcaffe/layerlib/dns_cp.py) the layers become CPConvolution /
+CPInnerProduct: one mask entry per input channel, pruned when the channel's mean |w| is below
+max(0, mu - c_rate std) and spliced back above max(0, mu + c_rate std) (mu, std of |w| over the
+layer), behind the same gate; --c_rate defaults to 0.1 (the seed's), --layers to every
+Convolution / InnerProduct not reading a data layer (the data's channels cannot be removed).
 """
 
 SURGERY_HELP = """\
@@ -595,9 +621,18 @@ types and parameters, loads in BVLC Caffe and the user's deploy net), the final 
 report.json (the paper's Table 4 per layer, test error from the solver's test net) and log.txt.
 <name> is the solver file's name without _solver.prototxt.
 
-  npcaffe surgery lenet5|lenet300100 [--mnist DIR] [--weights W]
+  npcaffe surgery lenet5|lenet300100|lenet5-cp [--mnist DIR] [--weights W]
 
-are the named recipes: the paper's LeNet runs from prototxt/<net>/, with per-layer settings.
+are the named recipes: the paper's LeNet runs from prototxt/<net>/, with per-layer settings;
+lenet5-cp is DNS-CP (below) on LeNet-5's conv2 and ip1 input channels.
+
+  npcaffe surgery --solver S.prototxt --weights W.caffemodel --channels [--finetune_iter N]
+
+is DNS-CP: masks on whole input channels; after the surgery the net is tailored (npcaffe slim:
+the pruned channels and the filters feeding only them removed) into <name>_dnscp_tailored.prototxt
+/ .caffemodel and fine-tuned (--finetune_iter, default the solver's max_iter; --finetune_solver,
+default the same solver); the report lists the input channels kept per layer and the test error
+after the surgery and after fine-tuning.
 
 """ + SURGERY_DEFAULTS
 
@@ -609,10 +644,13 @@ as readable prototxt, to read and edit before training it (npcaffe train).
 
 
 def dnsify_flags(p):
+    p.add_argument("--channels", action="store_true",
+                   help="DNS-CP: masks on whole input channels (CPConvolution / CPInnerProduct) instead of weights")
     p.add_argument("--layers", action="append", metavar="L1,L2",
                    help="Convolution / InnerProduct layers to convert (comma-separated, repeatable; default: all)")
     p.add_argument("--c_rate", "--c-rate", action="append", metavar="[LAYER=]X",
-                   help="DNS threshold factor: LAYER=X for one layer, X for every other (repeatable; default 3)")
+                   help="DNS threshold factor: LAYER=X for one layer, X for every other (repeatable; default 3, "
+                        "with --channels 0.1)")
     p.add_argument("--gamma", type=non_negative_float, help="gate decay gamma (default 1e-4)")
     p.add_argument("--power", type=non_negative_float, help="gate power (default 1)")
     p.add_argument("--iter_stop", "--iter-stop", type=non_negative_int, metavar="N",
@@ -833,13 +871,20 @@ def build_parser():
     p.set_defaults(func=cmd_sensitivity)
     p = sub.add_parser("surgery", help="dynamic network surgery on any net (--solver), or the LeNet recipes",
                        description=SURGERY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("net", nargs="?", choices=["lenet5", "lenet300100"],
-                   help="a named recipe: LeNet-5 / LeNet-300-100 over MNIST with the DNS release's settings")
+    p.add_argument("net", nargs="?", choices=["lenet5", "lenet300100", "lenet5-cp"],
+                   help="a named recipe: LeNet-5 / LeNet-300-100 over MNIST with the DNS release's settings; "
+                        "lenet5-cp: DNS-CP on LeNet-5's conv2 and ip1 input channels, tailored and fine-tuned")
     p.add_argument("--solver", help="solver .prototxt whose net (Convolution / InnerProduct layers) gets DNS")
     p.add_argument("--weights", help="trained .caffemodel to start from (default: train a dense reference first "
                                      "with the solver as it is)")
     p.add_argument("--model", help="with --solver: the train/test net .prototxt, instead of the solver's net field")
     dnsify_flags(p)
+    p.add_argument("--finetune_iter", "--finetune-iter", type=non_negative_int, metavar="N",
+                   help="with --channels: iterations fine-tuning the tailored net (default: the solver's max_iter, "
+                        "or --iterations; 0: none)")
+    p.add_argument("--finetune_solver", "--finetune-solver", metavar="S",
+                   help="with --channels: solver .prototxt for the fine-tuning (its net is replaced by the tailored "
+                        "one; default: the surgery's solver)")
     p.add_argument("--iterations", type=positive_int, help="override the solver's max_iter (for a quick try)")
     p.add_argument("--data_shape", "--data-shape", action="append", metavar="TOP=N,C,H,W",
                    help="with --solver: train on generated data, the data layers becoming DummyData of this "
@@ -853,8 +898,8 @@ def build_parser():
                    help="on SIGINT: stop (after a snapshot; with --solver the report is still written; a named "
                         "recipe says how to --resume), snapshot, or none; SIGTERM always stops")
     p.add_argument("--resume", action="store_true",
-                   help="named recipes: go on with the run stopped in --out (default runs/<net>) from its snapshot, "
-                        "bit for bit as if it had not stopped")
+                   help="go on with the run stopped in --out (default runs/<net>, runs/<solver file stem>) from its "
+                        "snapshot, bit for bit as if it had not stopped (--solver: give the same flags again)")
     p.add_argument("--quiet", action="store_true", help="no training log on the console, just the report "
                                                         "(with --solver, DIR/log.txt keeps the whole log)")
     p.set_defaults(func=cmd_surgery)
@@ -920,7 +965,7 @@ def build_parser():
     p.add_argument("--steps", type=positive_int, help="steps of an iterative schedule (default 3)")
     p.add_argument("--retrain_iter", "--retrain-iter", type=non_negative_int, metavar="N",
                    help="retraining iterations after each step (default: the solver's max_iter; 0: none)")
-    p.add_argument("--score_batches", "--score-batches", type=int, metavar="B",
+    p.add_argument("--score_batches", "--score-batches", type=positive_int, metavar="B",
                    help="forward passes the criterion scores over (default: obd, lobs 100; snip 1)")
     p.add_argument("--bias", action="store_true", help="prune biases too (ranked with the weights)")
     p.add_argument("--channel_sparsity", "--channel-sparsity", action="append", metavar="[LAYER=]X",
@@ -967,6 +1012,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: a stopped run's resume command
     bars = progress.configure(getattr(args, "progress", None))
     glog.set_show_details(True if args.command in LOG_FILE_COMMANDS and args.verbose else None)
     try:

@@ -18,6 +18,8 @@ import json
 import os
 import re
 
+import numpy as np
+
 from . import glog, progress
 from .errors import NpcaffeError
 from .fileio.atomic import atomic_write
@@ -25,16 +27,24 @@ from .fileio.solverstate import sidecar_path
 
 
 class RunStopped(Exception):
-    """A stage stopped early on request; the message says where and how to resume."""
+    """A stage stopped early on request; the message says where and how to resume, .solver is the
+    stopped solver (at its snapshot)."""
+
+    def __init__(self, message, solver=None):
+        super().__init__(message)
+        self.solver = solver
 
 
 class RunState:
     """run.json of a run directory: settings and stage records; `stage` runs one stage."""
 
-    def __init__(self, workdir, settings, resume=False, resume_command=None):
+    def __init__(self, workdir, settings, resume=False, resume_command=None, strict=False):
+        """settings: what defines the run; on resume each one given (not None; with strict, every one)
+        must equal the recorded value."""
         self.path = os.path.join(workdir, "run.json")
         self.resume_command = resume_command
         self.resuming = resume
+        settings = json.loads(json.dumps(settings))  # as run.json will hold them (tuples as lists)
         if not resume:
             self.state = {"settings": settings, "stages": {}}
             self._save()
@@ -46,10 +56,12 @@ class RunState:
             self.state = json.load(f)
         recorded = self.state["settings"]
         differing = [f"{key}: {value!r} (the stopped run had {recorded.get(key)!r})"
-                     for key, value in settings.items() if value is not None and recorded.get(key) != value]
+                     for key, value in settings.items() if (value is not None or strict) and recorded.get(key) != value]
         if differing:
             raise NpcaffeError("--resume continues the stopped run with its own settings; these differ: "
-                               + "; ".join(differing) + ". Leave them out, or start a new run without --resume")
+                               + "; ".join(differing) + (". Give the stopped run's command again with --resume"
+                                                         if strict else ". Leave them out")
+                               + ", or start a new run without --resume")
 
     @property
     def settings(self):
@@ -70,8 +82,13 @@ class RunState:
 
     def _record(self, name, solver, done):
         state = solver.snapshot_filename(".solverstate")
-        self.state["stages"][name] = {"done": done, "snapshot": state, "iter": solver.iter,
-                                      "max_iter": solver.param.max_iter}
+        record = {"done": done, "snapshot": state, "iter": solver.iter, "max_iter": solver.param.max_iter}
+        tested_at, results = solver.last_test.get(0, (None, None))
+        if tested_at == solver.iter:
+            # The test solve() ran after its snapshot (and after a display forward that moved the random
+            # streams): kept, so a resumed run reports it instead of testing a restored net again.
+            record["test"] = [[output, float(value)] for output, value in results]
+        self.state["stages"][name] = record
         self._save()
 
     def stage(self, name, build, solve_wrapper=None):
@@ -86,6 +103,9 @@ class RunState:
             solver.restore(snapshot)
         if self.done(name):
             glog.info(f"Stage '{name}' finished before (iteration {solver.iter}); going on from its snapshot")
+            test = self.state["stages"][name].get("test")
+            if test is not None:
+                solver.last_test[0] = (solver.iter, [(output, np.float32(value)) for output, value in test])
             return solver
         self.state["stages"][name] = {"done": False, "snapshot": snapshot}
         self._save()
@@ -99,7 +119,7 @@ class RunState:
         self._record(name, solver, done=not solver.requested_early_exit)
         if solver.requested_early_exit:
             raise RunStopped(f"stopped in stage '{name}' at iteration {solver.iter} of {solver.param.max_iter}; "
-                             f"snapshot {self.snapshot(name)}; to go on: {self.resume_command}")
+                             f"snapshot {self.snapshot(name)}; to go on: {self.resume_command}", solver)
         return solver
 
 

@@ -326,8 +326,12 @@ def _test_scores(solver):
     """({output: value}, first Accuracy top or None) of the solver's test net #0, or ({}, None)."""
     if not solver.test_nets:
         return {}, None
+    tested_at, results = solver.last_test.get(0, (None, None))
+    if tested_at != solver.iter:  # solve() tests at its last iteration when test_interval divides it
+        with progress.stage("final test"):
+            results = solver.test(0)
     scores = {}
-    for name, value in solver.test(0):
+    for name, value in results:
         scores.setdefault(name, float(value))
     net = solver.test_nets[0]
     accuracy = [top for name, layer in zip(net.layer_names, net.layers) if layer.type == "Accuracy"
@@ -352,7 +356,8 @@ def report_rows(net, record):
 
 def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_rate=None, default_c_rate=None,
                gamma=None, power=None, iter_stop=None, iterations=None, data_shapes=None, quiet=False,
-               solve_wrapper=None, channels=False, finetune_iter=None, finetune_solver=None):
+               solve_wrapper=None, channels=False, finetune_iter=None, finetune_solver=None, resume=False,
+               resume_command=None):
     """DNS on the net of any solver: dnsify its Convolution / InnerProduct layers, train, bake, report.
 
     channels: DNS-CP instead (masks on whole input channels, npcaffe.layerlib.dns_cp): the files
@@ -374,8 +379,12 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
     default_c_rate, gamma, power, iter_stop: as pruning.dnsify.dnsify, None for its defaults
     (iter_stop: 80% of max_iter).  iterations overrides max_iter (of the reference too).
     data_shapes {top: shape}: train on generated data (synthetic.generated_data_net).
-    solve_wrapper(solver): a context manager around training (the CLI's SIGINT handling).
+    solve_wrapper(solver): a context manager around training (the CLI's SIGINT handling); a stop
+    in the dense reference raises stages.RunStopped, a stop in the surgery still writes the report
+    (stopped early); resume=True goes on from the run's snapshot in `out` (npcaffe.stages: the
+    same settings are required, resume_command is what the stop message tells to run).
     """
+    from .stages import RunState, RunStopped
     tag = "dnscp" if channels else "dns"
     from .fileio.caffemodel import write_caffemodel
     from .fileio.prototxt import to_text
@@ -417,10 +426,16 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
     log_file = os.path.join(out, "log.txt")
     started = time.time()
     summary = {"solver": solver_path, "net": net_where, "name": name}
+    run_state = RunState(out, {"solver": os.path.abspath(solver_path), "weights": weights, "model": model,
+                               "iterations": max_iter, "data_shapes": data_shapes and {k: list(v) for k, v in
+                                                                                      data_shapes.items()},
+                               "convert": {k: v for k, v in convert.items() if k != "where"}},
+                         resume=resume, strict=True,
+                         resume_command=resume_command or f"npcaffe surgery --solver {solver_path} ... --resume")
     was_quiet = glog.is_quiet()
     glog.set_quiet(quiet)
     try:
-        with glog.tee(log_file):
+        with glog.tee(log_file, append=resume):
             glog.info(f"npcaffe surgery --solver {solver_path}{' --channels' if channels else ''}: "
                       f"{'DNS-CP channel' if channels else 'dynamic network'} surgery on {net_where}")
             if data_shapes:
@@ -429,12 +444,8 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
             if weights is None:
                 glog.info("No --weights: training a dense reference with the solver as it is first")
                 dense = _solver_for(param, net_param, os.path.join(out, f"{name}_reference"), max_iter)
-                solver = get_solver(dense)
-                _solve(solver, solve_wrapper)
+                solver = run_state.stage("dense reference", lambda: get_solver(dense), solve_wrapper)
                 weights = solver.snapshot_filename(_model_ext(dense))
-                if solver.requested_early_exit:
-                    raise NpcaffeError(f"stopped while training the dense reference, at iteration {solver.iter} "
-                                       f"(snapshot {weights}); give it as --weights to go on from there")
                 summary["reference_test_scores"] = _test_scores(solver)[0]
             summary["weights"] = weights
 
@@ -448,9 +459,15 @@ def run_solver(solver_path, out=None, weights=None, model=None, layers=None, c_r
                         f"{os.path.join(out, name + '_' + tag)}_iter_N.solverstate\n" + to_text(dns))
 
             surgery_started = time.time()
-            solver = get_solver(solver_file)
-            solver.copy_weights(weights)
-            _solve(solver, solve_wrapper)
+            def build():
+                solver = get_solver(solver_file)
+                solver.copy_weights(weights)
+                return solver
+            try:
+                solver = run_state.stage("surgery", build, solve_wrapper)
+            except RunStopped as stopped:  # the report is still written, saying how to go on
+                solver = stopped.solver
+                summary["stopped"] = str(stopped)
             surgery_seconds = time.time() - surgery_started
             scores, accuracy_top = _test_scores(solver)
             snapshot_model = solver.snapshot_filename(_model_ext(dns))
@@ -569,4 +586,6 @@ def _general_report(s, table, test_iter, record, settings, channels=False):
               f"resume DNS: npcaffe train --solver {s['solver_prototxt']} --snapshot {s['snapshot_state']}"
               + (" --iterations M" if not s["stopped_early"] else ""),
               f"log: {s['log']}"]
+    if s.get("stopped"):
+        lines.append(s["stopped"])
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import pytest
 import npcaffe
 from helpers import shared_path
 from npcaffe import cli
+from npcaffe.stages import RunStopped
 
 
 def _workdir_with_shared_lmdbs(tmp_path):
@@ -219,10 +220,47 @@ def test_surgery_stopped_early_still_reports(tiny_solver, capsys):
         yield
 
     shapes = {"data": (8, 1, 8, 8), "label": (8,)}
-    with pytest.raises(npcaffe.NpcaffeError, match="stopped while training the dense reference, at iteration 4"):
+    with pytest.raises(RunStopped, match=r"stopped in stage 'dense reference' at iteration 4 of 10; snapshot "
+                                         r"runs/tiny_solver/tiny_reference_iter_4\.solverstate; to go on: .*--resume"):
         surgery.run_solver("tiny_solver.prototxt", data_shapes=shapes, quiet=True, solve_wrapper=stop_at_4)
     summary = surgery.run_solver("tiny_solver.prototxt", weights=_dense_weights(tiny_solver), data_shapes=shapes,
                                  quiet=True, solve_wrapper=stop_at_4)
     assert summary["stopped_early"] and summary["iterations"] == 4
     assert summary["snapshot_state"].endswith("tiny_dns_iter_4.solverstate") and os.path.exists(summary["snapshot_state"])
-    assert "stopped at iteration 4 of 10" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stopped at iteration 4 of 10" in out and "stopped in stage 'surgery' at iteration 4" in out
+
+
+def test_surgery_on_any_solver_resumes_bit_for_bit(tiny_solver, capsys):
+    """Stopped in the dense reference, then in the surgery, resumed twice: the numbers and weights of
+    one uninterrupted run (npcaffe.stages)."""
+    import contextlib
+
+    from npcaffe import surgery
+    from npcaffe.fileio.caffemodel import read_caffemodel
+
+    def stop_at(n, stage):
+        @contextlib.contextmanager
+        def wrapper(solver):  # what SIGINT does through cli.signal_actions
+            here = solver.param.snapshot_prefix.endswith(stage)
+            solver.action_function = lambda: "stop" if here and solver.iter == n else "none"
+            yield
+        return wrapper
+
+    kw = {"data_shapes": {"data": (8, 1, 8, 8), "label": (8,)}, "quiet": True, "c_rate": {"ip1": 1.0}}
+    whole = surgery.run_solver("tiny_solver.prototxt", out="whole", **kw)
+    with pytest.raises(RunStopped):
+        surgery.run_solver("tiny_solver.prototxt", out="parts", solve_wrapper=stop_at(3, "_reference"), **kw)
+    stopped = surgery.run_solver("tiny_solver.prototxt", out="parts", solve_wrapper=stop_at(7, "_dns"), resume=True, **kw)
+    assert stopped["stopped_early"] and stopped["iterations"] == 7 and "--resume" in stopped["stopped"]
+    with pytest.raises(npcaffe.NpcaffeError, match=r"these differ: iterations: 12 \(the stopped run had 10\)"):
+        surgery.run_solver("tiny_solver.prototxt", out="parts", resume=True, **{**kw, "iterations": 12})
+    resumed = surgery.run_solver("tiny_solver.prototxt", out="parts", resume=True, **kw)
+    for key in ("iterations", "test_scores", "kept", "layers", "reference_test_scores"):
+        assert resumed[key] == whole[key], key
+    for key in ("pruned_model", "snapshot_model"):
+        a, b = (read_caffemodel(s[key]) for s in (whole, resumed))
+        assert [[list(blob.data) for blob in layer.blobs] for layer in a.layer] == \
+               [[list(blob.data) for blob in layer.blobs] for layer in b.layer], key
+    log = open(resumed["log"]).read()
+    assert log.count("Stage 'surgery': iterations") == 2 and "Resuming stage 'surgery' from " in log
