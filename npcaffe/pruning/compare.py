@@ -51,6 +51,13 @@ class Method(NamedTuple):
     paper: str         # the published figure it replays
     max_error: float   # target: mean test error (%) at most ...
     min_compression: float  # ... at a mean compression of at least this
+    max_kept: dict = None   # structured: {layer: filters / neurons kept at most} (a slim net's output channels)
+    model: str = None       # the train/test net of prototxt/<net>/ the method prunes (default <net>_train_test)
+    from_init: bool = False  # starts from the net's initialisation, not the DNS release's dense model
+
+    @property
+    def structured(self):
+        return self.max_kept is not None
 
 
 def _methods():
@@ -79,6 +86,32 @@ def _methods():
         methods.append(Method(net, "snip", "prune", f"snip-{net}", {}, "SNIP: |g w| at initialisation, then training",
                               "SNIP's Table 1: " + ("98% at 2.4%" if net == "lenet300100" else "99% at 1.1%"),
                               2.4 if net == "lenet300100" else 1.1, 47.0 if net == "lenet300100" else 85.0))
+    return methods + _structured_methods()
+
+
+def _structured_methods():
+    """Issue 14's structured methods: whole filters / neurons / input channels removed, the net fine-tuned,
+    its slim (physically smaller) counts reported; targets: LeNet-5's conv1 20 -> 10 and conv2 50 -> 25
+    filters at <= 1.0% error, LeNet-300-100's hidden layers 300 -> 150 and 100 -> 50 neurons at <= 1.8%."""
+    from .recipes import recipe
+    lenet5 = {"conv1": 10, "conv2": 25}
+    methods = [Method("lenet5", "dns-cp", "cp", "lenet5-cp", {}, "DNS-CP: input channels of conv2 and ip1, "
+                      "gated prune + splice, tailored, fine-tuned", "DNS-CP (seed): ResNet-50 50% of channels at "
+                      "+0.13% top-1", 1.0, 2.0, lenet5)]
+    for name, label in (("l1-filter", "L1 norm of filters (Li et al.)"), ("apoz", "APoZ (Hu et al.)"),
+                        ("entropy", "entropy of channel outputs (Luo & Wu)"),
+                        ("taylor", "first-order Taylor (Molchanov et al.)"), ("nisp", "NISP (Yu et al.)"),
+                        ("thinet", "ThiNet: greedy reconstruction (Luo et al.)"),
+                        ("lasso", "LASSO + least squares (He et al.)"), ("ssl", "SSL group lasso (Wen et al.)"),
+                        ("slimming", "network slimming, BN gamma (Liu et al.)")):
+        r = recipe(f"{name}-lenet5")
+        methods.append(Method("lenet5", name, "prune", f"{name}-lenet5", {}, label, r.paper.split(";")[0],
+                              r.max_error, r.min_compression, lenet5,
+                              "lenet5_bn_train_test.prototxt" if name == "slimming" else None, r.from_init))
+    r = recipe("neurons-lenet300100")
+    methods.append(Method("lenet300100", "neurons", "prune", "neurons-lenet300100", {},
+                          "matrix pruning: rows of ip1, ip2 (neurons)", "the pruning report's matrix-based pruning",
+                          r.max_error, r.min_compression, {"ip1": 150, "ip2": 50}))
     return methods
 
 
@@ -170,6 +203,8 @@ def run_cell(method, seed, lmdb_dir, out, weights_dir, quick=False):
         glog.set_quiet(True)
         if method.kind == "dns":
             summary = _run_dns(method, seed, lmdb_dir, out, weights, quick)
+        elif method.kind == "cp":
+            summary = _run_cp(method, seed, lmdb_dir, out, weights, quick)
         else:
             summary = _run_prune(method, seed, lmdb_dir, out, weights, quick)
     record = {
@@ -179,46 +214,104 @@ def run_cell(method, seed, lmdb_dir, out, weights_dir, quick=False):
         "iterations": summary["iterations"], "seconds": time.time() - started,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "layers": {name: v["kept"] for name, v in summary["layers"].items()},
+        "model": method.model,
     }
-    record.update(_model_measures(method.net, summary["pruned_model"]))
+    record.update(_model_measures(method.net, summary["pruned_model"], method.model))
+    if method.structured:
+        record.update(_structured_measures(method, summary))
     record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return record
 
 
-def _run_dns(method, seed, lmdb_dir, out, weights, quick):
-    from ..surgery import run as surgery
+def _link_lmdbs(out, lmdb_dir):
+    """out/data/mnist -> the seed's LMDBs, where the named surgery recipes look for MNIST first."""
     data = os.path.join(out, "data")
     os.makedirs(data, exist_ok=True)
     link = os.path.join(data, "mnist")
     if not os.path.exists(link):
         os.symlink(os.path.abspath(lmdb_dir), link)
+
+
+def _run_dns(method, seed, lmdb_dir, out, weights, quick):
+    from ..surgery import run as surgery
+    _link_lmdbs(out, lmdb_dir)
     return surgery(method.recipe, out, weights=weights, iterations=QUICK_ITER if quick else None, quiet=True)
 
 
+def _run_cp(method, seed, lmdb_dir, out, weights, quick):
+    """DNS-CP (npcaffe surgery lenet5-cp): the error after the surgery is the one before fine-tuning; the
+    tailored net's fine-tuned error is the result."""
+    from ..surgery import run_cp_recipe
+    _link_lmdbs(out, lmdb_dir)
+    summary = run_cp_recipe(method.recipe, out, weights=weights, iterations=QUICK_ITER if quick else None,
+                            quiet=True)
+    channels = summary["channels"]
+    summary["error_before_finetune_pct"] = summary["test_error_pct"]
+    summary["test_error_pct"] = channels["finetune_test_error_pct"]
+    summary["iterations"] = summary["iterations"] + channels["finetune_iter"]
+    summary["slim_weights"] = channels["finetuned_model"]
+    return summary
+
+
 def _run_prune(method, seed, lmdb_dir, out, weights, quick):
-    from .prune import recipe_solver, run
+    from .prune import recipe_settings, recipe_solver, run
     from .recipes import recipe
     r = recipe(method.recipe)
     param, where = recipe_solver(r.net, r.solver, lmdb_dir)
     reference = recipe_solver(r.net, r.dense_solver, lmdb_dir)[0]
-    if seed:
-        param.random_seed = (param.random_seed if param.HasField("random_seed") and param.random_seed >= 0 else 0) + seed
-    settings = {"sparsity": r.sparsity, "global_": r.global_, "schedule": r.schedule, "steps": r.steps,
-                "retrain_iter": r.retrain_iter, "score_batches": r.score_batches}
+    regularize = recipe_solver(r.net, r.regularize_solver, lmdb_dir) if r.regularize_solver else None
+    for p in [param] + ([regularize[0]] if regularize else []):
+        if seed:  # Caffe's fillers (SNIP's and slimming's initialisation) and the solver's own draws
+            p.random_seed = (p.random_seed if p.HasField("random_seed") and p.random_seed >= 0 else 0) + seed
+        if quick:
+            del p.test_iter[:]
+            p.test_iter.append(QUICK_TEST_ITER)
+    settings = recipe_settings(r)
     settings.update(method.overrides)
     if quick:
         settings["retrain_iter"] = QUICK_ITER
         if method.name in ("obd", "lobs"):
             settings["score_batches"] = 5
-        del param.test_iter[:]
-        param.test_iter.append(QUICK_TEST_ITER)
-    summary = run((param, where), r.method, weights=None if r.method == "snip" else weights, out=out, quiet=True,
-                  name=r.net, title=f"npcaffe compare: {method.name} on {method.net}, seed {seed}",
-                  reference=reference, **settings)
+        if regularize:
+            regularize[0].max_iter = QUICK_ITER
+    if regularize:
+        settings["regularize"] = regularize
+    summary = run((param, where), r.method, weights=None if r.method == "snip" or r.from_init else weights, out=out,
+                  quiet=True, name=r.net, title=f"npcaffe compare: {method.name} on {method.net}, seed {seed}",
+                  reference=reference, slim=method.structured, **settings)
+    if regularize:
+        summary["iterations"] += regularize[0].max_iter
+    if method.structured:
+        summary["error_before_finetune_pct"] = summary["steps_done"][0]["test_error_pct_pruned"]
     return summary
 
 
-def _model_measures(net_name, pruned_model):
+def _structured_measures(method, summary):
+    """What a structured cell adds, read off the slim net the run wrote (prune --slim's, DNS-CP's tailored and
+    fine-tuned one): the filters / neurons each Convolution / InnerProduct keeps, its parameters and
+    multiply-adds per image (the dense net's output positions times the slim weights), the error before
+    fine-tuning and the slim file's size."""
+    from ..fileio.caffemodel import blob_shape, read_caffemodel
+    slim_file = summary["slim_weights"]
+    net = _test_net(method.net, summary["pruned_model"], model=method.model)
+    outputs, params, slim_params, slim_macs = {}, 0, 0, 0
+    slim = {layer.name: layer for layer in read_caffemodel(slim_file).layer}
+    for name, layer in zip(net.layer_names, net.layers):
+        if layer.type not in ("Convolution", "InnerProduct"):
+            continue
+        positions = int(np.prod(net.blobs[net.top_names[name][0]].shape[2:]))
+        params += sum(b.count for b in layer.blobs)
+        shapes = [blob_shape(b) for b in slim[name].blobs]
+        outputs[name] = [int(shapes[0][0]), int(layer.blobs[0].shape[0])]
+        slim_params += sum(int(np.prod(shape)) for shape in shapes)
+        slim_macs += int(np.prod(shapes[0])) * positions
+    return {"outputs_kept": outputs, "dense_params": params, "slim_params": slim_params, "slim_macs": slim_macs,
+            "kept": slim_params, "compression": params / slim_params,
+            "error_before_finetune_pct": summary["error_before_finetune_pct"],
+            "slim_caffemodel_bytes": os.path.getsize(slim_file)}
+
+
+def _model_measures(net_name, pruned_model, model=None):
     """Bytes on disk of the pruned plain caffemodel and of its sparse .npz, multiply-adds per image and the
     share of the Convolution / InnerProduct weights that are zero (biases aside: the SNIP paper's sparsity)."""
     from ..fileio.caffemodel import read_caffemodel
@@ -226,7 +319,7 @@ def _model_measures(net_name, pruned_model):
     from .report import count_macs
     npz = os.path.splitext(pruned_model)[0] + ".npz"
     write_compressed(npz, layers_from_caffemodel(read_caffemodel(pruned_model), pruned_model))
-    net = _test_net(net_name, pruned_model)
+    net = _test_net(net_name, pruned_model, model=model)
     macs = count_macs(net)
     weights = [layer.blobs[0].data for layer in net.layers if layer.type in ("Convolution", "InnerProduct")]
     zeros = sum(w.size - int(np.count_nonzero(w)) for w in weights)
@@ -236,13 +329,13 @@ def _model_measures(net_name, pruned_model):
             "pruned_model": pruned_model}
 
 
-def _deploy_param(net_name, batch):
-    """The net's deploy NetParameter (prototxt/<net>/<net>_deploy.prototxt or the train/test net's TEST
-    phase with its Data layer as an Input) at `batch`."""
+def _deploy_param(net_name, batch, model=None):
+    """The TEST phase of prototxt/<net>/<model> (default <net>_train_test.prototxt) with its Data layer as
+    an Input of `batch` images and no loss or accuracy: the deploy net."""
     from ..fileio.prototxt import read_net
     from ..surgery import prototxt_dir
     root = os.path.join(prototxt_dir(), net_name)
-    param = read_net(os.path.join(root, f"{net_name}_train_test.prototxt"))
+    param = read_net(os.path.join(root, model or f"{net_name}_train_test.prototxt"))
     from ..proto import caffe_pb2
     deploy = caffe_pb2.NetParameter()
     deploy.name = param.name
@@ -261,10 +354,10 @@ def _deploy_param(net_name, batch):
     return deploy
 
 
-def _test_net(net_name, weights, batch=1):
+def _test_net(net_name, weights, batch=1, model=None):
     from ..net import Net
     from ..proto import caffe_pb2
-    net = Net(_deploy_param(net_name, batch), caffe_pb2.TEST)
+    net = Net(_deploy_param(net_name, batch, model), caffe_pb2.TEST)
     net.copy_from(weights)
     return net
 
@@ -283,7 +376,7 @@ def time_cell(record, model, rounds=5, repeats=50):
         for batch in TIMING_BATCHES:
             nets = {}
             for path in ("auto", "dense"):
-                net = _test_net(record["net"], model, batch)
+                net = _test_net(record["net"], model, batch, record.get("model"))
                 fill_inputs(net)
                 sparsify(net, threshold=0 if path == "dense" else None, verify=False)
                 for _ in range(3):
@@ -358,7 +451,7 @@ def summarize(results, methods, seeds):
     rows = []
     for m in methods:
         cells = [results["cells"][k] for k in (cell_key(m, s) for s in seeds) if k in results["cells"]]
-        if not cells:
+        if not cells or m.structured:
             continue
         compression = _mean_sd(c["compression"] for c in cells)
         error = _mean_sd(c["test_error_pct"] for c in cells)
@@ -372,6 +465,57 @@ def summarize(results, methods, seeds):
             statistics.fmean(c["seconds"] for c in cells), round(statistics.fmean(c["caffemodel_bytes"] for c in cells)),
             round(statistics.fmean(c["npz_bytes"] for c in cells)), timing, verdict(m, compression[0], error[0])))
     return rows
+
+
+class StructuredSummary(NamedTuple):
+    method: Method
+    seeds: list
+    outputs: dict           # {layer: (mean kept, total)} filters / neurons of the slim net
+    params: int
+    slim_params: float
+    compression: tuple      # (mean, sd) all Convolution / InnerProduct parameters / the slim net's
+    macs_share: float       # the slim net's multiply-adds / dense
+    error_before: tuple     # (mean, sd) test error right after pruning (DNS-CP: after the surgery)
+    error: tuple            # (mean, sd) after fine-tuning
+    iterations: int
+    seconds: float
+    slim_bytes: int
+    verdict: str
+
+
+def summarize_structured(results, methods, seeds):
+    """StructuredSummary per structured method with at least one finished cell among `seeds`."""
+    rows = []
+    for m in methods:
+        cells = [results["cells"][k] for k in (cell_key(m, s) for s in seeds) if k in results["cells"]]
+        if not cells or not m.structured:
+            continue
+        outputs = {name: (statistics.fmean(c["outputs_kept"][name][0] for c in cells), total)
+                   for name, (_, total) in cells[0]["outputs_kept"].items()}
+        compression = _mean_sd(c["compression"] for c in cells)
+        error = _mean_sd(c["test_error_pct"] for c in cells)
+        sizes = [c["slim_caffemodel_bytes"] for c in cells if c.get("slim_caffemodel_bytes")]
+        rows.append(StructuredSummary(
+            m, sorted(c["seed"] for c in cells), outputs, cells[0]["dense_params"],
+            statistics.fmean(c["slim_params"] for c in cells), compression,
+            statistics.fmean(c["slim_macs"] / c["macs_dense"] for c in cells),
+            _mean_sd(c["error_before_finetune_pct"] for c in cells), error, cells[0]["iterations"],
+            statistics.fmean(c["seconds"] for c in cells), round(statistics.fmean(sizes)) if sizes else None,
+            structured_verdict(m, cells, error[0])))
+    return rows
+
+
+def structured_verdict(method, cells, error):
+    """'met', or 'missed: ...': every seed's slim net within the filter / neuron counts, the mean error within
+    the target."""
+    misses = []
+    if error > method.max_error:
+        misses.append(f"error {error - method.max_error:.2f} points above {method.max_error:g}%")
+    for name, most in method.max_kept.items():
+        worst = max(c["outputs_kept"][name][0] for c in cells)
+        if worst > most:
+            misses.append(f"{name} keeps {worst} > {most}")
+    return "met" if not misses else "missed: " + "; ".join(misses)
 
 
 def verdict(method, compression, error):
@@ -413,6 +557,28 @@ def format_table(rows, net):
     return "\n".join(lines)
 
 
+def format_structured_table(rows, net):
+    """The markdown table of one net's structured methods."""
+    head = ("| method | seeds | filters / neurons kept | parameters of the slim net | compression | "
+            "multiply-adds kept | error before fine-tuning % | test error % | iterations | wall time | "
+            "slim caffemodel | target |")
+    lines = [f"#### {NET_TITLES[net]}: structured (whole filters, neurons, input channels)", "", head,
+             "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        if r.method.net != net:
+            continue
+        kept = ", ".join(f"{name} {k:.3g}/{total}" for name, (k, total) in r.outputs.items()
+                         if name in r.method.max_kept)
+        target = ", ".join(f"{name} ≤ {most}" for name, most in r.method.max_kept.items())
+        lines.append(
+            f"| {r.method.name}: {r.method.label} | {len(r.seeds)} | {kept} | {r.slim_params:,.0f} / {r.params:,} | "
+            f"{_pm(r.compression, 2, '×')} | {100 * r.macs_share:.1f}% | {_pm(r.error_before, 2)} | "
+            f"**{_pm(r.error, 2)}** | {r.iterations:,} | {r.seconds / 60:.1f} min | "
+            + (_kb(r.slim_bytes) if r.slim_bytes else "—")
+            + f" | {target} at ≤ {r.method.max_error:g}%: {r.verdict} |")
+    return "\n".join(lines)
+
+
 def format_doc(results, methods, seeds, figures=None):
     """The section of docs/pruning.md that the tool owns."""
     rows = summarize(results, methods, seeds)
@@ -433,11 +599,24 @@ def format_doc(results, methods, seeds, figures=None):
         "alternating rounds, measured only on an idle machine (`--timing`). DNS starts from the release's dense "
         "model, as do Han, OBD and L-OBS; SNIP prunes at initialisation and trains from scratch.",
         ""]
+    structured = summarize_structured(results, methods, seeds)
     for net in NETS:
         if any(r.method.net == net for r in rows):
             lines += [format_table(rows, net), ""]
-            if figures and net in figures:
-                lines += [f"![{NET_TITLES[net]}: test error against compression]({figures[net]})", ""]
+        if any(r.method.net == net for r in structured):
+            lines += [format_structured_table(structured, net), ""]
+        if figures and net in figures:
+            lines += [f"![{NET_TITLES[net]}: test error against compression]({figures[net]})", ""]
+    if structured:
+        lines += [
+            "Structured rows: what a slim net (`npcaffe slim`, or `prune --slim`, which each run wrote and checked "
+            "against the masked net) keeps: the output channels of each layer (filters, neurons; DNS-CP's kept "
+            "input channels of conv2 and ip1 are conv1's and conv2's filters), its Convolution / InnerProduct "
+            "parameters and multiply-adds per image. Error before fine-tuning: right after the channels went "
+            "(DNS-CP: after its surgery, with the masked channels); test error: after fine-tuning, the structured "
+            "solver's 2,000 iterations (LeNet-300-100: 10,000). The target holds when every seed keeps at most "
+            "the counts given and the mean error is within the bound. Iterations include the regularised "
+            "training of SSL and slimming and DNS-CP's surgery.", ""]
     missing = [cell_key(m, s) for m in methods for s in seeds if cell_key(m, s) not in results["cells"]]
     if missing:
         lines += ["Not run yet (`python tools/compare_pruning.py` goes on with them): " +
@@ -447,11 +626,9 @@ def format_doc(results, methods, seeds, figures=None):
 
 def format_headline(results, methods, seeds):
     """README's short table: test error and compression per method and net."""
-    rows = summarize(results, methods, seeds)
+    rows = summarize(results, methods, seeds) + summarize_structured(results, methods, seeds)
     by = {(r.method.net, r.method.name): r for r in rows}
-    names = [m.name for m in METHODS if m.net == "lenet5"] + [m.name for m in METHODS
-                                                              if m.net == "lenet300100" and m.name not in
-                                                              {x.name for x in METHODS if x.net == "lenet5"}]
+    names = list(dict.fromkeys(m.name for net in NETS for m in METHODS if m.net == net))
     lines = ["| method | LeNet-5: compression | error % | LeNet-300-100: compression | error % |",
              "|---|---|---|---|---|"]
     for name in names:
@@ -460,7 +637,8 @@ def format_headline(results, methods, seeds):
             r = by.get((net, name))
             cells += ([_pm(r.compression, 1, "×"), _pm(r.error, 2)] if r else ["—", "—"])
         if any(c != "—" for c in cells):
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            structured = any(m.structured for m in METHODS if m.name == name)
+            lines.append(f"| {name}{' (structured: slim net)' if structured else ''} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -479,22 +657,23 @@ def plot(results, methods, seeds, out_dir):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = summarize(results, methods, seeds)
+    rows = summarize(results, methods, seeds) + summarize_structured(results, methods, seeds)
     figures = {}
     for net in NETS:
         mine = [r for r in rows if r.method.net == net]
         if not mine:
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, ax = plt.subplots(figsize=(7.2, 4.6))
         for r in mine:
             ax.errorbar(r.compression[0], r.error[0], xerr=None if math.isnan(r.compression[1]) else r.compression[1],
-                        yerr=None if math.isnan(r.error[1]) else r.error[1], fmt="o", capsize=3, label=r.method.name)
+                        yerr=None if math.isnan(r.error[1]) else r.error[1], fmt="s" if r.method.structured else "o",
+                        capsize=3, label=r.method.name + (" (slim)" if r.method.structured else ""))
         ax.set_xscale("log")
-        ax.set_xlabel("compression (all parameters / kept), log scale")
+        ax.set_xlabel("compression (all parameters / kept; squares: a slim net's), log scale")
         ax.set_ylabel("test error (%)")
         ax.set_title(f"{NET_TITLES[net]}: pruning methods, mean ± sd over seeds")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         name = f"compare_{net}.png"
         fig.savefig(os.path.join(out_dir, name), dpi=110)

@@ -513,8 +513,7 @@ def run_recipe(recipe_name, mnist=None, weights=None, out=None, quiet=False, sol
     from ..data.mnist import prepare_mnist_lmdbs
     from .recipes import recipe
     r = recipe(recipe_name)
-    settings = {"sparsity": r.sparsity, "global_": r.global_, "schedule": r.schedule, "steps": r.steps,
-                "retrain_iter": r.retrain_iter, "score_batches": r.score_batches}
+    settings = recipe_settings(r)
     if ("quality" in overrides or "keep_channels" in overrides) and "sparsity" not in overrides:
         settings["sparsity"] = None
     if "schedule" in overrides and "steps" not in overrides:
@@ -525,9 +524,20 @@ def run_recipe(recipe_name, mnist=None, weights=None, out=None, quiet=False, sol
     lmdb_dir = os.path.dirname(train_lmdb)
     if r.regularize_solver and "regularize" not in settings:
         settings["regularize"] = recipe_solver(r.net, r.regularize_solver, lmdb_dir)
+    if r.from_init and weights is not None:
+        glog.info(f"--recipe {recipe_name} starts from its net's initialisation; --weights {weights} replaces it")
     return run(recipe_solver(r.net, r.solver, lmdb_dir), r.method, weights=weights, out=out, quiet=quiet,
                solve_wrapper=solve_wrapper, name=r.net, title=f"npcaffe prune --recipe {recipe_name} ({r.paper})",
                reference=recipe_solver(r.net, r.dense_solver, lmdb_dir)[0], **settings)
+
+
+def recipe_settings(r):
+    """The keyword arguments of `run` a Recipe gives (its regularising solver aside: it needs the LMDBs)."""
+    settings = {"sparsity": r.sparsity, "global_": r.global_, "schedule": r.schedule, "steps": r.steps,
+                "retrain_iter": r.retrain_iter, "score_batches": r.score_batches}
+    if r.options:
+        settings["criterion_options"] = dict(r.options)
+    return settings
 
 
 def recipe_solver(net_name, solver_file, lmdb_dir):

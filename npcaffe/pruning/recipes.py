@@ -28,6 +28,8 @@ class Recipe(NamedTuple):
     min_compression: float  # ... at a compression (all parameters / kept) of at least this
     why: str
     regularize_solver: str = None  # trains the net before pruning (SSL's group lasso, slimming's L1 on gamma)
+    options: dict = None           # criterion options (--criterion_option NAME=VALUE) of a structured method
+    from_init: bool = False        # the method starts from the net's own initialisation, not --weights
 
 
 _HAN_300 = ("Han et al.'s kept shares per layer (8 / 9 / 26%; 12.0x with the biases, which are not pruned); "
@@ -146,6 +148,42 @@ RECIPES.update({
 })
 
 
+# The remaining filter criteria on LeNet-5, to the same target and with the same one step and fine-tuning
+# as l1-filter-lenet5; network slimming on LeNet-5 with BatchNorm (prototxt/lenet5/lenet5_bn_*), which
+# has no released dense model: it trains from its own initialisation with the L1 on gamma.
+RECIPES.update({
+    "apoz-lenet5": Recipe(
+        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "apoz",
+        {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
+        "Hu et al. 2016 (APoZ); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
+        1.0, 2.0, "the filters whose outputs are least often positive over 100 training batches go (LeNet-5 has no "
+                  "ReLU after its convolutions: the share a ReLU would zero, npcaffe.pruning.structured.apoz); "
+                  + _STRUCTURED_LENET5),
+    "entropy-lenet5": Recipe(
+        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "entropy",
+        {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
+        "Luo & Wu 2017 (entropy of channel outputs); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
+        1.0, 2.0, "the filters whose global-pooled outputs over 100 training batches have the least entropy "
+                  "(100 bins) go; " + _STRUCTURED_LENET5),
+    "nisp-lenet5": Recipe(
+        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "nisp",
+        {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
+        "Yu et al. 2018 (NISP); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
+        1.0, 2.0, "the filters with the least importance propagated back from ip2's outputs through |W| go; "
+                  + _STRUCTURED_LENET5),
+    "slimming-lenet5": Recipe(
+        "lenet5", "lenet5_bn_structured_solver.prototxt", "lenet5_bn_slimming_solver.prototxt", "slimming",
+        {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
+        "Liu et al. 2017 (network slimming); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
+        1.0, 2.0, "LeNet-5 with BatchNorm + Scale after conv1 and conv2 trained from its initialisation for "
+                  "10,000 iterations with L1 on gamma (lenet5_bn_slimming_solver.prototxt, scale_l1_decay 0.003: "
+                  "why in its comments), then the half of each layer's filters with the smallest |gamma| go "
+                  "(global=false: the paper's one threshold across the layers would not keep the target's "
+                  "per-layer counts), then 2,000 iterations of lenet5_bn_structured_solver.prototxt",
+        "lenet5_bn_slimming_solver.prototxt", {"global": False}, True),
+})
+
+
 def recipe(name):
     """The Recipe called `name`."""
     try:
@@ -166,8 +204,9 @@ def flags(r):
     schedule = f"--schedule iterative --steps {r.steps}" if r.schedule == "iterative" else "--schedule direct"
     batches = f" --score_batches {r.score_batches}" if r.score_batches is not None else ""
     regularize = f" --regularize_solver prototxt/{r.net}/{r.regularize_solver}" if r.regularize_solver else ""
+    options = "".join(f" --criterion_option {k}={str(v).lower()}" for k, v in (r.options or {}).items())
     return (f"--method {r.method} --solver prototxt/{r.net}/{r.solver} {target} {schedule} "
-            f"--retrain_iter {r.retrain_iter}{batches}{regularize}")
+            f"--retrain_iter {r.retrain_iter}{batches}{regularize}{options}")
 
 
 def recipes_help():

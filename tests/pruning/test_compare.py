@@ -78,6 +78,35 @@ def test_summary_is_mean_and_sample_sd_over_the_seeds_and_verdicts_say_by_how_mu
     assert "| han-iterative | 12.5 ± 0.0× | 0.82 ± 0.02 | — | — |" in headline
 
 
+def _structured_cell(method, seed, error, before, kept):
+    return _cell(method, seed, error, 2.0, error_before_finetune_pct=before, dense_params=1000, slim_params=500,
+                 slim_macs=30, outputs_kept={name: [k, 2 * most] for (name, most), k in zip(method.max_kept.items(), kept)},
+                 slim_caffemodel_bytes=2048)
+
+
+def test_structured_rows_count_the_slim_net_and_check_every_seed_against_the_filter_counts():
+    l1 = next(m for m in compare.METHODS if (m.net, m.name) == ("lenet5", "l1-filter"))
+    cp = next(m for m in compare.METHODS if (m.net, m.name) == ("lenet5", "dns-cp"))
+    assert l1.structured and cp.structured and l1.max_kept == {"conv1": 10, "conv2": 25}
+    results = {"cells": {compare.cell_key(l1, s): _structured_cell(l1, s, e, 3.0 + s, (10, 25))
+                         for s, e in ((0, 0.90), (1, 0.94), (2, 0.92))}}
+    results["cells"].update({compare.cell_key(cp, s): _structured_cell(cp, s, 0.8, 1.0, (9, 27 - s)) for s in (0, 1)})
+    methods = compare.methods_for(["lenet5"])
+    rows = {r.method.name: r for r in compare.summarize_structured(results, methods, [0, 1, 2])}
+    assert set(rows) == {"l1-filter", "dns-cp"}
+    assert not compare.summarize(results, methods, [0, 1, 2])  # not in the unstructured table
+    assert rows["l1-filter"].error == pytest.approx((0.92, np.std([0.90, 0.94, 0.92], ddof=1)))
+    assert rows["l1-filter"].error_before == pytest.approx((4.0, 1.0))
+    assert rows["l1-filter"].outputs == {"conv1": (10, 20), "conv2": (25, 50)} and rows["l1-filter"].verdict == "met"
+    assert rows["dns-cp"].outputs["conv2"] == (26.5, 50)
+    assert rows["dns-cp"].verdict == "missed: conv2 keeps 27 > 25"  # one seed over the count is a miss
+    doc = compare.format_doc(results, methods, [0, 1, 2])
+    assert "#### LeNet-5: structured" in doc and "| conv1 10/20, conv2 25/50 | 500 / 1,000 |" in doc
+    assert "**0.92 ± 0.02**" in doc and "conv1 ≤ 10, conv2 ≤ 25 at ≤ 1%: met" in doc
+    headline = compare.format_headline(results, compare.methods_for(), [0, 1, 2])
+    assert "| l1-filter (structured: slim net) | 2.0 ± 0.0× | 0.92 ± 0.02 | — | — |" in headline
+
+
 def test_unknown_names_and_broken_files_are_clear_errors(tmp_path):
     with pytest.raises(NpcaffeError, match="--nets 'alexnet'"):
         compare.methods_for(["alexnet"])
@@ -97,12 +126,18 @@ def test_unknown_names_and_broken_files_are_clear_errors(tmp_path):
 def test_quick_runs_are_resumable_and_the_seeds_change_the_data_order(tmp_path, capsys):
     tool = _tool()
     work, mnist = tmp_path / "work", shared_path("data", "mnist")
-    argv = ["--quick", "--nets", "lenet300100", "--methods", "han-direct,dns", "--seeds", "0,1",
+    argv = ["--quick", "--nets", "lenet300100", "--methods", "han-direct,dns,neurons", "--seeds", "0,1",
             "--mnist", mnist, "--work", str(work)]
     assert tool.main(argv) == 0
     results = json.loads((work / "results.json").read_text())
     assert sorted(results["cells"]) == ["lenet300100/dns/seed0", "lenet300100/dns/seed1",
-                                        "lenet300100/han-direct/seed0", "lenet300100/han-direct/seed1"]
+                                        "lenet300100/han-direct/seed0", "lenet300100/han-direct/seed1",
+                                        "lenet300100/neurons/seed0", "lenet300100/neurons/seed1"]
+    neurons = results["cells"]["lenet300100/neurons/seed0"]  # half the hidden neurons, counted on the slim net
+    assert neurons["outputs_kept"] == {"ip1": [150, 300], "ip2": [50, 100], "ip3": [10, 10]}
+    assert neurons["slim_params"] == 784 * 150 + 150 + 150 * 50 + 50 + 50 * 10 + 10
+    assert neurons["compression"] == pytest.approx(266610 / neurons["slim_params"])
+    assert 0 < neurons["slim_caffemodel_bytes"] < neurons["caffemodel_bytes"]
     han0, han1 = (results["cells"][f"lenet300100/han-direct/seed{s}"] for s in (0, 1))
     # the same masks' share, another data order: another retrained net
     assert han0["kept"] == han1["kept"] and han0["test_error_pct"] != han1["test_error_pct"]
@@ -116,7 +151,7 @@ def test_quick_runs_are_resumable_and_the_seeds_change_the_data_order(tmp_path, 
     assert "han-direct: " in table and (work / "figures" / "compare_lenet300100.png").stat().st_size > 0
     capsys.readouterr()
     assert tool.main(argv) == 0  # everything is there: nothing runs again
-    assert "all 4 runs are in" in capsys.readouterr().out
+    assert "all 6 runs are in" in capsys.readouterr().out
     assert json.loads((work / "results.json").read_text())["cells"] == results["cells"]
 
 
