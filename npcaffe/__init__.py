@@ -3,6 +3,30 @@
 pycaffe's public names live here, so `import npcaffe as caffe` runs pycaffe
 scripts.
 """
+import os as _os
+import signal as _signal
+import sys as _sys
+
+
+_interrupted_while_starting_signals = []
+
+
+def _interrupted_while_starting(signum, frame):
+    _interrupted_while_starting_signals.append(signum)
+
+
+# `npcaffe ...` and `python -m npcaffe ...` spend their first ~0.3 s importing; a Ctrl-C there ends
+# the command as one during a run does (exit 130), not with a KeyboardInterrupt traceback.  The
+# handler only takes note (an exception raised inside NumPy's or Numba's C imports comes out as an
+# ImportError); cli.main puts Python's own handler back and stops if one came.
+if (_os.path.basename(_sys.argv[0] if _sys.argv else "") == "npcaffe"
+        or "npcaffe" in [b for a, b in zip(_sys.orig_argv, _sys.orig_argv[1:]) if a == "-m"]) \
+        and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    try:
+        _signal.signal(_signal.SIGINT, _interrupted_while_starting)
+    except ValueError:  # imported outside the main thread
+        pass
+
 from .layer import TRAIN, TEST, layer_type_list  # noqa: F401
 from . import layerlib  # noqa: F401  (importing the layer families registers their types, once)
 from .blob import Blob  # noqa: F401

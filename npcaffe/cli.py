@@ -3,12 +3,13 @@ import argparse
 import contextlib
 import os
 import shlex
+import signal
 import sys
 import time
 
 import numpy as np
 
-from . import blas, distributed, glog, progress
+from . import _interrupted_while_starting, _interrupted_while_starting_signals, blas, distributed, glog, progress
 from .argtypes import non_negative_float, non_negative_int, positive_int
 from .errors import NpcaffeError
 from .layerlib.python_layer import python_layers_allowed
@@ -1016,6 +1017,10 @@ def main(argv=None):
     bars = progress.configure(getattr(args, "progress", None))
     glog.set_show_details(True if args.command in LOG_FILE_COMMANDS and args.verbose else None)
     try:
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # started: Ctrl-C as each command says
+            if _interrupted_while_starting_signals:
+                return 130
         if distributed.check_command(args.command) and distributed.solver_rank() > 0:
             args.quiet = True  # rank 0 alone logs
         check_input_paths(args)

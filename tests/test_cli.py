@@ -230,3 +230,35 @@ def test_run_outputs_are_ignored_by_git():
     done = subprocess.run(["git", "check-ignore", "npcaffe/data/mnist.py", "tests/data"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.stdout == ""
+
+
+# The console script's own lines, with SIGINT sent the moment npcaffe's imports reach NumPy.
+INTERRUPTED_START = """
+import os, signal, sys
+class InterruptAtNumpy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" and not getattr(self, "sent", False):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, InterruptAtNumpy())
+sys.argv = [os.path.join("bin", "npcaffe"), "time", "--model", sys.argv[1], "--iterations", "1"]
+from npcaffe.cli import main
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback():
+    import signal
+    import subprocess
+    import sys
+    model = os.path.join(ROOT, "prototxt", "lenet5", "lenet5_deploy.prototxt")
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_START, model], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr  # was a KeyboardInterrupt
+    assert "Performing" not in done.stderr  # stopped before the command ran
+    done = subprocess.run([sys.executable, "-c", "import signal, npcaffe.cli; "
+                           "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"],
+                          capture_output=True, text=True, timeout=600,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.stdout.strip() == "True", done.stderr  # import npcaffe leaves a Python program's Ctrl-C alone
