@@ -227,6 +227,9 @@ class Solver:
         if not os.path.exists(path):
             raise SolverError(f"{self.where}: field '{field}': net file '{path}' not found "
                               f"(relative paths are taken from the working directory, {os.getcwd()})")
+        if not os.path.isfile(path):  # /dev/zero, a FIFO, a directory: read_net would name the path alone
+            raise SolverError(f"{self.where}: field '{field}': '{path}' is not a regular file (a device, FIFO "
+                              "or directory); give a net file")
         return read_net(path)
 
     def _build_net(self, net_param, state, source):

@@ -228,6 +228,8 @@ def write(tmp_path, text, name="solver.prototxt"):
     ('net: "net.prototxt"\nweight_decay: 0.1\nregularization_type: "L3"', "regularization_type"),
     ('net: "net.prototxt"\nsnapshot: 5\nsnapshot_prefix: "no/such/dir/x"', "snapshot_prefix"),
     ('net: "missing.prototxt"', "field 'net': net file 'missing.prototxt' not found"),
+    ('net: "/dev/zero"', "field 'net': '/dev/zero' is not a regular file"),
+    ('train_net: "."', "field 'train_net': '.' is not a regular file"),
 ])
 def test_bad_solver_files(tmp_path, monkeypatch, text, field):
     monkeypatch.chdir(tmp_path)
