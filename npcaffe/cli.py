@@ -236,7 +236,7 @@ def cmd_prepare_mnist(args):
 
 
 def cmd_fetch_model(args):
-    """Download a recorded model (npcaffe.fetch.MODELS), verify its sha256, print its path."""
+    """Download a recorded model (npcaffe.fetch.MODELS), verify its checksum, print its path."""
     from .fetch import MODELS, fetch_model
     if args.name == "list":
         for name, entry in MODELS.items():
@@ -935,8 +935,9 @@ def build_parser():
     p.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
     p.set_defaults(func=cmd_pycaffe)
     from .fetch import MODELS
-    p = sub.add_parser("fetch-model", help="download a model the DNS release published, sha256-checked "
-                                           "(dns-lenet5, dns-lenet300100, ...)")
+    p = sub.add_parser("fetch-model", help="download a model the DNS release published (sha256-checked: "
+                                           "dns-lenet5, dns-lenet300100, ...) or one of Caffe's model zoo "
+                                           "(sha1-checked as its readme.md: bvlc_alexnet, bvlc_googlenet, ...)")
     p.add_argument("name", choices=[*MODELS, "list"], help="the model (list: print the names and URLs)")
     p.add_argument("--out", metavar="DIR", help="directory to write it to (default: $NPCAFFE_CACHE/models, "
                                                 "else ~/.cache/npcaffe/models)")

@@ -1,4 +1,4 @@
-"""Downloads checked against recorded sha256 sums: `npcaffe fetch-model` and MNIST's mirrors.
+"""Downloads checked against recorded checksums: `npcaffe fetch-model` and MNIST's mirrors.
 
 In the spirit of Caffe's scripts/download_model_binary.py (a model's URL and
 checksum written down beside it; the download verified; a file already
@@ -6,7 +6,10 @@ there and intact is not fetched again), with every name in one table here:
 the DNS release's reference models live in the fork's own repository
 (yiwenguo/Dynamic-Network-Surgery, models/lenet5 and models/lenet300100),
 pinned to the commit the copies in ../shared/upstream-dns come from
-(27d4926, whose blobs have exactly these sha256 sums).
+(27d4926, whose blobs have exactly these sha256 sums).  Caffe's own model
+zoo (BVLC/caffe models/<name>/readme.md) records a caffemodel_url and a sha1
+per model, which download_model_binary.py checks; those entries keep that
+sha1, the only sum published for them.
 
 `download` tries each URL in turn (a mirror list) and keeps the first file
 whose sha256 matches; a wrong file never replaces anything.  With
@@ -53,6 +56,33 @@ MODELS = {
 }
 
 
+def _zoo(name, what, sha1):
+    """A BVLC model-zoo entry as its readme.md front matter gives it."""
+    return {"file": f"{name}.caffemodel", "what": what, "sha1": sha1,
+            "urls": [f"http://dl.caffe.berkeleyvision.org/{name}.caffemodel"],
+            "use": f"npcaffe prune-report --model deploy.prototxt --weights {name}.caffemodel, with the "
+                   f"deploy.prototxt of BVLC/caffe's models/{name}/"}
+
+
+MODELS.update({
+    "bvlc_alexnet": _zoo("bvlc_alexnet", "BVLC's AlexNet (ImageNet, 57.1% top-1, centre crop)",
+                         "9116a64c0fbe4459d18f4bb6b56d647b63920377"),
+    "bvlc_reference_caffenet": _zoo("bvlc_reference_caffenet", "BVLC's CaffeNet (ImageNet, 57.4% top-1)",
+                                    "4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46"),
+    "bvlc_googlenet": _zoo("bvlc_googlenet", "BVLC's GoogleNet (ImageNet, 68.7% top-1)",
+                           "405fc5acd08a3bb12de8ee5e23a96bec22f08204"),
+    "bvlc_reference_rcnn_ilsvrc13": _zoo("bvlc_reference_rcnn_ilsvrc13", "BVLC's R-CNN for ILSVRC13 detection",
+                                         "bdd8abb885819cba5e2fe1eb36235f2319477e64"),
+    "finetune_flickr_style": _zoo("finetune_flickr_style", "CaffeNet fine-tuned on Flickr Style (20 styles)",
+                                  "b61b5cef7d771b53b0c488e78d35ccadc073e9cf"),
+})
+
+
+def checksum(entry):
+    """(algorithm, hex digest) a MODELS entry must hash to: its sha256, else its sha1."""
+    return ("sha256", entry["sha256"]) if "sha256" in entry else ("sha1", entry["sha1"])
+
+
 class FetchError(DataError):
     """Nothing usable could be downloaded (offline, refused, or every copy had the wrong sum)."""
 
@@ -67,7 +97,11 @@ def offline():
 
 
 def sha256_of(path):
-    h = hashlib.sha256()
+    return hash_of(path, "sha256")
+
+
+def hash_of(path, algorithm):
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -79,9 +113,9 @@ def _urlopen(url, timeout):
     return urllib.request.urlopen(url, timeout=timeout)
 
 
-def _copy_url(url, dest, opener, label):
-    """Stream url into the open file dest; returns its sha256."""
-    h = hashlib.sha256()
+def _copy_url(url, dest, opener, label, algorithm):
+    """Stream url into the open file dest; returns its hex digest by `algorithm`."""
+    h = hashlib.new(algorithm)
     with opener(url, timeout=60) as response:
         size = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
         with progress.bar(label, int(size) if size and size.isdigit() else None, unit="B", leave=False) as shown:
@@ -92,8 +126,8 @@ def _copy_url(url, dest, opener, label):
     return h.hexdigest()
 
 
-def download(urls, dest, sha256, label, opener=None):
-    """Fetch the first of `urls` whose content hashes to sha256 into dest (atomically).
+def download(urls, dest, digest, label, opener=None, algorithm="sha256"):
+    """Fetch the first of `urls` whose content hashes to `digest` (by `algorithm`) into dest (atomically).
 
     FetchError lists every URL tried and why it failed."""
     if offline():
@@ -107,12 +141,12 @@ def download(urls, dest, sha256, label, opener=None):
         try:
             glog.info(f"Downloading {label} from {url}")
             with os.fdopen(fd, "wb") as f:
-                actual = _copy_url(url, f, opener, label)
-            if actual != sha256:
-                failures.append(f"{url}: sha256 {actual}, expected {sha256} (not the recorded file)")
+                actual = _copy_url(url, f, opener, label, algorithm)
+            if actual != digest:
+                failures.append(f"{url}: {algorithm} {actual}, expected {digest} (not the recorded file)")
                 continue
             os.replace(tmp, dest)
-            glog.info(f"{dest}: sha256 {actual} verified")
+            glog.info(f"{dest}: {algorithm} {actual} verified")
             return dest
         except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors; ValueError: a bad URL
             failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
@@ -128,9 +162,10 @@ def model_path(name, out=None):
 
 
 def cached_model(name, out=None):
-    """The model's path if it is already there with the right sha256, else None (nothing fetched)."""
+    """The model's path if it is already there with the right checksum, else None (nothing fetched)."""
     path = model_path(name, out)
-    return path if os.path.isfile(path) and sha256_of(path) == MODELS[name]["sha256"] else None
+    algorithm, digest = checksum(MODELS[name])
+    return path if os.path.isfile(path) and hash_of(path, algorithm) == digest else None
 
 
 def fetch_model(name, out=None, opener=None):
@@ -140,16 +175,18 @@ def fetch_model(name, out=None, opener=None):
     if name not in MODELS:
         raise DataError(f"unknown model '{name}' (known: {', '.join(MODELS)})")
     entry = MODELS[name]
+    algorithm, digest = checksum(entry)
     path = model_path(name, out)
     if cached_model(name, out):
-        glog.info(f"{path}: already there, sha256 verified")
+        glog.info(f"{path}: already there, {algorithm} verified")
         return path
     if os.path.exists(path):
-        glog.warning(f"{path}: sha256 {sha256_of(path)} is not the recorded {entry['sha256']}; downloading it again")
+        glog.warning(f"{path}: {algorithm} {hash_of(path, algorithm)} is not the recorded {digest}; "
+                     "downloading it again")
     try:
-        return download(entry["urls"], path, entry["sha256"], f"{name} ({entry['file']})", opener=opener)
+        return download(entry["urls"], path, digest, f"{name} ({entry['file']})", opener=opener, algorithm=algorithm)
     except FetchError as exc:
+        use = entry.get("use") or f"npcaffe surgery {entry['net']} --weights {entry['file']}"
         raise FetchError(
             f"{exc}\n{name} is {entry['what']}. Without the network: download {entry['urls'][0]} by hand "
-            f"(sha256 {entry['sha256']}) and pass it with --weights PATH (e.g. npcaffe surgery {entry['net']} "
-            f"--weights {entry['file']}), or put it at {path}.") from None
+            f"({algorithm} {digest}) and pass it with --weights PATH (e.g. {use}), or put it at {path}.") from None

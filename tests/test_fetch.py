@@ -1,5 +1,5 @@
-"""npcaffe fetch-model (npcaffe/fetch.py): recorded URLs and sha256 sums, verified downloads, the
-offline message.  No network here: a file:// copy or a replaced opener stands in for the server."""
+"""npcaffe fetch-model (npcaffe/fetch.py): recorded URLs and sha256 / sha1 sums, verified downloads,
+the offline message.  No network here: a file:// copy or a replaced opener stands in for the server."""
 import os
 import urllib.error
 import urllib.request
@@ -17,7 +17,7 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-@pytest.mark.parametrize("name", sorted(fetch.MODELS))
+@pytest.mark.parametrize("name", sorted(name for name in fetch.MODELS if name.startswith("dns-")))
 def test_recorded_sums_are_the_shared_copies_of_the_forks_files(name):
     entry = fetch.MODELS[name]
     local = shared_path("upstream-dns", entry["file"])
@@ -70,3 +70,28 @@ def test_offline_names_the_url_and_the_weights_flag(how, cache, monkeypatch, cap
     err = capsys.readouterr().err
     assert fetch.MODELS["dns-lenet5"]["urls"][0] in err and "--weights" in err
     assert "npcaffe surgery lenet5 --weights caffe_lenet5_original.caffemodel" in err and "Traceback" not in err
+
+
+def test_model_zoo_names_are_caffes_with_its_readmes_sha1(cache, tmp_path, monkeypatch, capsys):
+    """BVLC/caffe models/<name>/readme.md: caffemodel_url and sha1, which download_model_binary.py checks."""
+    import hashlib
+    zoo = {name: entry for name, entry in fetch.MODELS.items() if not name.startswith("dns-")}
+    assert {"bvlc_alexnet", "bvlc_reference_caffenet", "bvlc_googlenet"} <= set(zoo)
+    assert fetch.checksum(zoo["bvlc_alexnet"]) == ("sha1", "9116a64c0fbe4459d18f4bb6b56d647b63920377")
+    for name, entry in zoo.items():
+        assert entry["urls"] == [f"http://dl.caffe.berkeleyvision.org/{name}.caffemodel"]
+    assert cli.main(["fetch-model", "list"]) == 0 and "bvlc_googlenet" in capsys.readouterr().out
+    served = tmp_path / "served.caffemodel"
+    served.write_bytes(b"weights")
+    monkeypatch.setitem(fetch.MODELS["bvlc_alexnet"], "urls", ["file://" + str(served)])
+    with pytest.raises(fetch.FetchError, match=r"served\.caffemodel: sha1 [0-9a-f]{40}, expected 9116a64c"):
+        fetch.fetch_model("bvlc_alexnet")
+    monkeypatch.setitem(fetch.MODELS["bvlc_alexnet"], "sha1", hashlib.sha1(b"weights").hexdigest())
+    assert cli.main(["fetch-model", "bvlc_alexnet"]) == 0
+    path = capsys.readouterr().out.strip()
+    assert path == str(cache / "models" / "bvlc_alexnet.caffemodel") and fetch.cached_model("bvlc_alexnet") == path
+    monkeypatch.setenv("NPCAFFE_OFFLINE", "1")
+    assert cli.main(["fetch-model", "bvlc_googlenet"]) == 1
+    err = capsys.readouterr().err
+    assert "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel by hand (sha1 405fc5ac" in err
+    assert "--weights bvlc_googlenet.caffemodel" in err
