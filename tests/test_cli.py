@@ -205,11 +205,16 @@ def subcommands(parser):
 
 
 def test_every_flag_has_help():
+    import argparse
     parser = cli.build_parser()
     missing = [f"{name} {action.option_strings or action.dest}"
                for name, command in [("npcaffe", parser), *subcommands(parser).items()]
-               for action in command._actions if not action.help]
+               for action in command._actions if not action.help or action.help == argparse.SUPPRESS]
     assert missing == []
+    # and every command its line in `npcaffe --help`
+    listed = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)][0]
+    described = {choice.dest for choice in listed._choices_actions if choice.help}
+    assert set(subcommands(parser)) <= described
 
 
 def test_computing_commands_take_threads():
