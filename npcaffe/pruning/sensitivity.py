@@ -64,7 +64,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import glog
+from .. import glog, progress
 from .. import masks as mask_core
 from ..errors import NetError, NpcaffeError
 from ..fileio import compressed, relative_csr
@@ -299,14 +299,17 @@ def layer_sweep(evaluate, pruner, ratios):
     dense = evaluate()
     rows = []
     groups = [(name, [name]) for name in pruner.names] + [(ALL, pruner.names)]
-    for label, names in groups:
-        for ratio in ratios:
-            pruner.prune({name: ratio for name in names})
-            kept, weights = pruner.kept(names)
-            scores = evaluate()
-            glog.info(f"Sensitivity: {label} at ratio {ratio:g} (kept {kept} of {weights} weights): "
-                      + ", ".join(f"{k} = {v:.6g}" for k, v in scores.items()))
-            rows.append(SweepRow(label, ratio, kept, weights, scores))
+    with progress.bar(progress.current_stage("sensitivity"), len(groups) * len(ratios), unit="test") as shown:
+        for label, names in groups:
+            for ratio in ratios:
+                shown.set_postfix_str(f"{label} at {ratio:g}")
+                pruner.prune({name: ratio for name in names})
+                kept, weights = pruner.kept(names)
+                scores = evaluate()
+                glog.info(f"Sensitivity: {label} at ratio {ratio:g} (kept {kept} of {weights} weights): "
+                          + ", ".join(f"{k} = {v:.6g}" for k, v in scores.items()))
+                rows.append(SweepRow(label, ratio, kept, weights, scores))
+                shown.update()
     pruner.restore()
     return dense, rows
 

@@ -30,6 +30,18 @@ def tiny_net():
     return net
 
 
+def test_layer_sweep_shows_a_bar_of_its_tests(quiet_log, capsys):
+    from npcaffe import progress
+    net = tiny_net()
+    previous = progress.configure(True)  # as on a terminal
+    try:
+        sensitivity.layer_sweep(sensitivity.Evaluation(net, 1), sensitivity.Pruner(net, ["conv", "ip"]), (0.0, 0.5))
+    finally:
+        progress.restore(previous)
+    err = capsys.readouterr().err
+    assert "sensitivity: 100%" in err and "6/6" in err and f"{ALL} at 0.5" in err  # 3 groups x 2 ratios
+
+
 def test_each_layer_pruned_alone_with_exact_counts_then_restored(quiet_log):
     net = tiny_net()
     layers = net.layer_dict
