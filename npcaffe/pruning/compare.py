@@ -216,9 +216,10 @@ def run_cell(method, seed, lmdb_dir, out, weights_dir, quick=False):
         "layers": {name: v["kept"] for name, v in summary["layers"].items()},
         "model": method.model,
     }
-    record.update(_model_measures(method.net, summary["pruned_model"], method.model))
+    net = _test_net(method.net, summary["pruned_model"], model=method.model)  # the pruned model, deploy-shaped
+    record.update(_model_measures(net, summary["pruned_model"]))
     if method.structured:
-        record.update(_structured_measures(method, summary))
+        record.update(_structured_measures(net, summary))
     record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return record
 
@@ -286,14 +287,13 @@ def _run_prune(method, seed, lmdb_dir, out, weights, quick):
     return summary
 
 
-def _structured_measures(method, summary):
+def _structured_measures(net, summary):
     """What a structured cell adds, read off the slim net the run wrote (prune --slim's, DNS-CP's tailored and
     fine-tuned one): the filters / neurons each Convolution / InnerProduct keeps, its parameters and
     multiply-adds per image (the dense net's output positions times the slim weights), the error before
     fine-tuning and the slim file's size."""
     from ..fileio.caffemodel import blob_shape, read_caffemodel
     slim_file = summary["slim_weights"]
-    net = _test_net(method.net, summary["pruned_model"], model=method.model)
     outputs, params, slim_params, slim_macs = {}, 0, 0, 0
     slim = {layer.name: layer for layer in read_caffemodel(slim_file).layer}
     for name, layer in zip(net.layer_names, net.layers):
@@ -311,7 +311,7 @@ def _structured_measures(method, summary):
             "slim_caffemodel_bytes": os.path.getsize(slim_file)}
 
 
-def _model_measures(net_name, pruned_model, model=None):
+def _model_measures(net, pruned_model):
     """Bytes on disk of the pruned plain caffemodel and of its sparse .npz, multiply-adds per image and the
     share of the Convolution / InnerProduct weights that are zero (biases aside: the SNIP paper's sparsity)."""
     from ..fileio.caffemodel import read_caffemodel
@@ -319,7 +319,6 @@ def _model_measures(net_name, pruned_model, model=None):
     from .report import count_macs
     npz = os.path.splitext(pruned_model)[0] + ".npz"
     write_compressed(npz, layers_from_caffemodel(read_caffemodel(pruned_model), pruned_model))
-    net = _test_net(net_name, pruned_model, model=model)
     macs = count_macs(net)
     weights = [layer.blobs[0].data for layer in net.layers if layer.type in ("Convolution", "InnerProduct")]
     zeros = sum(w.size - int(np.count_nonzero(w)) for w in weights)

@@ -94,18 +94,24 @@ _STRUCTURED_LENET5 = ("half of conv1's and conv2's filters removed in one step (
                       "read them: a slim net keeps 212,045 of 431,080 parameters and 749,000 of 2,293,000 multiply-adds per image, 32.7%), "
                       "then lenet5_structured_solver.prototxt: 2,000 iterations, 0.01 then 0.001 after 1,500, a "
                       "moderate budget (why: its comments)")
+
+
+def _lenet5_filters(method, who, why):
+    """A filter criterion on LeNet-5: half of conv1's and conv2's filters in one step, then the structured
+    solver's 2,000 iterations, to issue 14's target."""
+    return Recipe("lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", method,
+                  {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
+                  f"{who}; target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error", 1.0, 2.0,
+                  why + _STRUCTURED_LENET5)
+
+
 RECIPES.update({
-    "l1-filter-lenet5": Recipe(
-        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "l1-filter",
-        {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
-        "Li et al. 2017 (L1-norm of filters); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
-        1.0, 2.0, "the filters of smallest sum |w| go; " + _STRUCTURED_LENET5),
-    "taylor-lenet5": Recipe(
-        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "taylor",
-        {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
-        "Molchanov et al. 2017 (first-order Taylor); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
-        1.0, 2.0, "|activation x gradient| per image averaged over 100 training batches (6,400 images), the paper's "
-                  "per-example criterion, layers ranked apart (no normalisation needed); " + _STRUCTURED_LENET5),
+    "l1-filter-lenet5": _lenet5_filters("l1-filter", "Li et al. 2017 (L1-norm of filters)",
+                                        "the filters of smallest sum |w| go; "),
+    "taylor-lenet5": _lenet5_filters(
+        "taylor", "Molchanov et al. 2017 (first-order Taylor)",
+        "|activation x gradient| per image averaged over 100 training batches (6,400 images), the paper's "
+        "per-example criterion, layers ranked apart (no normalisation needed); "),
     "neurons-lenet300100": Recipe(
         "lenet300100", "lenet300100_structured_solver.prototxt", "lenet300100_solver.prototxt", "neurons",
         {"ip1": 0.5, "ip2": 0.5}, False, "direct", 1, 10000, None,
@@ -152,25 +158,16 @@ RECIPES.update({
 # as l1-filter-lenet5; network slimming on LeNet-5 with BatchNorm (prototxt/lenet5/lenet5_bn_*), which
 # has no released dense model: it trains from its own initialisation with the L1 on gamma.
 RECIPES.update({
-    "apoz-lenet5": Recipe(
-        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "apoz",
-        {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
-        "Hu et al. 2016 (APoZ); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
-        1.0, 2.0, "the filters whose outputs are least often positive over 100 training batches go (LeNet-5 has no "
-                  "ReLU after its convolutions: the share a ReLU would zero, npcaffe.pruning.structured.apoz); "
-                  + _STRUCTURED_LENET5),
-    "entropy-lenet5": Recipe(
-        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "entropy",
-        {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
-        "Luo & Wu 2017 (entropy of channel outputs); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
-        1.0, 2.0, "the filters whose global-pooled outputs over 100 training batches have the least entropy "
-                  "(100 bins) go; " + _STRUCTURED_LENET5),
-    "nisp-lenet5": Recipe(
-        "lenet5", "lenet5_structured_solver.prototxt", "lenet5_solver.prototxt", "nisp",
-        {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
-        "Yu et al. 2018 (NISP); target conv1 20 -> 10, conv2 50 -> 25 filters at <= 1.0% error",
-        1.0, 2.0, "the filters with the least importance propagated back from ip2's outputs through |W| go; "
-                  + _STRUCTURED_LENET5),
+    "apoz-lenet5": _lenet5_filters(
+        "apoz", "Hu et al. 2016 (APoZ)",
+        "the filters whose outputs are least often positive over 100 training batches go (LeNet-5 has no "
+        "ReLU after its convolutions: the share a ReLU would zero, npcaffe.pruning.structured.apoz); "),
+    "entropy-lenet5": _lenet5_filters(
+        "entropy", "Luo & Wu 2017 (entropy of channel outputs)",
+        "the filters whose global-pooled outputs over 100 training batches have the least entropy (100 bins) go; "),
+    "nisp-lenet5": _lenet5_filters(
+        "nisp", "Yu et al. 2018 (NISP)",
+        "the filters with the least importance propagated back from ip2's outputs through |W| go; "),
     "slimming-lenet5": Recipe(
         "lenet5", "lenet5_bn_structured_solver.prototxt", "lenet5_bn_slimming_solver.prototxt", "slimming",
         {"conv1": 0.5, "conv2": 0.5}, False, "direct", 1, 2000, None,
