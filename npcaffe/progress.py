@@ -14,6 +14,9 @@ Who shows what:
   a net with masks (DNS), the share of parameters kept.  The stage name is
   the innermost `stage(name)` block's (a pipeline's: "surgery",
   "fine-tuning", "prune step 2/5"), else "train" / "test".
+- `report_to(callback)`: a process whose bars nobody sees (a worker of
+  tools/compare_pruning.py) sends each solver's stage and iteration to its
+  parent, which shows them on its own bar.
 """
 import contextlib
 import sys
@@ -144,16 +147,46 @@ def kept_share(net, cache):
     return kept / params if params else None
 
 
+_reporter = None  # f(stage, iteration, total) while set: a worker telling its parent how far it is
+
+
+def report_to(callback):
+    """Send every solver's progress to callback(stage, iteration, max_iter), at most once a second
+    and at the last iteration, whether or not bars are on (a worker process of the comparison tool
+    feeds its parent's bar this way).  None stops it.  Returns the previous callback."""
+    global _reporter
+    previous, _reporter = _reporter, callback
+    return previous
+
+
+class _Report:
+    """A solver listener passing (stage, iteration, total) to the reporter, throttled."""
+    refresh_seconds = 1.0
+
+    def __init__(self, callback, stage, total):
+        self.callback, self.stage, self.total = callback, stage, total
+        self.last = 0.0
+
+    def __call__(self, solver):
+        now = time.monotonic()
+        if now - self.last >= self.refresh_seconds or solver.iter >= self.total:
+            self.last = now
+            self.callback(self.stage, solver.iter, self.total)
+
+
 @contextlib.contextmanager
 def solver_bar(solver, total, default_stage="train"):
-    """While training: a bar fed by the solver's iteration_listeners."""
-    if not _on:
-        yield
-        return
-    with bar(current_stage(default_stage), total, initial=solver.iter) as shown:
-        listener = SolverBar(shown, solver)
-        solver.iteration_listeners.append(listener)
+    """While training: a bar fed by the solver's iteration_listeners (and the reporter, if set)."""
+    listeners = []
+    if _reporter is not None:
+        listeners.append(_Report(_reporter, current_stage(default_stage), total))
+    with contextlib.ExitStack() as stack:
+        if _on:
+            shown = stack.enter_context(bar(current_stage(default_stage), total, initial=solver.iter))
+            listeners.append(SolverBar(shown, solver))
+        solver.iteration_listeners.extend(listeners)
         try:
             yield
         finally:
-            solver.iteration_listeners.remove(listener)
+            for listener in listeners:
+                solver.iteration_listeners.remove(listener)

@@ -115,3 +115,25 @@ def test_detail_lines_stay_in_the_log_file_unless_asked(tmp_path, glog_capture):
     assert "dump" in glog_capture.getvalue()
     glog.detail("no log file: the console gets it")  # `npcaffe train`, as Caffe
     assert "no log file" in glog_capture.getvalue()
+
+
+def test_a_reporter_hears_each_solver_stage_without_bars(tmp_path, monkeypatch):
+    """progress.report_to: the comparison tool's workers tell their parent stage and iteration."""
+    from npcaffe.solvers import get_solver
+    from npcaffe.fileio.prototxt import read_solver
+    _write(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    previous_bars = progress.configure(False)
+    heard = []
+    previous = progress.report_to(lambda stage, iteration, total: heard.append((stage, iteration, total)))
+    try:
+        with progress.stage("prune step 1/2"):
+            get_solver(read_solver(str(tmp_path / "solver.prototxt"))).solve()
+        progress.report_to(None)
+        get_solver(read_solver(str(tmp_path / "solver.prototxt"))).solve()  # no reporter: nothing heard
+    finally:
+        progress.report_to(previous)
+        progress.restore(previous_bars)
+    # throttled to once a second, but the first iteration and the last are always heard
+    assert heard[0] == ("prune step 1/2", 1, 40) and heard[-1] == ("prune step 1/2", 40, 40), heard
+    assert len(heard) < 40 and [h[1] for h in heard] == sorted(h[1] for h in heard)

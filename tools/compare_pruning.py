@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from npcaffe import progress  # noqa: E402
 from npcaffe.errors import NpcaffeError  # noqa: E402
 from npcaffe.pruning import compare  # noqa: E402
 
@@ -84,6 +85,9 @@ def parse_args(argv):
     p.add_argument("--timing", action="store_true",
                    help="measure the forward time of the finished seed-0 pruned nets (only on an idle machine)")
     p.add_argument("--doc", action="store_true", help="run nothing: rewrite the tables from the results file")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a bar on stderr: runs done / total, rate, ETA, and each running cell's stage and "
+                        "iteration (default: on when stderr is a terminal)")
     return p.parse_args(argv)
 
 
@@ -106,30 +110,68 @@ def run_cells(args, methods, results, results_path, work):
     failures = 0
     started = time.time()
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
+    with context.Manager() as manager, progress.bar("compare", len(todo), unit="run") as shown, \
+            concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        status = manager.dict()  # cell key -> (stage, iteration, max_iter), from the workers' solvers
         futures = {}
         for method, seed in todo:
             out = os.path.join(work, method.net, method.name, f"seed{seed}")
-            futures[pool.submit(compare.run_cell, method, seed, lmdbs[seed], out, args.weights_dir, args.quick)] = (
-                method, seed, out)
-        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            method, seed, out = futures[future]
-            key = compare.cell_key(method, seed)
-            try:
-                record = future.result()
-            except Exception as e:  # one failed run must not lose the others: report it, go on
-                failures += 1
-                print(f"compare: [{done}/{len(todo)}] {key} FAILED: {type(e).__name__}: {e} "
-                      f"(its log: {os.path.join(out, 'log.txt')})", flush=True)
-                continue
-            record["revision"] = compare.git_revision(ROOT)
-            record["pruned_model"] = os.path.relpath(record["pruned_model"], ROOT)
-            results["cells"][key] = record
-            compare.save_results(results_path, results)
-            print(f"compare: [{done}/{len(todo)}] {key}: {record['compression']:.1f}x, "
-                  f"{record['test_error_pct']:.2f}% error, {record['seconds'] / 60:.1f} min "
-                  f"(elapsed {(time.time() - started) / 60:.1f} min)", flush=True)
+            futures[pool.submit(compare.run_cell, method, seed, lmdbs[seed], out, args.weights_dir, args.quick,
+                                status)] = (method, seed, out)
+        pending, done, postfix = set(futures), 0, None
+        while pending:
+            finished, pending = concurrent.futures.wait(pending, timeout=1.0,
+                                                        return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                done += 1
+                failures += _record_cell(futures[future], future, done, len(todo), results, results_path, started)
+                shown.update(1)
+            running = _running(status, futures, pending)
+            if running != postfix:  # redraw (the bar moves only when a run ends)
+                shown.set_postfix_str(postfix := running)
     return failures
+
+
+def _record_cell(cell, future, done, total, results, results_path, started):
+    """Save a finished run's record (1 if it failed, else 0), with a line above the bar."""
+    method, seed, out = cell
+    key = compare.cell_key(method, seed)
+    try:
+        record = future.result()
+    except Exception as e:  # one failed run must not lose the others: report it, go on
+        _say(f"compare: [{done}/{total}] {key} FAILED: {type(e).__name__}: {e} "
+             f"(its log: {os.path.join(out, 'log.txt')})")
+        return 1
+    record["revision"] = compare.git_revision(ROOT)
+    record["pruned_model"] = os.path.relpath(record["pruned_model"], ROOT)
+    results["cells"][key] = record
+    compare.save_results(results_path, results)
+    _say(f"compare: [{done}/{total}] {key}: {record['compression']:.1f}x, "
+         f"{record['test_error_pct']:.2f}% error, {record['seconds'] / 60:.1f} min "
+         f"(elapsed {(time.time() - started) / 60:.1f} min)")
+    return 0
+
+
+def _running(status, futures, pending):
+    """The bar's postfix: each running cell's stage and iteration, e.g.
+    'lenet5/han-iterative/seed0 prune step 2/5 1200/10000'."""
+    parts = []
+    for future in pending:
+        key = compare.cell_key(*futures[future][:2])
+        if key in status:
+            stage, iteration, total = status[key]
+            parts.append(f"{key} {stage} {iteration}/{total}")
+    return "; ".join(sorted(parts))
+
+
+def _say(line):
+    """A line on stdout, above the bar when one is shown."""
+    if progress.enabled():
+        from tqdm import tqdm
+        tqdm.write(line, file=sys.stdout)
+        sys.stdout.flush()
+    else:
+        print(line, flush=True)
 
 
 def run_timing(args, methods, results, results_path):
@@ -180,6 +222,7 @@ def write_docs(args, methods, results, results_path, work):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    progress.configure(args.progress)
     try:
         methods = compare.methods_for(args.nets, args.methods)
         work = os.path.abspath(args.work or os.path.join(ROOT, "runs", "compare-quick" if args.quick else "compare"))

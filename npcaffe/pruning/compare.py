@@ -189,9 +189,14 @@ def shuffle_lmdb(source, dest, seed):
 
 
 # -- one cell --------------------------------------------------------------------------------------------
-def run_cell(method, seed, lmdb_dir, out, weights_dir, quick=False):
-    """Run one method on one seed's data into `out`; the cell's record (a dict of plain numbers)."""
-    from .. import glog
+def run_cell(method, seed, lmdb_dir, out, weights_dir, quick=False, status=None):
+    """Run one method on one seed's data into `out`; the cell's record (a dict of plain numbers).
+    `status` (a mapping shared with the parent, e.g. a multiprocessing Manager's dict) gets
+    status[cell_key] = (stage, iteration, max_iter) as the run's solvers go (npcaffe.progress)."""
+    from .. import glog, progress
+    if status is not None:
+        key = cell_key(method, seed)
+        progress.report_to(lambda stage, iteration, total: status.__setitem__(key, (stage, iteration, total)))
     from ..blas import limited
     from ..masks import plain_model  # noqa: F401  (imported here so a worker fails early on a broken install)
     os.makedirs(out, exist_ok=True)

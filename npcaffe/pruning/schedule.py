@@ -47,7 +47,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .. import glog
+from .. import glog, progress
 from .. import masks as mask_core
 from ..errors import NetError, NpcaffeError
 from ..layerlib.dns import is_dns_layer
@@ -296,11 +296,13 @@ def run(make_solver, method, target, *, weights=None, layers=None, steps=1, retr
                 solver = fresh
             glog.info(f"Retraining {retrain_iter} iterations with the masks fixed")
             start_iter = solver.iter
-            if solve_wrapper is None:
-                solver.step(int(retrain_iter))
-            else:
-                with solve_wrapper(solver):
+            with progress.stage(f"prune step {index}/{len(targets)}"), \
+                    progress.solver_bar(solver, start_iter + int(retrain_iter)):
+                if solve_wrapper is None:
                     solver.step(int(retrain_iter))
+                else:
+                    with solve_wrapper(solver):
+                        solver.step(int(retrain_iter))
             trained = solver.iter - start_iter
             stopped = bool(solver.requested_early_exit)
             retrained_scores = test_scores(solver)

@@ -127,8 +127,12 @@ def test_quick_runs_are_resumable_and_the_seeds_change_the_data_order(tmp_path, 
     tool = _tool()
     work, mnist = tmp_path / "work", shared_path("data", "mnist")
     argv = ["--quick", "--nets", "lenet300100", "--methods", "han-direct,dns,neurons", "--seeds", "0,1",
-            "--mnist", mnist, "--work", str(work)]
+            "--mnist", mnist, "--work", str(work), "--progress"]
     assert tool.main(argv) == 0
+    shown = capsys.readouterr()
+    # the bar (stderr) counts the runs; the runs' lines (stdout) stay whole lines above it
+    assert "compare: 100%" in shown.err and "6/6" in shown.err, shown.err[-500:]
+    assert sum(line.startswith("compare: [") for line in shown.out.splitlines()) == 6, shown.out
     results = json.loads((work / "results.json").read_text())
     assert sorted(results["cells"]) == ["lenet300100/dns/seed0", "lenet300100/dns/seed1",
                                         "lenet300100/han-direct/seed0", "lenet300100/han-direct/seed1",

@@ -206,3 +206,20 @@ def test_prune_counts_are_checked_where_they_are_parsed(flag, value, capsys):
     with pytest.raises(SystemExit):
         cli.main(["prune", "--method", "obd", "--solver", "s.prototxt", flag, value])
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_each_retraining_step_reports_its_stage_and_iterations(tiny):
+    """The prune schedule's retraining shows as 'prune step k/n' on a bar, and reaches
+    progress.report_to (how tools/compare_pruning.py's workers feed its bar)."""
+    from npcaffe import progress
+    heard = []
+    previous = progress.report_to(lambda stage, iteration, total: heard.append((stage, iteration, total)))
+    try:
+        assert prune("--method", "magnitude", "--sparsity", "0.5", "--schedule", "iterative", "--steps", "2",
+                     "--retrain_iter", "6", "--out", "run") == 0
+    finally:
+        progress.report_to(previous)
+    # the dense reference's training, then each step's retraining, each to its last iteration
+    steps = [h for h in heard if h[0].startswith("prune step")]
+    assert {h[0] for h in steps} == {"prune step 1/2", "prune step 2/2"}, heard
+    assert ("prune step 1/2", 6, 6) in steps and ("prune step 2/2", 6, 6) in steps, heard
