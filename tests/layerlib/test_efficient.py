@@ -48,6 +48,18 @@ def test_depthwise_types_compute_a_depthwise_convolution_on_the_depthwise_path(t
     np.testing.assert_allclose(top[0].data, want, rtol=1e-5, atol=1e-5)
 
 
+def test_a_one_channel_input_with_group_1_is_an_ordinary_convolution():
+    """MNIST's first layer (1 input channel, group 1) has group = channels but is no depthwise
+    layer: Caffe's columns and one GEMM (the depthwise loop took it 11x longer at batch 100)."""
+    bottom, top = [make_blob((3, 1, 9, 9), seed=3)], tops()
+    layer = conv("Convolution", "num_output: 5 kernel_size: 5")
+    layer.setup(bottom, top)
+    assert isinstance(layer.compute_path(), DenseColumns)
+    layer.forward(bottom, top)
+    want = reference_convolution(bottom[0].data, layer.blobs[0].data, layer.blobs[1].data, (1, 1), (0, 0), (1, 1), 1)
+    np.testing.assert_allclose(top[0].data, want, rtol=1e-5, atol=1e-5)
+
+
 def test_depthwise_convolution_with_fewer_groups_is_a_grouped_convolution():
     """The fork's CPU code is BaseConvolutionLayer's: any group works, as in Convolution."""
     bottom, top = [make_blob((1, 4, 5, 5), seed=2)], tops()
