@@ -20,32 +20,56 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, inline="always")
+def _valid_columns(offset, stride, width, out_w):
+    """The output columns xx whose input column xx * stride + offset lies inside [0, width)."""
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    last = width - 1 - offset
+    hi = 0 if last < 0 else min(out_w, last // stride + 1)
+    return lo, max(lo, hi)
+
+
 @njit(cache=True)
 def depthwise_forward(x, weight, bias, has_bias, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, top):
-    """top (N, O, OH, OW) = the depthwise convolution of x (N, C, H, W) with weight (O, kh, kw) (+ bias (O,))."""
+    """top (N, O, OH, OW) = the depthwise convolution of x (N, C, H, W) with weight (O, kh, kw) (+ bias (O,)).
+
+    One output row at a time, tap by tap: row[xx] += w[i, j] * x[iy, xx sw + j dw - pw] over the
+    columns where the tap lies inside the image, so the inner loop has no test and vectorises.
+    Each output still sums its taps in (i, j) row-major order from 0, skipping those outside the
+    image, in float32: the bits of the plain per-output loop."""
     num, channels, height, width = x.shape
     outputs, kernel_h, kernel_w = weight.shape
     out_h, out_w = top.shape[2], top.shape[3]
     multiplier = outputs // channels
+    row = np.empty(out_w, np.float32)
     for n in range(num):
         for o in range(outputs):
             c = o // multiplier
             for y in range(out_h):
                 y0 = y * stride_h - pad_h
-                for xx in range(out_w):
-                    x0 = xx * stride_w - pad_w
-                    acc = np.float32(0)
-                    for i in range(kernel_h):
-                        iy = y0 + i * dil_h
-                        if iy < 0 or iy >= height:
-                            continue
-                        for j in range(kernel_w):
-                            ix = x0 + j * dil_w
-                            if 0 <= ix < width:
-                                acc += weight[o, i, j] * x[n, c, iy, ix]
-                    if has_bias:
-                        acc += bias[o]
-                    top[n, o, y, xx] = acc
+                row[:] = 0
+                for i in range(kernel_h):
+                    iy = y0 + i * dil_h
+                    if iy < 0 or iy >= height:
+                        continue
+                    line = x[n, c, iy]
+                    for j in range(kernel_w):
+                        w = weight[o, i, j]
+                        offset = j * dil_w - pad_w
+                        lo, hi = _valid_columns(offset, stride_w, width, out_w)
+                        if stride_w == 1:
+                            for xx in range(lo, hi):
+                                row[xx] += w * line[xx + offset]
+                        else:
+                            for xx in range(lo, hi):
+                                row[xx] += w * line[xx * stride_w + offset]
+                out = top[n, o, y]
+                if has_bias:
+                    b = bias[o]
+                    for xx in range(out_w):
+                        out[xx] = row[xx] + b
+                else:
+                    out[:] = row
 
 
 @njit(cache=True)
