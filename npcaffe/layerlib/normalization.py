@@ -11,6 +11,7 @@ import numpy as np
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
+from ..kernels.channelwise import normalize, scale_shift
 from ..kernels.lrn import lrn_across_backward, lrn_across_forward, lrn_within_backward, lrn_within_forward
 from ..layer import TEST, Layer, register
 from ..proto import caffe_pb2
@@ -93,6 +94,11 @@ class BatchNormLayer(Layer):
         else:
             m = x.shape[0] * x.shape[2]
             mean = x.sum(axis=(0, 2), dtype=np.float32) / np.float32(m)
+        if self.use_global_stats:  # one pass; backward needs only std (no x_norm kept)
+            self.std = np.sqrt(var + self.eps).astype(np.float32)
+            normalize(x, mean, self.std, y)
+            self.x_norm = None
+            return
         np.subtract(x, mean.reshape(1, -1, 1), out=y)
         if not self.use_global_stats:
             var = (y * y).sum(axis=(0, 2), dtype=np.float32) / np.float32(m)
@@ -251,7 +257,11 @@ class ScaleLayer(Layer):
         if top[0] is bottom[0]:
             self._saved = x.copy()
         y = top[0].flat_data.reshape(self.geometry)
-        np.multiply(x, self._scale(bottom).flat_data.reshape(1, -1, 1), out=y)
+        scale = self._scale(bottom).flat_data
+        if self.bias_term and self.bias_geometry == self.geometry:  # one pass (the usual BN + Scale)
+            scale_shift(x, scale, self.blobs[-1].flat_data, True, y)
+            return
+        scale_shift(x, scale, scale, False, y)
         if self.bias_term:
             b = top[0].flat_data.reshape(self.bias_geometry)
             b += self.blobs[-1].flat_data.reshape(1, -1, 1)
