@@ -7,6 +7,8 @@
                                         MobileNet v2, SE-ResNet-50 at batch 1 and 16
     python tools/bench.py --mpi N       data-parallel training throughput (images/s) of LeNet-5 and
                                         AlexNet DNS with 1 and N ranks (mpiexec), one BLAS thread per rank
+    python tools/bench.py --big         forward and forward+backward of AlexNet and ResNet-50 at batch 1
+                                        and 16 (--big_batches), npcaffe against its PyTorch twin
 
 Every figure is the median of repeats after warm-up, both frameworks with the
 same thread count: OpenBLAS's (OPENBLAS_NUM_THREADS, default the CPU count)
@@ -14,6 +16,18 @@ and torch.set_num_threads for PyTorch.  npcaffe's own kernels run at
 npcaffe.parallel's count (default 1; NPCAFFE_NUM_THREADS).  For one thread:
 OPENBLAS_NUM_THREADS=1 python tools/bench.py.  PyTorch is optional (`pip install torch`); without it its column
 says so.  It is never a dependency of npcaffe.
+
+--big [NET ...] (alexnet, resnet50; default both) times the deploy nets
+(AlexNet: the DNS train_val net's TEST phase with an Input and plain
+layers) with generated weights (He-scaled; BatchNorm statistics measured
+on the generated images), forward and forward+backward (loss: the
+outputs weighted by fixed random numbers; gradients of every weight and of
+the input), against a PyTorch twin that tools/bench.py builds by walking the
+npcaffe Net layer by layer (torch_twin), with the same weights.  Each row
+first checks the twin: outputs within 1e-3 of the largest npcaffe output,
+input gradients within 5% in L2 norm (float32 rounding alone moves
+ResNet-50's by ~1.5%), else the row is not timed.  The two frameworks
+alternate repeat by repeat.  PyTorch is needed for this mode.
 
 Workloads (MNIST images from ../shared/data/mnist, models from ../shared/upstream-dns):
 - DNS training iteration: the nets in prototxt/ with their Data layer
@@ -356,6 +370,21 @@ SLIM_NETS = {"resnet50": "prototxt/resnet50/ResNet-50-deploy.prototxt",
              "se_resnet50": "prototxt/se_resnet50/SE-ResNet-50-deploy.prototxt"}
 
 
+def generate_weights(net, rng):
+    """Fill every parameter blob of `net` in place: weights He-scaled normal (std sqrt(2 / fan-in)), other
+    blobs normal(0, 0.1), BatchNorm statistics near (0, 1) with scale factor 1."""
+    for layer in net.layers:
+        if layer.type == "BatchNorm":
+            layer.blobs[0].data[...] = rng.normal(0, 0.1, layer.blobs[0].shape)
+            layer.blobs[1].data[...] = rng.uniform(0.5, 1.5, layer.blobs[1].shape)
+            layer.blobs[2].data[...] = 1
+        elif layer.blobs:
+            weight = layer.blobs[0]
+            weight.data[...] = rng.normal(0, np.sqrt(2.0 / max(1, weight.count // weight.shape[0])), weight.shape)
+            for blob in layer.blobs[1:]:
+                blob.data[...] = rng.normal(0, 0.1, blob.shape)
+
+
 def slim_workload(path, batch, seed=0):
     """(dense, masked, slim Net, multiply-adds dense, slim) for a deploy prototxt at a batch: He-scaled
     generated weights, BatchNorm near (0, 1), then about half of every prunable channel group's units
@@ -371,16 +400,7 @@ def slim_workload(path, batch, seed=0):
                 shape.dim[0] = batch
     rng = np.random.default_rng(seed)
     dense = npcaffe.Net(param, npcaffe.TEST)
-    for layer in dense.layers:
-        if layer.type == "BatchNorm":
-            layer.blobs[0].data[...] = rng.normal(0, 0.1, layer.blobs[0].shape)
-            layer.blobs[1].data[...] = rng.uniform(0.5, 1.5, layer.blobs[1].shape)
-            layer.blobs[2].data[...] = 1
-        elif layer.blobs:
-            weight = layer.blobs[0]
-            weight.data[...] = rng.normal(0, np.sqrt(2.0 / max(1, weight.count // weight.shape[0])), weight.shape)
-            for blob in layer.blobs[1:]:
-                blob.data[...] = rng.normal(0, 0.1, blob.shape)
+    generate_weights(dense, rng)
     masked = npcaffe.Net(param, npcaffe.TEST)
     for source, target in zip(dense.layers, masked.layers):
         for a, b in zip(source.blobs, target.blobs):
@@ -531,6 +551,344 @@ def mpi_table(ranks, names, iterations, warmup):
           f"{ranks} ranks need {ranks} idle cores)")
 
 
+# -- big nets against a PyTorch twin (issue 18) ------------------------------------------------
+# net: (prototxt, image shape when the prototxt has a Data layer instead of an Input)
+BIG_NETS = {"alexnet": ("prototxt/alexnet/alexnet_dns_train_val.prototxt", (3, 227, 227)),
+            "resnet50": ("prototxt/resnet50/ResNet-50-deploy.prototxt", None)}
+TWIN_TOLERANCE = 1e-3  # max |npcaffe - PyTorch| of the outputs allowed, as a share of max |npcaffe|
+# |npcaffe - PyTorch| / |npcaffe| (L2 norms) of the input gradient allowed.  Not 1e-3: float32 rounding
+# flips ReLU and max-pooling choices near ties and each flip moves the gradient upstream of it, so
+# ResNet-50's input gradient differs by ~1.5% between npcaffe and PyTorch, and as much between PyTorch
+# float32 and float64 (AlexNet: 1e-6); a twin with a wrong backward is off by order 1.
+TWIN_GRADIENT_TOLERANCE = 0.05
+TWIN_LAYER_TYPES = ("Input", "Convolution", "InnerProduct", "ReLU", "Pooling", "LRN", "BatchNorm", "Scale",
+                    "Eltwise", "Concat", "Dropout", "Softmax", "Split")
+
+
+def deploy_param(path, batch, image_shape=None):
+    """The plain deploy NetParameter of a prototxt at `batch` images.  A deploy prototxt keeps its layers
+    (its Input's batch set); a train_val one (image_shape given) is taken in its TEST phase with the Data
+    layer as an Input of (batch,) + image_shape, no loss or accuracy, and DNS layers as their plain types
+    (CConvolution -> Convolution, ...; their surgery parameters dropped)."""
+    from npcaffe.fileio.prototxt import read_net
+    from npcaffe.graph import DATA_LAYER_TYPES, filter_net
+    from npcaffe.layer import registered_class
+    from npcaffe.proto import caffe_pb2
+    param = read_net(os.path.join(ROOT, path))
+    if image_shape is None:
+        for layer in param.layer:
+            if layer.type == "Input":
+                for shape in layer.input_param.shape:
+                    shape.dim[0] = batch
+        return param
+    param.state.phase = caffe_pb2.TEST
+    source = filter_net(param)
+    del param.layer[:]
+    for layer in source.layer:
+        if layer.type in ("Accuracy", "SoftmaxWithLoss"):
+            continue
+        out = param.layer.add()
+        if layer.type in DATA_LAYER_TYPES:
+            out.name, out.type = layer.name, "Input"
+            out.top.append(layer.top[0])  # the images; the labels fed only the loss
+            out.input_param.shape.add().dim.extend((batch,) + tuple(image_shape))
+            continue
+        out.CopyFrom(layer)
+        del out.include[:]
+        cls = registered_class(layer.type)
+        if getattr(cls, "plain_type", None):
+            out.type = cls.plain_type
+            out.ClearField(cls.surgery_field)
+    return param
+
+
+def _twin_step(torch, layer, bottom_shapes, new_param):
+    """A function (list of bottom tensors -> list of top tensors) computing one npcaffe layer in PyTorch;
+    new_param(array) gives a learnable torch parameter holding a copy of the array."""
+    F = torch.nn.functional
+    kind, p = layer.layer_param.type, layer.layer_param
+    if kind not in TWIN_LAYER_TYPES:
+        raise ValueError(f"PyTorch twin: layer '{layer.name}' has type '{kind}', which the twin does not "
+                         f"translate (it knows {', '.join(TWIN_LAYER_TYPES)})")
+    if kind == "Convolution":
+        if layer.nd or layer.channel_axis != 1:
+            raise ValueError(f"PyTorch twin: layer '{layer.name}' (Convolution): only 2-D convolutions over axis 1")
+        weight = new_param(layer.blobs[0].data)
+        bias = new_param(layer.blobs[1].data) if layer.bias_term else None
+        stride, pad, dilation, group = tuple(layer.stride), tuple(layer.pad), tuple(layer.dilation), layer.group
+        return lambda x: [F.conv2d(x[0], weight, bias, stride, pad, dilation, group)]
+    if kind == "InnerProduct":
+        axis = p.inner_product_param.axis % len(bottom_shapes[0])
+        weight = new_param(layer.blobs[0].data)
+        bias = new_param(layer.blobs[1].data.reshape(-1)) if layer.bias_term else None
+        if layer.transpose:  # the weight is stored (K, N)
+            return lambda x: [torch.addmm(bias, x[0].flatten(axis), weight) if bias is not None
+                              else x[0].flatten(axis) @ weight]
+        return lambda x: [F.linear(x[0].flatten(axis), weight, bias)]
+    if kind == "ReLU":
+        slope = float(layer.negative_slope)
+        return (lambda x: [F.leaky_relu(x[0], slope)]) if slope else (lambda x: [F.relu(x[0])])
+    if kind == "Pooling":
+        pool = p.pooling_param
+        kernel, stride, pad, ceil = tuple(layer.kernel), tuple(layer.stride), tuple(layer.pad), bool(layer.ceil_mode)
+        if any(2 * q > k for q, k in zip(pad, kernel)):  # Caffe allows pad < kernel, PyTorch pad <= kernel / 2
+            raise ValueError(f"PyTorch twin: layer '{layer.name}' (Pooling): pad {pad} over half the kernel {kernel}")
+        if pool.pool == pool.MAX:
+            return lambda x: [F.max_pool2d(x[0], kernel, stride, pad, ceil_mode=ceil)]
+        if pool.pool == pool.AVE:
+            # Caffe divides by the window clipped to the padded image (padding counted, the overhang past
+            # it not): PyTorch's count_include_pad=True divisor, ceil_mode windows included.
+            return lambda x: [F.avg_pool2d(x[0], kernel, stride, pad, ceil_mode=ceil, count_include_pad=True)]
+        raise ValueError(f"PyTorch twin: layer '{layer.name}' (Pooling): only MAX and AVE pooling")
+    if kind == "LRN":
+        size, alpha, beta, k = layer.size, float(layer.alpha), float(layer.beta), float(layer.k)
+        if layer.region == p.lrn_param.ACROSS_CHANNELS:
+            # Caffe: x (k + alpha / size sum x^2) ^ -beta; PyTorch averages the squares over `size`: the same.
+            return lambda x: [F.local_response_norm(x[0], size, alpha, beta, k)]
+        # WITHIN_CHANNEL as Caffe (and npcaffe): shift 1 whatever k, alpha over size^2 (a zero-padded average).
+        return lambda x: [x[0] * (1 + alpha * F.avg_pool2d(x[0] * x[0], size, 1, size // 2,
+                                                          count_include_pad=True)) ** -beta]
+    if kind == "BatchNorm":
+        if not layer.use_global_stats:
+            raise ValueError(f"PyTorch twin: layer '{layer.name}' (BatchNorm): only use_global_stats (inference)")
+        factor = layer.blobs[2].data.reshape(-1)[0]
+        factor = np.float32(0 if factor == 0 else 1 / factor)
+        mean = torch.from_numpy(layer.blobs[0].data * factor)
+        var = torch.from_numpy(layer.blobs[1].data * factor)
+        eps = float(layer.eps)
+        return lambda x: [F.batch_norm(x[0], mean, var, None, None, False, 0.0, eps)]
+    if kind == "Scale":
+        if len(bottom_shapes) != 1:
+            raise ValueError(f"PyTorch twin: layer '{layer.name}' (Scale): only a learned scale (one bottom)")
+        axis = p.scale_param.axis % len(bottom_shapes[0])
+        trailing = (1,) * (len(bottom_shapes[0]) - axis - layer.blobs[0].data.ndim)
+        scale = new_param(layer.blobs[0].data)
+        bias = new_param(layer.blobs[1].data) if layer.bias_term else None
+        if bias is None:
+            return lambda x: [x[0] * scale.view(scale.shape + trailing)]
+        return lambda x: [torch.addcmul(bias.view(bias.shape + trailing), x[0], scale.view(scale.shape + trailing))]
+    if kind == "Eltwise":
+        op, coeffs = p.eltwise_param.operation, [float(c) for c in layer.coeffs]
+        if op == p.eltwise_param.SUM:
+            if all(c == 1 for c in coeffs):
+                return lambda x: [sum(x[1:], x[0])]
+            return lambda x: [sum((c * t for c, t in zip(coeffs[1:], x[1:])), coeffs[0] * x[0])]
+        combine = torch.mul if op == p.eltwise_param.PROD else torch.maximum
+
+        def eltwise(x):
+            out = x[0]
+            for t in x[1:]:
+                out = combine(out, t)
+            return [out]
+        return eltwise
+    if kind == "Concat":
+        axis = layer.axis
+        return lambda x: [torch.cat(x, axis)]
+    if kind == "Softmax":
+        axis = layer.axis
+        return lambda x: [F.softmax(x[0], axis)]
+    if kind == "Split":
+        tops = len(layer.layer_param.top)
+        return lambda x: [x[0]] * tops
+    return lambda x: [x[0]]  # Dropout: the identity outside training, as npcaffe's TEST phase
+
+
+def torch_twin(torch, net):
+    """A torch.nn.Module computing the npcaffe Net `net` (TEST phase) on copies of its weights, built by
+    walking its layers, their LayerParameters and blob names: twin(**inputs) -> {output name: tensor}.
+    Conv / InnerProduct / Scale parameters are learnable (requires_grad), BatchNorm statistics are not (as
+    Caffe's, which its backward leaves alone).  The first call checks every top's shape against npcaffe's."""
+    nn = torch.nn
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = nn.ParameterList()
+            self.steps = []  # (layer name, function, bottom names, top names, npcaffe's top shapes)
+            self.outputs = list(net.outputs)
+            self.shapes_checked = False
+
+            def new_param(array):
+                self.weights.append(nn.Parameter(torch.from_numpy(np.array(array, np.float32))))
+                return self.weights[-1]
+
+            for i, (name, layer) in enumerate(zip(net.layer_names, net.layers)):
+                if layer.layer_param.type == "Input":
+                    continue
+                bottom_shapes = [b.shape for b in net.bottom_vecs[i]]
+                self.steps.append((name, _twin_step(torch, layer, bottom_shapes, new_param), net.bottom_names[name],
+                                   net.top_names[name], [tuple(t.shape) for t in net.top_vecs[i]]))
+
+        def forward(self, **inputs):
+            blobs = dict(inputs)
+            for name, step, bottoms, tops, shapes in self.steps:
+                outs = step([blobs[b] for b in bottoms])
+                if not self.shapes_checked:
+                    got = [tuple(t.shape) for t in outs]
+                    if got != shapes:
+                        raise ValueError(f"PyTorch twin: layer '{name}' gives shapes {got}, npcaffe {shapes}")
+                blobs.update(zip(tops, outs))
+            self.shapes_checked = True
+            return {name: blobs[name] for name in self.outputs}
+
+    return Twin()
+
+
+def twin_difference(torch, net, train, twin, images, top_diffs):
+    """(max |output difference| / max |output|, |input gradient difference| / |input gradient| in L2 norms)
+    between npcaffe and the twin: `net` forward, `train` (force_backward, same weights) forward and backward
+    from `top_diffs`; infinite when npcaffe's values are all zero."""
+    outputs = {name: blob.copy() for name, blob in net.forward(**images).items()}
+    train.clear_param_diffs()
+    train.forward(**images)
+    grads = train.backward(**top_diffs)
+    x = {name: torch.from_numpy(a.copy()).requires_grad_(True) for name, a in images.items()}
+    theirs = twin(**x)
+    torch.autograd.backward([theirs[n] for n in top_diffs], [torch.from_numpy(d) for d in top_diffs.values()])
+
+    def relative(ours, other, norm):
+        scale = max(norm(a) for a in ours.values())
+        if scale == 0:  # all zero (a saturated Softmax's gradient): agreement would prove nothing
+            return float("inf")
+        return max(norm(ours[n] - other[n]) for n in ours) / scale
+
+    largest = lambda a: float(np.abs(a).max())  # noqa: E731
+    l2 = lambda a: float(np.linalg.norm(a.astype(np.float64)))  # noqa: E731
+    return (relative(outputs, {n: t.detach().numpy() for n, t in theirs.items()}, largest),
+            relative({n: grads[n] for n in images}, {n: t.grad.numpy() for n, t in x.items()}, l2))
+
+
+def alternating_median_ms(fns, repeats, warmup):
+    """Median milliseconds of each function, the functions run in turn repeat by repeat (after `warmup`
+    turns) so that the machine's drifts hit all of them alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, samples in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    return [statistics.median(samples) * 1e3 for samples in times]
+
+
+def calibrate_batch_norm(net):
+    """Set every BatchNorm's statistics to the channel means and variances of what reaches it from the
+    net's current inputs (the layers run in order), as a trained net's are those of its data.  With
+    statistics near (0, 1) the generated weights let ResNet-50's activations grow block after block until
+    its Softmax saturates: outputs exactly 0 and 1, gradients exactly 0, nothing left to compare."""
+    for i, layer in enumerate(net.layers):
+        if layer.type == "BatchNorm":
+            x = net.bottom_vecs[i][0].data
+            axes = (0,) + tuple(range(2, x.ndim))
+            layer.blobs[0].data[...] = x.mean(axes)
+            layer.blobs[1].data[...] = x.var(axes)
+            layer.blobs[2].data[...] = 1
+        layer.forward(net.bottom_vecs[i], net.top_vecs[i])
+
+
+def big_workload(torch, name, batch, seed=0):
+    """(deploy Net, the same with force_backward, its PyTorch twin, {input: images}, {output: top diff}) for
+    a BIG_NETS net at `batch`: generated weights (generate_weights, calibrate_batch_norm on the generated
+    images) copied into all three."""
+    import npcaffe
+    path, image_shape = BIG_NETS[name]
+    param = deploy_param(path, batch, image_shape)
+    net = npcaffe.Net(param, npcaffe.TEST)
+    generate_weights(net, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    images = {n: rng.normal(size=net.blobs[n].shape).astype(np.float32) for n in net.inputs}
+    for n, a in images.items():
+        net.blobs[n].data[...] = a
+    calibrate_batch_norm(net)
+    param.force_backward = True
+    train = npcaffe.Net(param, npcaffe.TEST)
+    for source, target in zip(net.layers, train.layers):
+        for a, b in zip(source.blobs, target.blobs):
+            b.data[...] = a.data
+    # Fixed random weights on the outputs, not ones: a final Softmax sums to one, so the gradient of the
+    # plain sum would be zero (rounding noise) and the twin's gradients could not be compared.
+    top_diffs = {n: rng.normal(size=net.blobs[n].shape).astype(np.float32) for n in net.outputs}
+    return net, train, torch_twin(torch, net), images, top_diffs
+
+
+def big_table(names, batches, repeats, warmup):
+    """Forward and forward+backward milliseconds of npcaffe and its PyTorch twin per net and batch, the two
+    frameworks alternating repeat by repeat; a twin whose outputs disagree with npcaffe's is not timed."""
+    try:
+        import torch
+    except ImportError:
+        sys.exit("--big compares with PyTorch: pip install torch (it is never a dependency of npcaffe)")
+    from npcaffe import glog, parallel
+    glog.set_quiet(True)
+    threads = blas_threads()
+    torch.set_num_threads(threads)
+    print(f"npcaffe bench --big: {os.cpu_count()} CPUs, npcaffe {threads} BLAS threads (OPENBLAS_NUM_THREADS) and "
+          f"npcaffe.parallel {parallel.num_threads()} thread(s), PyTorch {torch.__version__} "
+          f"torch.set_num_threads({torch.get_num_threads()}); load average {os.getloadavg()[0]:.2f} at start; "
+          f"median of {repeats} after {warmup} warm-up, the frameworks alternating repeat by repeat", flush=True)
+    print("generated weights (He-scaled normal; BatchNorm statistics those of the generated images, "
+          "calibrate_batch_norm), the same numbers in both; "
+          "forward+backward = loss sum(output x fixed random weights): gradients of every Convolution, "
+          "InnerProduct and Scale parameter and of the input images (npcaffe force_backward, parameter diffs "
+          "cleared first; PyTorch autograd, zero_grad first), Dropout the identity in both; twin diff = outputs' max "
+          f"|npcaffe - PyTorch| / max |npcaffe| (<= {TWIN_TOLERANCE:g}) / input gradients' |npcaffe - PyTorch| / "
+          f"|npcaffe| in L2 norm (<= {TWIN_GRADIENT_TOLERANCE:g}: float32 flips of ReLU and max-pooling choices "
+          "move a deep net's gradient by about a percent), else the row is not timed", flush=True)
+    header = ("net", "batch", "measure", "npcaffe ms", "PyTorch ms", "PyTorch/npcaffe", "twin diff", "target")
+    widths = (8, 5, 16, 10, 10, 15, 17, 15)
+
+    def row(*cells):
+        print(" | ".join(c.ljust(w) for c, w in zip(cells, widths)), flush=True)
+
+    row(*header)
+    print("-+-".join("-" * w for w in widths))
+    for name in names:
+        for batch in batches:
+            net, train, twin, images, top_diffs = big_workload(torch, name, batch)
+            out_diff, grad_diff = twin_difference(torch, net, train, twin, images, top_diffs)
+            agreement = f"{out_diff:.1e} / {grad_diff:.1e}"
+            if not (out_diff <= TWIN_TOLERANCE and grad_diff <= TWIN_GRADIENT_TOLERANCE):
+                row(name, str(batch), "not timed: twin differs", "-", "-", "-", agreement,
+                    f"diff <= {TWIN_TOLERANCE:g} / {TWIN_GRADIENT_TOLERANCE:g}")
+                continue
+            x = {n: torch.from_numpy(a) for n, a in images.items()}
+            x_grad = {n: torch.from_numpy(a.copy()).requires_grad_(True) for n, a in images.items()}
+            diffs = {n: torch.from_numpy(d) for n, d in top_diffs.items()}
+            for n, a in images.items():
+                net.blobs[n].data[...] = a
+                train.blobs[n].data[...] = a
+
+            def torch_forward():
+                with torch.inference_mode():
+                    twin(**x)
+
+            def npcaffe_forward_backward():
+                train.clear_param_diffs()
+                train.forward_from_to()
+                for n, d in top_diffs.items():  # an in-place last layer would overwrite it
+                    train.blobs[n].diff[...] = d
+                train.backward_from_to()
+
+            def torch_forward_backward():
+                twin.zero_grad(set_to_none=True)
+                for t in x_grad.values():
+                    t.grad = None
+                outs = twin(**x_grad)
+                torch.autograd.backward([outs[n] for n in diffs], list(diffs.values()))
+
+            for measure, ours, theirs in (("forward", net.forward_from_to, torch_forward),
+                                          ("forward+backward", npcaffe_forward_backward, torch_forward_backward)):
+                ours_ms, theirs_ms = alternating_median_ms([ours, theirs], repeats, warmup)
+                row(name, str(batch), measure, f"{ours_ms:.1f}", f"{theirs_ms:.1f}", f"{theirs_ms / ours_ms:.2f}x",
+                    agreement, ">= 1.5x PyTorch")
+            # Two ResNet-sized nets and a twin at batch 16 hold gigabytes: free them before the next row.
+            del net, train, twin, x_grad
+            gc.collect()
+    print(f"load average at end: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -541,6 +899,12 @@ def main():
                              "of every channel group masked off")
     parser.add_argument("--slim_batches", "--slim-batches", default="1,16",
                         help="batch sizes for --slim, comma-separated (default 1,16)")
+    parser.add_argument("--big", nargs="*", choices=sorted(BIG_NETS), metavar="NET",
+                        help="instead: forward and forward+backward of these nets "
+                             f"({', '.join(sorted(BIG_NETS))}; default both) in npcaffe and in a PyTorch twin "
+                             "built from the npcaffe Net, generated weights")
+    parser.add_argument("--big_batches", "--big-batches", default="1,16",
+                        help="batch sizes for --big, comma-separated (default 1,16)")
     parser.add_argument("--mpi", type=int, metavar="N",
                         help="instead: data-parallel training throughput of LeNet-5 and AlexNet DNS with 1 and N "
                              "ranks (mpiexec -n N, npcaffe.distributed), one BLAS thread per rank")
@@ -575,6 +939,11 @@ def main():
                 parser.error("--mpi_iterations must be at least 1")
             mpi_table(args.mpi, [name], iterations, warmup)
         return None
+    if args.big is not None:
+        batches = [int(b) for b in args.big_batches.split(",") if b]
+        if not batches or min(batches) < 1:
+            parser.error(f"--big_batches: positive batch sizes, comma-separated; got '{args.big_batches}'")
+        return big_table(args.big or sorted(BIG_NETS), batches, 3 if args.quick else 10, 1 if args.quick else 2)
     repeats = 15 if args.quick else 50
     if args.threshold:
         return threshold_table(repeats)
