@@ -288,6 +288,11 @@ def worker(seed, start, stop):
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _tail(stream, size):
+    stream.seek(0)
+    return stream.read()[-size:]
+
+
 def run(cases, seed=0, start=0, nice=0):
     """Run cases [start, start + cases) in workers; the tally and every non-clean case."""
     tally, bad, peak, case = {}, [], 0, start
@@ -296,7 +301,10 @@ def run(cases, seed=0, start=0, nice=0):
         command = [sys.executable, os.path.abspath(__file__), "--worker", str(seed), str(case), str(stop)]
         if nice:
             command = ["nice", "-n", str(nice)] + command
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        # stderr into a file, not a pipe: nobody reads it while the worker runs, and a full pipe (64 KB of
+        # warnings) would block the worker and look like a hang
+        errors = tempfile.TemporaryFile(mode="w+")
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=ROOT)
         current, deadline = None, time.monotonic() + 300  # the first deadline covers the worker's start
         while True:
             ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
@@ -321,15 +329,19 @@ def run(cases, seed=0, start=0, nice=0):
                     bad.append(record)
                 case = record["case"] + 1
                 current = None
+                # the next case's start line is due at once: time from here, not from the last start
+                # (a slow case on a loaded machine must not make the gap after it look like a hang)
+                deadline = time.monotonic() + CASE_SECONDS + 30
             else:
                 peak = max(peak, record["peak_rss_kib"])
         if case >= stop and current is None:
             break
-        if current is None:  # the worker died between cases (at start): nothing to blame on a case
-            raise RuntimeError(f"fuzz worker failed: {proc.stderr.read()[-2000:]}")
+        if current is None:  # the worker died or stalled between cases (at start): nothing to blame on a case
+            raise RuntimeError(f"fuzz worker failed ({outcome}, after case {case - 1}): {_tail(errors, 2000)}")
         tally[outcome] = tally.get(outcome, 0) + 1
         bad.append({"case": current["start"], "kind": current["kind"], "outcome": outcome,
-                    "detail": proc.stderr.read()[-500:]})
+                    "detail": _tail(errors, 500)})
+        errors.close()
         case = current["start"] + 1
     return {"cases": cases, "tally": tally, "bad": bad, "peak_rss_mib": round(peak / 1024, 1)}
 
