@@ -10,7 +10,9 @@ parsed and upgraded), a solver checked as Solver.__init__ checks it, weights cop
 LeNet they belong to, a solver state read against its solver's history shapes.
 
 A worker process runs the cases under an address-space limit (a memory bomb becomes a
-MemoryError, reported) and an alarm per case (a hang is reported); the parent restarts a worker
+MemoryError, reported) and an alarm per case after CASE_SECONDS of its CPU time (a hang is
+reported; CPU time, so that a busy machine cannot turn a slow case into a hang), and the parent
+gives up on a worker silent for STALL_SECONDS (also a hang); the parent restarts a worker
 that dies (a signal is reported with the case).  Outcomes per case: "ok", "npcaffe" (an
 NpcaffeError naming the file), "unnamed" (an NpcaffeError that does not name it), the type of any
 other exception, "hang", "killed:<signal>".
@@ -34,7 +36,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SHARED = os.environ.get("NPCAFFE_SHARED", os.path.join(ROOT, "..", "shared"))
-CASE_SECONDS = 20      # a case's alarm: a hang
+CASE_SECONDS = 20      # a case's alarm, in CPU seconds of the worker: a hang (a loaded machine cannot fake it)
+STALL_SECONDS = 300    # wall seconds without a line from the worker: stuck where no alarm reaches (or starved)
 ADDRESS_SPACE = 6 << 30  # the worker's RLIMIT_AS (Numba's JIT reserves address space of its own)
 
 BUILT_NETS = ["prototxt/lenet5/lenet5_train_test.prototxt", "prototxt/lenet5/lenet5_dns_train_test.prototxt",
@@ -257,7 +260,7 @@ def worker(seed, start, stop):
 
     def on_alarm(signum, frame):
         raise _Alarm()
-    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGPROF, on_alarm)
     kinds = [k for k, weight in KINDS for _ in range(weight)]
     for case in range(start, stop):
         rng = random.Random(f"{seed}:{case}")
@@ -269,7 +272,7 @@ def worker(seed, start, stop):
         with open(path, "wb") as f:
             f.write(mutated)
         print(json.dumps({"start": case, "kind": kind}), flush=True)
-        signal.alarm(CASE_SECONDS)
+        signal.setitimer(signal.ITIMER_PROF, CASE_SECONDS)
         try:
             targets.run(kind, path, seed_path)
             outcome, detail = "ok", ""
@@ -281,11 +284,34 @@ def worker(seed, start, stop):
         except Exception as e:  # noqa: BLE001 - the fuzzer records what escaped
             outcome, detail = type(e).__name__, f"{e}"[:300]
         finally:
-            signal.alarm(0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
         os.unlink(path)
         print(json.dumps({"case": case, "kind": kind, "outcome": outcome, "detail": detail}), flush=True)
     print(json.dumps({"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _Lines:
+    """Lines of a pipe, read with os.read: select() on a buffered file object misses lines already in
+    its buffer, and would wait for the worker's next line while one is there."""
+
+    def __init__(self, fd):
+        self.fd, self.buffer = fd, b""
+
+    def next(self, timeout):
+        """The next line ('' at the end of the stream), or None when none came within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                line, self.buffer = self.buffer, b""
+                return line.decode()
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode() + "\n"
 
 
 def _tail(stream, size):
@@ -304,16 +330,16 @@ def run(cases, seed=0, start=0, nice=0):
         # stderr into a file, not a pipe: nobody reads it while the worker runs, and a full pipe (64 KB of
         # warnings) would block the worker and look like a hang
         errors = tempfile.TemporaryFile(mode="w+")
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=ROOT)
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, cwd=ROOT)
+        lines = _Lines(proc.stdout.fileno())
         current, deadline = None, time.monotonic() + 300  # the first deadline covers the worker's start
         while True:
-            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:  # the case outlived its alarm: a hang in code the alarm cannot interrupt
+            line = lines.next(max(0.0, deadline - time.monotonic()))
+            if line is None:  # no line for STALL_SECONDS: stuck in code the CPU-time alarm cannot reach
                 proc.kill()
                 proc.wait()
                 outcome = "hang"
                 break
-            line = proc.stdout.readline()
             if not line:
                 proc.wait()
                 outcome = f"killed:{signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else \
@@ -322,7 +348,7 @@ def run(cases, seed=0, start=0, nice=0):
             record = json.loads(line)
             if "start" in record:
                 current = record
-                deadline = time.monotonic() + CASE_SECONDS + 30
+                deadline = time.monotonic() + STALL_SECONDS
             elif "case" in record:
                 tally[record["outcome"]] = tally.get(record["outcome"], 0) + 1
                 if record["outcome"] not in ("ok", "npcaffe"):
@@ -330,8 +356,7 @@ def run(cases, seed=0, start=0, nice=0):
                 case = record["case"] + 1
                 current = None
                 # the next case's start line is due at once: time from here, not from the last start
-                # (a slow case on a loaded machine must not make the gap after it look like a hang)
-                deadline = time.monotonic() + CASE_SECONDS + 30
+                deadline = time.monotonic() + STALL_SECONDS
             else:
                 peak = max(peak, record["peak_rss_kib"])
         if case >= stop and current is None:
