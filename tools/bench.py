@@ -393,6 +393,7 @@ def slim_workload(path, batch, seed=0):
     from npcaffe.fileio.prototxt import read_net
     from npcaffe.pruning import slim
     from npcaffe.pruning.groups import channel_groups, set_channel_masks
+    from npcaffe.pruning.schedule import copy_params
     param = read_net(os.path.join(ROOT, path))
     for layer in param.layer:
         if layer.type == "Input":
@@ -402,9 +403,7 @@ def slim_workload(path, batch, seed=0):
     dense = npcaffe.Net(param, npcaffe.TEST)
     generate_weights(dense, rng)
     masked = npcaffe.Net(param, npcaffe.TEST)
-    for source, target in zip(dense.layers, masked.layers):
-        for a, b in zip(source.blobs, target.blobs):
-            b.data[...] = a.data
+    copy_params(dense, masked)
     for net in (dense, masked):
         for name in net.inputs:
             net.blobs[name].data[...] = np.random.default_rng(seed + 1).normal(size=net.blobs[name].shape)
@@ -793,6 +792,7 @@ def big_workload(torch, name, batch, seed=0):
     a BIG_NETS net at `batch`: generated weights (generate_weights, calibrate_batch_norm on the generated
     images) copied into all three."""
     import npcaffe
+    from npcaffe.pruning.schedule import copy_params
     path, image_shape = BIG_NETS[name]
     param = deploy_param(path, batch, image_shape)
     net = npcaffe.Net(param, npcaffe.TEST)
@@ -804,9 +804,7 @@ def big_workload(torch, name, batch, seed=0):
     calibrate_batch_norm(net)
     param.force_backward = True
     train = npcaffe.Net(param, npcaffe.TEST)
-    for source, target in zip(net.layers, train.layers):
-        for a, b in zip(source.blobs, target.blobs):
-            b.data[...] = a.data
+    copy_params(net, train)
     # Fixed random weights on the outputs, not ones: a final Softmax sums to one, so the gradient of the
     # plain sum would be zero (rounding noise) and the twin's gradients could not be compared.
     top_diffs = {n: rng.normal(size=net.blobs[n].shape).astype(np.float32) for n in net.outputs}
@@ -889,6 +887,17 @@ def big_table(names, batches, repeats, warmup):
     print(f"load average at end: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
 
 
+def batch_list(parser, flag, text):
+    """Positive batch sizes from a comma-separated flag value (a usage error otherwise)."""
+    try:
+        batches = [int(b) for b in text.split(",") if b]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        parser.error(f"{flag}: positive batch sizes, comma-separated; got '{text}'")
+    return batches
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -940,15 +949,13 @@ def main():
             mpi_table(args.mpi, [name], iterations, warmup)
         return None
     if args.big is not None:
-        batches = [int(b) for b in args.big_batches.split(",") if b]
-        if not batches or min(batches) < 1:
-            parser.error(f"--big_batches: positive batch sizes, comma-separated; got '{args.big_batches}'")
+        batches = batch_list(parser, "--big_batches", args.big_batches)
         return big_table(args.big or sorted(BIG_NETS), batches, 3 if args.quick else 10, 1 if args.quick else 2)
     repeats = 15 if args.quick else 50
     if args.threshold:
         return threshold_table(repeats)
     if args.slim is not None:
-        batches = [int(b) for b in args.slim_batches.split(",")]
+        batches = batch_list(parser, "--slim_batches", args.slim_batches)
         return slim_table(args.slim or sorted(SLIM_NETS), batches, 3 if args.quick else 10)
 
     threads = blas_threads()

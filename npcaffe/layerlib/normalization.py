@@ -86,31 +86,28 @@ class BatchNormLayer(Layer):
     def forward_cpu(self, bottom, top):
         x = bottom[0].flat_data.reshape(self.view)
         y = top[0].flat_data.reshape(self.view)
-        if self.use_global_stats:
+        if self.use_global_stats:  # one pass; backward needs only std (no x_norm kept)
             s = self.blobs[2].flat_data[0]
             factor = np.float32(0) if s == 0 else np.float32(1) / s
             mean = self.blobs[0].flat_data * factor
             var = self.blobs[1].flat_data * factor
-        else:
-            m = x.shape[0] * x.shape[2]
-            mean = x.sum(axis=(0, 2), dtype=np.float32) / np.float32(m)
-        if self.use_global_stats:  # one pass; backward needs only std (no x_norm kept)
             self.std = np.sqrt(var + self.eps).astype(np.float32)
             normalize(x, mean, self.std, y)
             self.x_norm = None
             return
+        m = x.shape[0] * x.shape[2]
+        mean = x.sum(axis=(0, 2), dtype=np.float32) / np.float32(m)
         np.subtract(x, mean.reshape(1, -1, 1), out=y)
-        if not self.use_global_stats:
-            var = (y * y).sum(axis=(0, 2), dtype=np.float32) / np.float32(m)
-            f = self.moving_average_fraction
-            self.blobs[2].flat_data[0] = self.blobs[2].flat_data[0] * f + np.float32(1)
-            stats = self.blobs[0].flat_data
-            stats *= f
-            stats += mean
-            correction = np.float32(m / (m - 1)) if m > 1 else np.float32(1)
-            stats = self.blobs[1].flat_data
-            stats *= f
-            stats += correction * var
+        var = (y * y).sum(axis=(0, 2), dtype=np.float32) / np.float32(m)
+        f = self.moving_average_fraction
+        self.blobs[2].flat_data[0] = self.blobs[2].flat_data[0] * f + np.float32(1)
+        stats = self.blobs[0].flat_data
+        stats *= f
+        stats += mean
+        correction = np.float32(m / (m - 1)) if m > 1 else np.float32(1)
+        stats = self.blobs[1].flat_data
+        stats *= f
+        stats += correction * var
         self.std = np.sqrt(var + self.eps).astype(np.float32)
         y /= self.std.reshape(1, -1, 1)
         self.x_norm = y.copy()  # a later in-place layer may overwrite y before backward
