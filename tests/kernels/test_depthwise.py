@@ -62,7 +62,7 @@ def test_without_bias_nothing_is_added():
 
 
 # The plain per-output loops the kernels were first written as (for n, o, y, x, then the taps i, j):
-# the kernels (the forward now row-wise) must give their bits exactly, forward and backward.
+# the kernels (the forward now over padded phase planes) must give their bits exactly, forward and backward.
 @njit
 def _plain_forward(x, weight, bias, has_bias, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, top):
     num, channels, height, width = x.shape
