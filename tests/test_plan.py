@@ -73,3 +73,83 @@ def test_kept_views_follow_new_storage_in_a_net():
         net.blobs["data"].reshape(*images.shape)
         out = net.forward(data=images)["sum"]
         np.testing.assert_allclose(out, expected(net, images), rtol=1e-5, atol=1e-5)
+
+
+# -- affine runs: BatchNorm (stored statistics) -> Scale -> ReLU as one pass ---------------------------------
+AFFINE = '''
+{force}
+layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 2 dim: 3 dim: 5 dim: 4 }} }} }}
+layer {{ name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 weight_filler {{ type: "gaussian" }} }} }}
+layer {{ name: "bn" type: "BatchNorm" bottom: "conv" top: "{bn_top}" batch_norm_param {{ use_global_stats: true }} }}
+layer {{ name: "scale" type: "Scale" bottom: "{bn_top}" top: "{bn_top}" scale_param {{ bias_term: {bias} }} }}
+layer {{ name: "relu" type: "ReLU" bottom: "{bn_top}" top: "{bn_top}" relu_param {{ negative_slope: {slope} }} }}
+layer {{ name: "pool" type: "Pooling" bottom: "{bn_top}" top: "pool" pooling_param {{ pool: AVE global_pooling: true }} }}
+'''
+
+
+def affine_net(bn_top="conv", bias="true", slope=0, force=""):
+    net = npcaffe.Net(text_format.Parse(AFFINE.format(bn_top=bn_top, bias=bias, slope=slope, force=force),
+                                        caffe_pb2.NetParameter()), npcaffe.TEST)
+    rng = np.random.default_rng(4)
+    bn, scale = net.params["bn"], net.params["scale"]
+    bn[0].data[...] = rng.normal(size=4) * 3
+    bn[1].data[...] = rng.uniform(0.5, 2, size=4) * 3
+    bn[2].data[...] = 3
+    scale[0].data[...] = rng.normal(size=4)
+    if len(scale) > 1:
+        scale[1].data[...] = rng.normal(size=4)
+    net.blobs["data"].data[...] = rng.normal(size=net.blobs["data"].shape)
+    return net
+
+
+def layer_by_layer(net):
+    """Every blob after a forward one layer at a time (no run spans a one-layer range)."""
+    for i in range(len(net.layers)):
+        net.forward_from_to(i, i)
+    return {name: blob.data.copy() for name, blob in net.blobs.items()}
+
+
+def fused_calls(net):
+    """Count the runs' passes: patch each run's forward."""
+    calls = []
+    for run in net.plan.affine_runs.values():
+        def counted(run=run, forward=run.forward):
+            calls.append(run.first)
+            forward()
+        run.forward = counted
+    return calls
+
+
+def test_affine_run_gives_the_layers_bits():
+    for bn_top, bias, slope, run_layers in (("conv", "true", 0, 3), ("bn", "true", 0, 3), ("conv", "false", 0, 3),
+                                            ("conv", "true", 0.1, 2)):
+        net = affine_net(bn_top, bias, slope)
+        runs = net.plan.affine_runs
+        assert [(r.first, r.last) for r in runs.values()] == [(2, 2 + run_layers - 1)], (bn_top, bias, slope)
+        expected = layer_by_layer(net)
+        assert (expected[bn_top] < 0).any() == (slope != 0)  # the ReLU (or not) did act on these inputs
+        calls = fused_calls(net)
+        net.forward()  # the layers settled in layer_by_layer: the run is used at once
+        assert calls == [2]
+        for name, blob in net.blobs.items():
+            np.testing.assert_array_equal(blob.data, expected[name], err_msg=f"{name} {bn_top} {bias} {slope}")
+
+
+def test_affine_run_reads_the_statistics_and_parameters_of_each_forward():
+    net = affine_net()
+    net.forward()
+    net.forward()
+    net.params["bn"][1].data[...] *= 2
+    net.params["scale"][1].data[...] -= 1
+    fused = (net.forward(), net.blobs["conv"].data.copy())[1]
+    np.testing.assert_array_equal(fused, layer_by_layer(net)["conv"])
+
+
+def test_no_affine_run_where_backward_goes_through_the_layers():
+    net = affine_net(force="force_backward: true")
+    assert net.plan.affine_runs == {}
+    train = npcaffe.Net(text_format.Parse(AFFINE.format(bn_top="conv", bias="true", slope=0, force="")
+                                          .replace("use_global_stats: true", "use_global_stats: false"),
+                                          caffe_pb2.NetParameter()), npcaffe.TEST)
+    assert train.plan.affine_runs == {}

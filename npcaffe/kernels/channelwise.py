@@ -36,3 +36,23 @@ def scale_shift(x, scale, bias, has_bias, y):
             else:
                 for i in range(inner):
                     y[o, c, i] = x[o, c, i] * s
+
+
+@njit(cache=True)
+def normalize_scale_relu(x, mean, std, scale, bias, has_bias, relu, y):
+    """BatchNorm (stored statistics) -> Scale -> ReLU (negative_slope 0) in one pass:
+    y[o, c, i] = max((x[o, c, i] - mean[c]) / std[c] * scale[c] (+ bias[c]), 0), each operation
+    rounded to float32 as the three layers round it, so the bits are theirs; `relu` false stops after
+    Scale.  ReLU as Caffe's std::max: -0.0 and NaN pass through."""
+    outer, channels, inner = x.shape
+    zero = np.float32(0)
+    for o in range(outer):
+        for c in range(channels):
+            m, s, g = mean[c], std[c], scale[c]
+            b = bias[c] if has_bias else zero
+            for i in range(inner):
+                v = (x[o, c, i] - m) / s
+                v = v * g + b if has_bias else v * g
+                if relu and v < zero:
+                    v = zero
+                y[o, c, i] = v

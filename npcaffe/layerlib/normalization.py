@@ -49,6 +49,7 @@ class BatchNormLayer(Layer):
     """
     exact_num_bottom = 1
     exact_num_top = 1
+    reshape_from_shapes = True  # reshape reads the bottom's shape only
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.batch_norm_param
@@ -87,12 +88,7 @@ class BatchNormLayer(Layer):
         x = bottom[0].flat_data.reshape(self.view)
         y = top[0].flat_data.reshape(self.view)
         if self.use_global_stats:  # one pass; backward needs only std (no x_norm kept)
-            s = self.blobs[2].flat_data[0]
-            factor = np.float32(0) if s == 0 else np.float32(1) / s
-            mean = self.blobs[0].flat_data * factor
-            var = self.blobs[1].flat_data * factor
-            self.std = np.sqrt(var + self.eps).astype(np.float32)
-            normalize(x, mean, self.std, y)
+            normalize(x, self.stored_statistics(), self.std, y)
             self.x_norm = None
             return
         m = x.shape[0] * x.shape[2]
@@ -111,6 +107,16 @@ class BatchNormLayer(Layer):
         self.std = np.sqrt(var + self.eps).astype(np.float32)
         y /= self.std.reshape(1, -1, 1)
         self.x_norm = y.copy()  # a later in-place layer may overwrite y before backward
+
+    def stored_statistics(self):
+        """The stored mean (returned) and standard deviation (set as self.std, which backward reads),
+        float32 as upstream computes them: sums / scale factor (0 when it is 0), sqrt(var + eps)."""
+        s = self.blobs[2].flat_data[0]
+        factor = np.float32(0) if s == 0 else np.float32(1) / s
+        mean = self.blobs[0].flat_data * factor
+        var = self.blobs[1].flat_data * factor
+        self.std = np.sqrt(var + self.eps).astype(np.float32)
+        return mean
 
     def backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -216,6 +222,7 @@ class ScaleLayer(Layer):
     min_bottom = 1
     max_bottom = 2
     exact_num_top = 1
+    reshape_from_shapes = True  # reshape reads the bottoms' shapes and its own blobs' (fixed at setup)
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.scale_param
