@@ -10,7 +10,15 @@
     python tools/bench.py --big         forward and forward+backward of AlexNet and ResNet-50 at batch 1
                                         and 16 (--big_batches), npcaffe against its PyTorch twin
 
-Every figure is the median of repeats after warm-up, both frameworks with the
+The DNS training rows compare three thread settings in one run: one thread
+each, each framework at its default (the `npcaffe` command's one BLAS
+thread, npcaffe.blas; PyTorch's torch.get_num_threads() at import), and both
+at one thread per core; then the defaults again with one busy process
+beside (a Python loop, --no_load leaves it out), and how much each slowed.
+Per round every setting runs in turn, npcaffe and PyTorch alternating (who
+goes first alternates too), 20 iterations each; the median of five rounds'
+medians is reported (--quick: three).  The other rows: every figure is the
+median of repeats after warm-up, both frameworks with the
 same thread count: OpenBLAS's (OPENBLAS_NUM_THREADS, default the CPU count)
 and torch.set_num_threads for PyTorch.  npcaffe's own kernels run at
 npcaffe.parallel's count (default 1; NPCAFFE_NUM_THREADS).  For one thread:
@@ -47,6 +55,7 @@ Workloads (MNIST images from ../shared/data/mnist, models from ../shared/upstrea
   done, with an empty NUMBA_CACHE_DIR (cold) and the cache that run filled (warm).
 """
 import argparse
+import contextlib
 import gc
 import os
 import statistics
@@ -121,7 +130,9 @@ def npcaffe_solver(name, batch=64):
     return solver
 
 
-def npcaffe_training(name, images, labels, repeats):
+def npcaffe_training_steps(name, images, labels):
+    """(one training iteration, one forward+backward, one solver update) of the net's DNS solver, fed
+    batch after batch of 64 from `images`."""
     solver = npcaffe_solver(name)
     net = solver.net
     state = {"i": 0}
@@ -141,10 +152,7 @@ def npcaffe_training(name, images, labels, repeats):
         net.clear_param_diffs()
         net.forward_backward()
 
-    total = median_ms(iteration, repeats)
-    fwd_bwd = median_ms(forward_backward, repeats)
-    update = median_ms(solver.apply_update, repeats)
-    return total, fwd_bwd, update
+    return iteration, forward_backward, solver.apply_update
 
 
 def npcaffe_inference(name, weights, batch, images, repeats, dense=False, verify=True):
@@ -240,7 +248,8 @@ def torch_load(torch, model, weights):
             module.core.bias.copy_(torch.from_numpy(blob_to_array(lp.blobs[1], name).reshape(module.core.bias.shape)))
 
 
-def torch_training(torch, name, images, labels, repeats):
+def torch_training_step(torch, name, images, labels):
+    """One training iteration of the PyTorch twin of the net's DNS training, batch after batch of 64."""
     model = torch_models(torch)[name]()
     torch_load(torch, model, f"caffe_{name}_original.caffemodel")
     model.train()
@@ -256,7 +265,7 @@ def torch_training(torch, name, images, labels, repeats):
         loss.backward()
         optimizer.step()
 
-    return median_ms(iteration, repeats)
+    return iteration
 
 
 def torch_inference(torch, name, weights, batch, images, repeats):
@@ -270,6 +279,68 @@ def torch_inference(torch, name, weights, batch, images, repeats):
             model(x)
 
     return median_ms(forward, repeats)
+
+
+# -- training side by side: thread settings alternated, and under load ---------------------------
+def timed_turn(fn, threads, torch=None, count=20, warmup=2):
+    """Median ms of `count` calls of fn with NumPy's BLAS (and PyTorch, if given) at `threads` threads."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=threads, user_api="blas"):
+        if torch is not None:
+            torch.set_num_threads(threads)
+        return median_ms(fn, count, warmup)
+
+
+@contextlib.contextmanager
+def busy_process():
+    """One other CPU-bound process on the machine for the duration of the block."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def thread_settings(torch_default):
+    """(label, npcaffe's BLAS threads, PyTorch's threads) for the training rows: one thread each, each
+    at its default (the `npcaffe` command's one BLAS thread, PyTorch's torch.get_num_threads() at
+    import), and both at one thread per core."""
+    from npcaffe.blas import DEFAULT_THREADS
+    cores = os.cpu_count()
+    return [("1 thread each", 1, 1),
+            (f"defaults (npcaffe {DEFAULT_THREADS}, PyTorch {torch_default} threads)", DEFAULT_THREADS, torch_default),
+            (f"both at {cores} threads", cores, cores)]
+
+
+def training_comparison(torch, torch_default, name, images, labels, rounds, under_load=True):
+    """{setting label: (npcaffe ms, PyTorch ms or None)} for a DNS training iteration (batch 64): per
+    round, every thread setting in turn, npcaffe and PyTorch alternating (who goes first alternates
+    too), `rounds` medians of 20 iterations each, their median reported.  With under_load, the
+    default setting again beside one busy process (key "under load")."""
+    ours = npcaffe_training_steps(name, images, labels)[0]
+    theirs = torch_training_step(torch, name, images, labels) if torch else None
+    settings = thread_settings(torch_default)
+    if under_load:
+        settings.append(("under load",) + settings[1][1:])
+    samples = {label: ([], []) for label, _, _ in settings}
+
+    def run_round(round_index, chosen):
+        for label, n_ours, n_theirs in chosen:
+            turns = [(0, lambda: timed_turn(ours, n_ours))]
+            if theirs is not None:
+                turns.append((1, lambda: timed_turn(theirs, n_theirs, torch)))
+            for side, turn in (turns if round_index % 2 == 0 else turns[::-1]):
+                samples[label][side].append(turn())
+
+    for r in range(rounds):
+        run_round(r, [s for s in settings if s[0] != "under load"])
+    if under_load:
+        with busy_process():
+            for r in range(rounds):
+                run_round(r, settings[-1:])
+    return {label: (statistics.median(a), statistics.median(b) if b else None) for label, (a, b) in samples.items()}
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -901,6 +972,8 @@ def batch_list(parser, flag, text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--no_load", "--no-load", action="store_true",
+                        help="leave out the training rows beside a busy process")
     parser.add_argument("--threshold", action="store_true", help="measure the sparse/dense crossover instead")
     parser.add_argument("--slim", nargs="*", choices=sorted(SLIM_NETS), metavar="NET",
                         help="instead: dense vs masked vs slim (npcaffe slim) inference of these nets "
@@ -962,10 +1035,11 @@ def main():
     from npcaffe import parallel
     try:
         import torch
+        torch_default = torch.get_num_threads()
         torch.set_num_threads(threads)
         torch_note = f"PyTorch {torch.__version__}, {threads} threads"
     except ImportError:
-        torch = None
+        torch, torch_default = None, None
         torch_note = "PyTorch not installed: its column is empty (pip install torch to fill it)"
     load = os.getloadavg()[0]
     print(f"npcaffe bench: {os.cpu_count()} CPUs, {threads} BLAS threads, "
@@ -981,15 +1055,26 @@ def main():
         rows.append((label, f"{ours:.{digits}f}", f"{theirs:.{digits}f}" if theirs else "-", ratio, target))
 
     for name, label in (("lenet5", "LeNet-5"), ("lenet300100", "LeNet-300-100")):
-        total, fwd_bwd, update = npcaffe_training(name, images, labels, repeats)
-        theirs = torch_training(torch, name, images, labels, repeats) if torch else None
-        target = "<= 10 ms, >= 2x PyTorch" if name == "lenet5" else ">= 1.0x PyTorch"
-        row(f"{label} DNS training iteration, batch 64 (ms)", total, theirs, target)
+        measured = training_comparison(torch, torch_default, name, images, labels, 3 if args.quick else 5,
+                                       under_load=not args.no_load)
+        for setting, (ours, theirs) in measured.items():
+            if setting == "under load":
+                continue
+            target = ">= 2x PyTorch" + (", <= 10 ms" if name == "lenet5" and setting == "1 thread each" else "")
+            row(f"{label} DNS training iteration, batch 64, {setting} (ms)", ours, theirs, target)
+        if "under load" in measured:
+            (ours, theirs), (idle_ours, idle_theirs) = measured["under load"], list(measured.values())[1]
+            row(f"{label} DNS training iteration, defaults, one busy process beside (ms)", ours, theirs)
+            rows.append(("  slowdown from the busy process: npcaffe / PyTorch", f"{ours / idle_ours:.2f}x",
+                         f"{theirs / idle_theirs:.2f}x" if theirs else "-", "",
+                         "npcaffe's <= PyTorch's"))
         if name == "lenet5":
+            total = measured["1 thread each"][0]
             rows.append(("  vs upstream DNS Caffe's ~23 ms (reference figure, not measured here)", "", "",
                          f"{UPSTREAM_TRAINING_MS / total:.2f}x", ">= 2x upstream"))
-        row("  of which forward+backward (ms)", fwd_bwd)
-        row("  of which solver update (ms)", update)
+        _, forward_backward, update = npcaffe_training_steps(name, images, labels)
+        row("  of which forward+backward, 1 thread (ms)", timed_turn(forward_backward, 1, count=repeats, warmup=5))
+        row("  of which solver update, 1 thread (ms)", timed_turn(update, 1, count=repeats, warmup=5))
     for name, label in (("lenet5", "LeNet-5"), ("lenet300100", "LeNet-300-100")):
         for batch in (1, 100):
             # A batch-1 forward takes tens of microseconds: many more repeats, and the
