@@ -311,9 +311,19 @@ class Winograd(_Path2d):
     def __init__(self, shape, scratch):
         super().__init__(shape, scratch)
         self.columns = DenseColumns(shape, scratch)  # the weight gradient's exact path
+        self._transformed = {}  # flipped -> (the weights transformed, their groups): reused while equal
 
     def _groups(self, weight, flipped=False):
-        """[(input channel slice, output channel slice, U (16, O/g, C/g))] per group."""
+        """[(input channel slice, output channel slice, U (16, O/g, C/g))] per group, the transforms
+        reused while the weights equal those they were made from (an inference net transforms once)."""
+        cached = self._transformed.get(flipped)
+        if cached is not None and cached[0].shape == weight.shape and np.array_equal(cached[0], weight):
+            return cached[1]
+        groups = self._transform(weight, flipped)
+        self._transformed[flipped] = (weight.copy(), groups)
+        return groups
+
+    def _transform(self, weight, flipped):
         s = self.shape
         ci, co = s.channels // s.group, s.num_output // s.group
         out = []
@@ -321,8 +331,7 @@ class Winograd(_Path2d):
             g = weight[k * co:(k + 1) * co]
             if flipped:  # the bottom gradient's filters: (C/g, O/g, 3, 3), each turned by 180 degrees
                 g = g[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-            u = self.scratch.get(f"winograd_u{k}{'f' if flipped else ''}", (16,) + g.shape[:2])
-            filter_transform(g, u)
+            u = filter_transform(g)  # owned by the cache, not the layer's scratch
             out.append((slice(k * ci, (k + 1) * ci), slice(k * co, (k + 1) * co), u))
         return out
 

@@ -106,3 +106,24 @@ def test_gradient_check_through_the_winograd_engine():
     x.data[...] = 0.5 * np.random.default_rng(4).normal(size=x.shape)
     check_gradient(layer, [x], [Blob(())])
     assert type(layer.compute_path()) is Winograd
+
+
+def test_the_filter_transforms_are_reused_only_while_the_weights_are_unchanged():
+    exact, fast = _net("CAFFE"), _net("WINOGRAD")
+    path = fast.layer_dict["conv"].compute_path()
+    first = path._transformed[False][1][0][2]
+    fast.forward()
+    assert path._transformed[False][1][0][2] is first  # the same weights: the same transforms
+    for net in (exact, fast):
+        net.params["conv"][0].data[0, 1, 2, 0] += 0.75  # written in place, as a solver or user does
+        net.forward()
+    assert path._transformed[False][1][0][2] is not first
+    np.testing.assert_allclose(fast.blobs["conv"].data, exact.blobs["conv"].data, rtol=1e-5, atol=1e-5)
+
+
+def test_the_filter_transform_kernel_gives_numpys_float64_matrix_products():
+    weight = np.random.default_rng(8).normal(size=(5, 4, 3, 3)).astype(np.float32)
+    for g in (weight, weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)):  # and the bottom gradient's view
+        blocks = np.ascontiguousarray(g).reshape(-1, 3, 3).astype(np.float64)
+        want = np.matmul(np.matmul(winograd.G, blocks), winograd.G.T).reshape(g.shape[0], g.shape[1], 16)
+        np.testing.assert_array_equal(winograd.filter_transform(g), want.transpose(2, 0, 1).astype(np.float32))
