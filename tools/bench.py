@@ -882,6 +882,30 @@ def big_workload(torch, name, batch, seed=0):
     return net, train, torch_twin(torch, net), images, top_diffs
 
 
+def winograd_nets(net, train):
+    """Copies of the deploy and force_backward nets with `engine: WINOGRAD` on every Convolution (the
+    3x3 stride-1 dense ones take Winograd's F(2x2, 3x3); the rest keep Caffe's path), and how many took it."""
+    import npcaffe
+    from npcaffe.pruning.schedule import copy_params
+    from npcaffe.proto import caffe_pb2
+    copies = []
+    for source in (net, train):
+        param = caffe_pb2.NetParameter()
+        param.CopyFrom(source.param)
+        for layer in param.layer:
+            if layer.type == "Convolution":
+                layer.convolution_param.engine = caffe_pb2.ConvolutionParameter.WINOGRAD
+        copy = npcaffe.Net(param, npcaffe.TEST)
+        copy_params(source, copy)
+        for name in source.inputs:
+            copy.blobs[name].data[...] = source.blobs[name].data
+        copies.append(copy)
+    from npcaffe.layerlib.conv_paths import Winograd
+    copies[0].forward()
+    taken = sum(1 for layer in copies[0].layers if getattr(layer, "winograd", False) and Winograd.suits(layer.shape))
+    return copies[0], copies[1], taken
+
+
 def big_table(names, batches, repeats, warmup):
     """Forward and forward+backward milliseconds of npcaffe and its PyTorch twin per net and batch, the two
     frameworks alternating repeat by repeat; a twin whose outputs disagree with npcaffe's is not timed."""
@@ -905,8 +929,12 @@ def big_table(names, batches, repeats, warmup):
           f"|npcaffe - PyTorch| / max |npcaffe| (<= {TWIN_TOLERANCE:g}) / input gradients' |npcaffe - PyTorch| / "
           f"|npcaffe| in L2 norm (<= {TWIN_GRADIENT_TOLERANCE:g}: float32 flips of ReLU and max-pooling choices "
           "move a deep net's gradient by about a percent), else the row is not timed", flush=True)
-    header = ("net", "batch", "measure", "npcaffe ms", "PyTorch ms", "PyTorch/npcaffe", "twin diff", "target")
-    widths = (8, 5, 16, 10, 10, 15, 17, 15)
+    print("WINOGRAD: the same npcaffe nets with convolution_param { engine: WINOGRAD } on every Convolution "
+          "(its 3x3 stride-1 layers take F(2x2, 3x3); the weight gradient stays exact); its error = max |WINOGRAD - "
+          "exact| / max |exact| of the outputs", flush=True)
+    header = ("net", "batch", "measure", "npcaffe ms", "PyTorch ms", "PyTorch/npcaffe", "twin diff",
+              "WINOGRAD ms", "PyTorch/WINOGRAD", "WINOGRAD error", "target")
+    widths = (8, 5, 16, 10, 10, 15, 17, 11, 16, 14, 15)
 
     def row(*cells):
         print(" | ".join(c.ljust(w) for c, w in zip(cells, widths)), flush=True)
@@ -919,26 +947,32 @@ def big_table(names, batches, repeats, warmup):
             out_diff, grad_diff = twin_difference(torch, net, train, twin, images, top_diffs)
             agreement = f"{out_diff:.1e} / {grad_diff:.1e}"
             if not (out_diff <= TWIN_TOLERANCE and grad_diff <= TWIN_GRADIENT_TOLERANCE):
-                row(name, str(batch), "not timed: twin differs", "-", "-", "-", agreement,
+                row(name, str(batch), "not timed: twin differs", "-", "-", "-", agreement, "-", "-", "-",
                     f"diff <= {TWIN_TOLERANCE:g} / {TWIN_GRADIENT_TOLERANCE:g}")
                 continue
+            wino, wino_train, taken = winograd_nets(net, train)
+            net.forward()
+            wino_error = max(float(np.abs(wino.blobs[n].data - net.blobs[n].data).max()
+                                   / max(np.abs(net.blobs[n].data).max(), 1e-30)) for n in net.outputs)
             x = {n: torch.from_numpy(a) for n, a in images.items()}
             x_grad = {n: torch.from_numpy(a.copy()).requires_grad_(True) for n, a in images.items()}
             diffs = {n: torch.from_numpy(d) for n, d in top_diffs.items()}
             for n, a in images.items():
-                net.blobs[n].data[...] = a
-                train.blobs[n].data[...] = a
+                for each in (net, train, wino, wino_train):
+                    each.blobs[n].data[...] = a
 
             def torch_forward():
                 with torch.inference_mode():
                     twin(**x)
 
-            def npcaffe_forward_backward():
-                train.clear_param_diffs()
-                train.forward_from_to()
-                for n, d in top_diffs.items():  # an in-place last layer would overwrite it
-                    train.blobs[n].diff[...] = d
-                train.backward_from_to()
+            def forward_backward(train):
+                def run():
+                    train.clear_param_diffs()
+                    train.forward_from_to()
+                    for n, d in top_diffs.items():  # an in-place last layer would overwrite it
+                        train.blobs[n].diff[...] = d
+                    train.backward_from_to()
+                return run
 
             def torch_forward_backward():
                 twin.zero_grad(set_to_none=True)
@@ -947,13 +981,15 @@ def big_table(names, batches, repeats, warmup):
                 outs = twin(**x_grad)
                 torch.autograd.backward([outs[n] for n in diffs], list(diffs.values()))
 
-            for measure, ours, theirs in (("forward", net.forward_from_to, torch_forward),
-                                          ("forward+backward", npcaffe_forward_backward, torch_forward_backward)):
-                ours_ms, theirs_ms = alternating_median_ms([ours, theirs], repeats, warmup)
+            for measure, ours, theirs, winograd in (
+                    ("forward", net.forward_from_to, torch_forward, wino.forward_from_to),
+                    ("forward+backward", forward_backward(train), torch_forward_backward, forward_backward(wino_train))):
+                ours_ms, theirs_ms, wino_ms = alternating_median_ms([ours, theirs, winograd], repeats, warmup)
                 row(name, str(batch), measure, f"{ours_ms:.1f}", f"{theirs_ms:.1f}", f"{theirs_ms / ours_ms:.2f}x",
-                    agreement, ">= 1.5x PyTorch")
+                    agreement, f"{wino_ms:.1f}", f"{theirs_ms / wino_ms:.2f}x",
+                    f"{wino_error:.1e} ({taken} layers)", ">= 1.5x PyTorch")
             # Two ResNet-sized nets and a twin at batch 16 hold gigabytes: free them before the next row.
-            del net, train, twin, x_grad
+            del net, train, twin, x_grad, wino, wino_train
             gc.collect()
     print(f"load average at end: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
 
