@@ -81,8 +81,9 @@ RECIPES = {
         0.99, True, "direct", 1, 100000, None,
         "SNIP (Lee et al. 2019), Table 1: 99% sparsity at 1.1% error (LeNet-5-Caffe)", 1.1, 85.0,
         "SNIP as published, as snip-lenet300100: |g w| on one batch at Caffe's xavier initialisation, "
-        "the top 1% across all layers kept, then SNIP's schedule (lenet5_snip_solver.prototxt) for "
-        "100,000 iterations of 64, where the rate has fallen to 1e-4; run it without --weights"),
+        "the top 1% across all layers kept, then SNIP's schedule at half its rate (0.1 diverged; "
+        "lenet5_snip_solver.prototxt) for "
+        "100,000 iterations of 64, where the rate has fallen to 5e-5; run it without --weights"),
 }
 
 
