@@ -439,7 +439,7 @@ class Summary(NamedTuple):
     seconds: float
     caffemodel_bytes: int
     npz_bytes: int
-    timing: dict            # {batch: ms on npcaffe's path} from the seed-0 cell, or {}
+    timing: dict            # {batch: ms on npcaffe's path} of the lowest timed seed (+ "seed" if not 0), or {}
     verdict: str
 
 
@@ -460,8 +460,10 @@ def summarize(results, methods, seeds):
         compression = _mean_sd(c["compression"] for c in cells)
         error = _mean_sd(c["test_error_pct"] for c in cells)
         sparsities = [c["weight_sparsity"] for c in cells if c.get("weight_sparsity") is not None]
-        first = min(cells, key=lambda c: c["seed"])
-        timing = {b: v["auto"] for b, v in (first.get("timing") or {}).get("batches", {}).items()}
+        timed = [c for c in sorted(cells, key=lambda c: c["seed"]) if c.get("timing")]
+        timing = {b: v["auto"] for b, v in timed[0]["timing"]["batches"].items()} if timed else {}
+        if timed and timed[0]["seed"] != 0:
+            timing["seed"] = timed[0]["seed"]
         rows.append(Summary(
             m, sorted(c["seed"] for c in cells), statistics.fmean(c["kept"] for c in cells), cells[0]["params"],
             compression, error, statistics.fmean(sparsities) if sparsities else None,
@@ -552,6 +554,8 @@ def format_table(rows, net):
         if r.method.net != net:
             continue
         timing = " / ".join(f"{r.timing[str(b)]:.3g}" for b in TIMING_BATCHES if str(b) in r.timing) or "not measured"
+        if "seed" in r.timing:
+            timing += f" (seed {r.timing['seed']})"
         lines.append(
             f"| {r.method.name}: {r.method.label} | {len(r.seeds)} | {r.kept:,.0f} / {r.params:,} | "
             f"{_pm(r.compression, 1, '×')} | "
@@ -599,7 +603,7 @@ def format_doc(results, methods, seeds, figures=None):
         + (f", on the shared 2-core machine (load average at the start of the runs {min(loads):.1f} to "
            f"{max(loads):.1f}: times are loose)" if loads else "")
         + ". Sizes: the pruned plain caffemodel (dense, as BVLC Caffe stores it) and npcaffe's sparse .npz. "
-        "Forward time: seed 0's pruned net on npcaffe's own choice of dense or sparse kernels, median of "
+        "Forward time: seed 0's pruned net (or the seed named) on npcaffe's own choice of dense or sparse kernels, median of "
         "alternating rounds, measured only on an idle machine (`--timing`). DNS starts from the release's dense "
         "model, as do Han, OBD and L-OBS; SNIP prunes at initialisation and trains from scratch.",
         ""]

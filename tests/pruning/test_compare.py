@@ -78,6 +78,26 @@ def test_summary_is_mean_and_sample_sd_over_the_seeds_and_verdicts_say_by_how_mu
     assert "| han-iterative | 12.5 ± 0.0× | 0.82 ± 0.02 | — | — |" in headline
 
 
+def test_the_forward_time_comes_from_the_lowest_timed_seed_and_names_it_unless_seed_0():
+    han = next(m for m in compare.METHODS if (m.net, m.name) == ("lenet5", "han-iterative"))
+    obd = next(m for m in compare.METHODS if (m.net, m.name) == ("lenet5", "obd"))
+
+    def timing(one, many):
+        return {"batches": {"1": {"auto": one, "dense": 9.0}, "64": {"auto": many, "dense": 90.0}}}
+
+    results = {"cells": {}}
+    for s in (0, 1, 2):
+        results["cells"][compare.cell_key(han, s)] = _cell(han, s, 0.8, 12.5, **({"timing": timing(0.5, 4.0)}
+                                                                                  if s == 0 else {}))
+        results["cells"][compare.cell_key(obd, s)] = _cell(obd, s, 1.0, 13.0, **({"timing": timing(0.25, 3.0)}
+                                                                                 if s == 2 else {}))
+    rows = {r.method.name: r for r in compare.summarize(results, compare.methods_for(["lenet5"]), [0, 1, 2])}
+    assert rows["han-iterative"].timing == {"1": 0.5, "64": 4.0}
+    assert rows["obd"].timing == {"1": 0.25, "64": 3.0, "seed": 2}
+    table = compare.format_table(list(rows.values()), "lenet5")
+    assert "| 0.5 / 4 |" in table and "| 0.25 / 3 (seed 2) |" in table
+
+
 def _structured_cell(method, seed, error, before, kept):
     return _cell(method, seed, error, 2.0, error_before_finetune_pct=before, dense_params=1000, slim_params=500,
                  slim_macs=30, outputs_kept={name: [k, 2 * most] for (name, most), k in zip(method.max_kept.items(), kept)},
@@ -176,3 +196,25 @@ def test_bad_flags_name_themselves(capsys):
     assert "expected distinct seeds" in capsys.readouterr().err
     assert tool.main(["--quick", "--methods", "nope", "--doc"]) == 1
     assert "--methods 'nope'" in capsys.readouterr().err
+
+
+def test_timing_falls_back_to_the_lowest_seed_with_a_model_on_disk(tmp_path, monkeypatch, capsys):
+    tool = _tool()
+    han = next(m for m in compare.METHODS if (m.net, m.name) == ("lenet5", "han-iterative"))
+    dns = next(m for m in compare.METHODS if (m.net, m.name) == ("lenet5", "dns"))
+    kept = tmp_path / "seed2.caffemodel"
+    kept.write_bytes(b"model")
+    results = {"cells": {compare.cell_key(han, s): _cell(han, s, 0.8, 12.5, pruned_model=str(tmp_path / f"seed{s}.caffemodel"))
+                         for s in (0, 1, 2)}}
+    results["cells"][compare.cell_key(dns, 0)] = _cell(dns, 0, 0.9, 100.0, pruned_model=str(tmp_path / "gone"))
+    timed = []
+    monkeypatch.setattr(compare, "time_cell", lambda record, model: timed.append((record["seed"], model)) or
+                        {"batches": {"1": {"auto": 1.0, "dense": 2.0}}})
+
+    class Args:
+        seeds = [0, 1, 2]
+
+    assert tool.run_timing(Args, [han, dns], results, str(tmp_path / "results.json")) == 1
+    assert timed == [(2, str(kept))]
+    assert results["cells"][compare.cell_key(han, 2)]["timing"]["batches"]["1"]["auto"] == 1.0
+    assert "lenet5/dns has no pruned model on disk for any seed" in capsys.readouterr().out
