@@ -108,6 +108,10 @@ class Layer:
     # are the ones the last reshape left (npcaffe.plan).  Not for layers whose top
     # shape depends on bottom values (Caffe's Filter) or on anything else that can change.
     reshape_from_shapes = False
+    # False when the layer's Net will never run its backward (a deploy net without force_backward:
+    # Net.layer_need_backward), so forward need not keep what only backward reads.  A layer outside
+    # a net keeps it.
+    backward_expected = True
 
     def __init__(self, param, phase=None):
         self.layer_param = param

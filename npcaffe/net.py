@@ -170,6 +170,8 @@ class Net:
                     self.blob_need_backward[blob_id] = self.blob_need_backward[blob_id] or flag
                 for param_id in range(len(layer.blobs)):
                     layer.set_param_propagate_down(param_id, True)
+        for layer, need in zip(self.layers, self.layer_need_backward):
+            layer.backward_expected = need
         # Caffe keeps remaining blobs in a std::set: outputs come out sorted by name.
         self._output_indices = [self._blob_index[name] for name in sorted(available)]
         self._share_weights()

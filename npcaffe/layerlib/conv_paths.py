@@ -106,6 +106,8 @@ class Scratch:
 class _Path2d:
     """What the 2-D paths share: the shape, the work arrays and im2col's geometry arguments."""
 
+    keep_for_backward = True  # the layer sets it False when its net will never run its backward
+
     def __init__(self, shape, scratch):
         self.shape, self.scratch = shape, scratch
         self.out_h, self.out_w = shape.out
@@ -180,19 +182,35 @@ class DenseColumns(_Path2d):
     another order and agree with Caffe's to float rounding.  Backward reuses
     forward's columns while the bottom still holds the values forward saw
     (checked against a copy, a tenth of an im2col for LeNet's conv2);
-    otherwise it unrolls again.
+    otherwise it unrolls again.  In a net that never runs this layer's
+    backward (keep_for_backward False) forward keeps no copy.  For one image
+    the GEMM writes the top directly, and a 1x1 convolution (stride 1, no
+    padding) reads the image as its columns, which im2col would only copy:
+    the same products of the same numbers, so the same bits.
     """
 
     def __init__(self, shape, scratch):
         super().__init__(shape, scratch)
         self.col_source = None  # the bottom whose columns "col" holds ("col_source": its data then)
+        s = shape
+        # One image through a 1x1 kernel: its (C, H W) data are its columns.
+        self.image_is_columns = (s.num == 1 and s.kernel == (1, 1) and s.stride == (1, 1) and s.pad == (0, 0))
 
     def forward(self, bottom, top, weight, bias, csr=None):
         s = self.shape
         g, positions = s.group, self.positions
-        out = self.scratch.get("out", (g, s.num_output // g, s.num * positions))
         w = weight.reshape(g, s.num_output // g, -1)
         for b, t in zip(bottom, top):
+            if s.num == 1 and t is not b:
+                # The top's (1, O, P) is the GEMM's (O, P): no copy between them.
+                col = self._image_columns(b) if self.image_is_columns else self._columns(b.data, "col")
+                dst = t.data.reshape(g, s.num_output // g, positions)
+                for k in range(g):
+                    np.dot(w[k], col[k], out=dst[k])
+                if bias is not None:
+                    dst += bias.reshape(g, -1, 1)
+                continue
+            out = self.scratch.get("out", (g, s.num_output // g, s.num * positions))
             col = self._columns(b.data, "col")
             for k in range(g):
                 np.dot(w[k], col[k], out=out[k])
@@ -206,10 +224,19 @@ class DenseColumns(_Path2d):
         # Backward reuses the last bottom's columns if that bottom still holds
         # the same values then (an in-place layer downstream may change it).
         last = bottom[-1]
+        if self.image_is_columns or not self.keep_for_backward:
+            self.col_source = None
+            return
         self.col_source = last
         np.copyto(self.scratch.get("col_source", (last.count,)), last.flat_data)
 
+    def _image_columns(self, b):
+        """A one-image 1x1 convolution's columns: the bottom's data, (group, C/group, H W)."""
+        return b.data.reshape(self.shape.group, -1, self.positions)
+
     def _columns_for_backward(self, b):
+        if self.image_is_columns:
+            return self._image_columns(b)
         saved = self.scratch.get("col_source", (b.count,))
         if self.col_source is b and same_values(saved, b.flat_data):
             s = self.shape

@@ -258,7 +258,9 @@ class Convolution(Layer):
             mask_gradients(self)
 
     def conv_forward(self, bottom, top, weight, bias, csr=None):
-        self.compute_path(csr).forward(bottom, top, weight, bias, csr)
+        path = self.compute_path(csr)
+        path.keep_for_backward = self.backward_expected
+        path.forward(bottom, top, weight, bias, csr)
 
     def conv_backward(self, top, propagate_down, bottom, weight, csr=None):
         weight_diff = self.blobs[0].diff if self.param_needs_backward(0) else None

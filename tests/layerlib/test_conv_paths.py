@@ -97,6 +97,8 @@ SHAPES_2D = [
     (2, 8, 7, (6, 6), (5, 5), (0, 0), (1, 1), (1, 1)),    # 200 taps: one GEMM for the weights
     (1, 2, 2, (2, 2), (3, 3), (0, 0), (2, 2), (1, 1)),    # kernel larger than the input
     (9, 2, 3, (4, 5), (1, 1), (0, 0), (1, 1), (1, 1)),    # 1x1
+    (1, 5, 4, (3, 6), (1, 1), (0, 0), (1, 1), (1, 1)),    # 1x1, one image: the image is the columns
+    (1, 3, 4, (6, 5), (3, 3), (1, 1), (1, 1), (1, 1)),    # one image: the GEMM writes the top
 ]
 
 
@@ -129,6 +131,44 @@ def test_dense_columns_backward_unrolls_again_when_the_bottom_changed():
     path.backward(problem.top, [True], problem.bottom, problem.weight, None, *grads)
     _, weight_diff, _ = problem.reference()
     close(grads[0], weight_diff)
+
+
+def test_dense_columns_one_image_1x1_is_one_gemm_of_the_image_itself():
+    problem = Problem(shape_2d(SHAPES_2D[-2]))
+    path = DenseColumns(problem.shape, Scratch())
+    path.forward(problem.bottom, problem.top, problem.weight, problem.bias)
+    x = problem.bottom[0].data.reshape(5, -1)
+    want = np.dot(problem.weight.reshape(4, 5), x) + problem.bias.reshape(-1, 1)
+    np.testing.assert_array_equal(problem.top[0].data.reshape(4, -1), want)
+
+
+def test_dense_columns_keep_no_copy_for_a_backward_that_will_not_come():
+    """keep_for_backward False (a net that never runs the layer's backward): forward saves nothing,
+    and a backward after all unrolls the bottom again."""
+    problem = Problem(shape_2d(SHAPES_2D[2]))
+    path = DenseColumns(problem.shape, Scratch())
+    path.keep_for_backward = False
+    path.forward(problem.bottom, problem.top, problem.weight, problem.bias)
+    assert path.col_source is None
+    grads = (problem.weight_diff.copy(), problem.bias_diff.copy())
+    path.backward(problem.top, [True], problem.bottom, problem.weight, None, *grads)
+    check(problem, grads)
+
+
+def test_the_net_tells_each_layer_whether_its_backward_can_run():
+    from google.protobuf import text_format
+    import npcaffe
+    from npcaffe.proto import caffe_pb2
+    text = """
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 6 dim: 6 } } }
+    layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+      convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" } } }"""
+    for force, expected in (("", False), ("force_backward: true", True)):
+        net = npcaffe.Net(text_format.Parse(force + text, caffe_pb2.NetParameter()), npcaffe.TEST)
+        net.forward()
+        conv = net.layer_dict["conv"]
+        assert conv.backward_expected is expected
+        assert (conv.compute_path().col_source is not None) is expected
 
 
 @pytest.mark.parametrize("wanted", [(False, True, True), (True, False, True), (True, True, False),
