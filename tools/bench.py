@@ -488,14 +488,15 @@ def slim_workload(path, batch, seed=0):
 
 
 def slim_table(names, batches, repeats):
-    """Forward milliseconds of the dense, masked and slim nets (npcaffe slim), median of `repeats`, and
-    whether the slim net's time drop is at least 0.7x its multiply-add drop (issue 14's bar)."""
+    """Forward milliseconds of the dense, masked and slim nets (npcaffe slim), median of `repeats` with
+    the three taking turns, and whether the slim net's time drop is at least 0.7x its multiply-add
+    drop (issue 14's bar)."""
     print(f"{'net':<14} {'batch':>5} {'dense ms':>10} {'masked ms':>10} {'slim ms':>10} {'mult-adds':>10} "
           f"{'time':>8}  time drop >= 0.7 x mult-add drop")
     for name in names:
         for batch in batches:
             dense, masked, slimmed, macs, macs_slim = slim_workload(SLIM_NETS[name], batch)
-            ms = [median_ms(net.forward, repeats, warmup=1) for net in (dense, masked, slimmed)]
+            ms = alternating_median_ms([dense.forward, masked.forward, slimmed.forward], repeats, 1)
             flop_ratio, time_ratio = macs_slim / macs, ms[2] / ms[1]
             ok = (1 - time_ratio) >= 0.7 * (1 - flop_ratio)
             print(f"{name:<14} {batch:>5} {ms[0]:>10.1f} {ms[1]:>10.1f} {ms[2]:>10.1f} {flop_ratio:>10.3f} "
