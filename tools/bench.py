@@ -491,6 +491,9 @@ def slim_table(names, batches, repeats):
     """Forward milliseconds of the dense, masked and slim nets (npcaffe slim), median of `repeats` with
     the three taking turns, and whether the slim net's time drop is at least 0.7x its multiply-add
     drop (issue 14's bar)."""
+    print(f"npcaffe bench --slim: {os.cpu_count()} CPUs, {blas_threads()} BLAS threads, load average "
+          f"{os.getloadavg()[0]:.2f} at start; median of {repeats}, the three nets taking turns; generated weights, "
+          "about half of every channel group masked off", flush=True)
     print(f"{'net':<14} {'batch':>5} {'dense ms':>10} {'masked ms':>10} {'slim ms':>10} {'mult-adds':>10} "
           f"{'time':>8}  time drop >= 0.7 x mult-add drop")
     for name in names:
@@ -505,6 +508,7 @@ def slim_table(names, batches, repeats):
             # builds its own (the layers' reference cycles keep them alive until a collection).
             del dense, masked, slimmed
             gc.collect()
+    print(f"load average at end: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
 
 
 # -- data-parallel training over MPI (npcaffe.distributed) -----------------------------------
