@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def accuracy_hits(scores, label, top_k, has_ignore, ignore_label, hits_per_class, count_per_class):
     """Count top-k hits; returns (hits, valid_count, bad).
 

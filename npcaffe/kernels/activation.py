@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def relu_forward(x, y):
     """y = std::max(x, 0) as Caffe's ReLU: NaN and -0.0 pass through unchanged."""
     zero = np.float32(0)
@@ -31,7 +31,7 @@ def relu_forward_reference(x, y):
     y[...] = np.where(x < 0, np.float32(0), x)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def sigmoid_forward(x, y):
     """y = 0.5 tanh(0.5 x) + 0.5, in double as upstream's `0.5 * tanh(0.5 * x) + 0.5`."""
     for i in range(x.size):
@@ -42,7 +42,7 @@ def sigmoid_forward_reference(x, y):
     y[...] = (0.5 * np.tanh(0.5 * x.astype(np.float64)) + 0.5).astype(np.float32)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def tanh_forward(x, y):
     """y = tanhf(x)."""
     for i in range(x.size):
@@ -53,7 +53,7 @@ def tanh_forward_reference(x, y):
     y[...] = np.tanh(x)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def bnll_forward(x, y):
     """y = log(1 + exp(x)), computed as upstream: x + log(1 + expf(-x)) for x > 0,
     log(1 + expf(x)) otherwise, the log and sum in double."""
@@ -72,7 +72,7 @@ def bnll_forward_reference(x, y):
 BNLL_THRESHOLD = np.float32(50)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def bnll_backward(x, dy, dx):
     """dx = dy * e / (e + 1) with e = expf(min(x, 50)), the ratio in double."""
     for i in range(x.size):
@@ -88,7 +88,7 @@ def bnll_backward_reference(x, dy, dx):
     dx[...] = (dy * (e / (e + 1.0))).astype(np.float32)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def elu_forward(x, alpha, y):
     """y = max(x, 0) + alpha (expf(min(x, 0)) - 1)."""
     zero = np.float32(0)
@@ -102,7 +102,7 @@ def elu_forward_reference(x, alpha, y):
     y[...] = np.maximum(x, 0) + alpha * (np.exp(np.minimum(x, 0)) - 1)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def exp_forward(x, inner_scale, outer_scale, y):
     """y = outer_scale * expf(inner_scale * x), skipping the unit factors as upstream."""
     for i in range(x.size):
@@ -119,7 +119,7 @@ def exp_forward_reference(x, inner_scale, outer_scale, y):
     y[...] = outer_scale * np.exp(inner_scale * x)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def log_forward(x, scale, shift, base_scale, y):
     """y = base_scale * logf(scale * x + shift), skipping the unit terms as upstream."""
     for i in range(x.size):
@@ -138,7 +138,7 @@ def log_forward_reference(x, scale, shift, base_scale, y):
     y[...] = base_scale * np.log(scale * x + shift)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def sigmoid_cross_entropy_sum(x, target, has_ignore_label, ignore_label):
     """(loss, valid_count): -sum of x (t - [x >= 0]) - logf(1 + expf(x - 2 x [x >= 0]))
     over targets not equal to ignore_label (compared after truncation to int),

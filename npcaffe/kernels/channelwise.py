@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def normalize(x, mean, std, y):
     """y[o, c, i] = (x[o, c, i] - mean[c]) / std[c]."""
     outer, channels, inner = x.shape
@@ -22,7 +22,7 @@ def normalize(x, mean, std, y):
                 y[o, c, i] = (x[o, c, i] - m) / s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scale_shift(x, scale, bias, has_bias, y):
     """y[o, c, i] = x[o, c, i] * scale[c] (+ bias[c])."""
     outer, channels, inner = x.shape
@@ -38,7 +38,7 @@ def scale_shift(x, scale, bias, has_bias, y):
                     y[o, c, i] = x[o, c, i] * s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def normalize_scale_relu(x, mean, std, scale, bias, has_bias, relu, y):
     """BatchNorm (stored statistics) -> Scale -> ReLU (negative_slope 0) in one pass:
     y[o, c, i] = max((x[o, c, i] - mean[c]) / std[c] * scale[c] (+ bias[c]), 0), each operation

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def depthwise_forward(x, weight, bias, has_bias, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w, top):
     """top (N, O, OH, OW) = the depthwise convolution of x (N, C, H, W) with weight (O, kh, kw) (+ bias (O,)).
 
@@ -86,7 +86,7 @@ def depthwise_forward(x, weight, bias, has_bias, pad_h, pad_w, stride_h, stride_
                     row[:] = part
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def depthwise_backward(x, weight, top_diff, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w,
                        want_weight, weight_diff, want_bottom, bottom_diff):
     """weight_diff (O, kh, kw) += d/dweight; bottom_diff (N, C, H, W) = d/dx (overwritten), each if wanted."""

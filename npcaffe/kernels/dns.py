@@ -34,7 +34,7 @@ _PRUNE = 0.9
 _SPLICE = 1.1
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def dns_statistics(weight, bias, weight_mask, bias_mask, masked, mu, std):
     """(mu, std, ncount) over weight then bias; x = mask*w if `masked` else w.
 
@@ -179,7 +179,7 @@ def masked_product_ref(values, mask, out):
     np.multiply(values, mask, out=out)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def gate_probability(gamma, iteration, power):
     """p = powf(1 + gamma*iter, -power): float32 throughout, iter converted to float.
 
@@ -195,7 +195,7 @@ def gate_probability_ref(gamma, iteration, power):
     return np.float32(base ** -np.float32(power))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def masked_csr(values, mask, rows, max_nnz, indptr, indices, csr_values):
     """values * mask in CSR while it has at most `max_nnz` nonzeros: returns
     their count, or -1 as soon as there are more.

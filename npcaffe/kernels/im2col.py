@@ -41,7 +41,7 @@ from .. import parallel
 # dilation: every LeNet convolution) goes to a kernel whose innermost loop
 # is a plain contiguous copy / add that LLVM vectorizes; the general kernel,
 # with its per-element bounds test, is 3-5 times slower on that case.
-_jit = njit(cache=True, error_model="numpy")
+_jit = njit(cache=True, error_model="numpy", nogil=True)
 _kernel = njit(cache=True, error_model="numpy", nogil=True)
 
 

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def lrn_across_forward(x, size, alpha, beta, k, scale, y):
     num, channels, height, width = x.shape
     plane = height * width
@@ -61,7 +61,7 @@ def lrn_across_forward(x, size, alpha, beta, k, scale, y):
                 ys[n, c, i] = sc[n, c, i] ** neg_beta * xs[n, c, i]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def lrn_across_backward(x, y, scale, dy, size, alpha, beta, dx):
     num, channels, height, width = x.shape
     plane = height * width
@@ -105,7 +105,7 @@ def lrn_across_backward_reference(x, y, scale, dy, size, alpha, beta, dx):
     dx[...] = dy * scale.astype(np.float64) ** -beta - 2.0 * alpha * beta / size * x * window
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def lrn_within_forward(x, size, alpha, beta, scale, y):
     """scale = 1 + alpha * boxavg(x^2), y = x * scale^-beta."""
     num, channels, height, width = x.shape
@@ -127,7 +127,7 @@ def lrn_within_forward(x, size, alpha, beta, scale, y):
                     y[n, c, h, w] = x[n, c, h, w] * b ** neg_beta
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def lrn_within_backward(x, scale, dy, size, alpha, beta, dx):
     num, channels, height, width = x.shape
     pre_pad = (size - 1) // 2

@@ -105,7 +105,7 @@ def sgd_momentum_update_ref(data, diff, history, local_decay, local_rate, moment
         data -= diff
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def powx(x, p, out):
     """out = x ** p elementwise with glibc's powf (caffe_powx's loop); `out` may alias `x`.
 
@@ -115,3 +115,11 @@ def powx(x, p, out):
     """
     for i in range(x.size):
         out[i] = math.pow(x[i], p)
+
+
+@numba.njit(cache=True, nogil=True)
+def add_mean_of_two(first, second, scale, out):
+    """out += (first + second) * scale, each operation rounded to float32 as the NumPy passes
+    `t = first + second; t *= scale; out += t` round it (the batch split's gradient sum), in one pass."""
+    for i in range(out.size):
+        out[i] += (first[i] + second[i]) * scale

@@ -27,7 +27,7 @@ import numpy as np
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def softmax_forward(x, out):
     """out = exp(x - max_c x) / sum_c exp(x - max_c x), per (outer, inner)."""
     outer, channels, inner = x.shape
@@ -61,7 +61,7 @@ def softmax_forward_ref(x, out):
     out[...] = e / e.sum(axis=1, keepdims=True)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def softmax_backward(top_data, top_diff, bottom_diff):
     """bottom_diff = (top_diff - sum_c top_diff * top_data) * top_data."""
     outer, channels, inner = top_data.shape
@@ -79,7 +79,7 @@ def softmax_backward_ref(top_data, top_diff, bottom_diff):
     bottom_diff[...] = (top_diff - d) * top_data
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def softmax_loss_forward(prob, label, has_ignore, ignore_label):
     """Sum of -log(max(prob[label], FLT_MIN)) over the non-ignored positions.
 
@@ -117,7 +117,7 @@ def softmax_loss_forward_ref(prob, label, has_ignore, ignore_label):
     return np.float32(loss), int(valid.sum()), -1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def softmax_loss_backward(prob, label, has_ignore, ignore_label, bottom_diff):
     """bottom_diff = prob - onehot(label), zero where the label is ignored.
 

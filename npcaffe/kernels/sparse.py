@@ -39,7 +39,7 @@ from .batch_inner import from_batch_inner, sparse_conv_backward, sparse_conv_for
 from .im2col import col2im_reference, im2col_reference
 from .softmax import softmax_forward
 
-_jit = njit(cache=True, error_model="numpy")
+_jit = njit(cache=True, error_model="numpy", nogil=True)
 
 
 def dense_to_csr(weight):

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def stochastic_pool_train(x, kernel_h, kernel_w, stride_h, stride_w, u, top, index):
     num, channels, height, width = x.shape
     pooled_h, pooled_w = top.shape[2], top.shape[3]
@@ -50,7 +50,7 @@ def stochastic_pool_train(x, kernel_h, kernel_w, stride_h, stride_w, u, top, ind
                     top[n, c, ph, pw] = x[n, c, chosen // width, chosen % width]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def stochastic_pool_test(x, kernel_h, kernel_w, stride_h, stride_w, top):
     num, channels, height, width = x.shape
     pooled_h, pooled_w = top.shape[2], top.shape[3]
@@ -72,7 +72,7 @@ def stochastic_pool_test(x, kernel_h, kernel_w, stride_h, stride_w, top):
                     top[n, c, ph, pw] = squares / total if total > 0 else np.float32(0)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def stochastic_pool_train_backward(top_diff, index, bottom_diff):
     num, channels, height, width = bottom_diff.shape
     bottom_diff[...] = 0
@@ -84,7 +84,7 @@ def stochastic_pool_train_backward(top_diff, index, bottom_diff):
                     bottom_diff[n, c, i // width, i % width] += top_diff[n, c, ph, pw]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def stochastic_pool_test_backward(x, kernel_h, kernel_w, stride_h, stride_w, top, top_diff, bottom_diff):
     """Gradient of the TEST-time average y = sum x^2 / sum x: dy/dx = (2 x - y) / sum x."""
     num, channels, height, width = x.shape

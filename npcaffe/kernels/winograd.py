@@ -52,7 +52,7 @@ def filter_transform(weight, out=None):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _filter_transform(weight, g_matrix, u):
     """u[4 a + b, o, c] = (G g Gᵀ)[a, b] for g = weight[o, c], in float64: first G g, then (G g) Gᵀ, each
     entry a sum over k = 0, 1, 2 in order (NumPy's batched matmul of 3 x 3 blocks took 63 ms for 512 x 512
@@ -72,7 +72,7 @@ def _filter_transform(weight, g_matrix, u):
                                                     + left[a, 2] * g_matrix[b, 2])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def input_transform(x, pad_h, pad_w, tiles_h, tiles_w, v):
     """V (16, C, N tiles_h tiles_w) = Bᵀ d B of every 4x4 input tile d of x (N, C, H, W).
 
@@ -117,7 +117,7 @@ def input_transform(x, pad_h, pad_w, tiles_h, tiles_w, v):
                         v3[tx] = b - f
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def output_transform(m, bias, has_bias, tiles_h, tiles_w, top):
     """top (N, O, OH, OW) = Aᵀ M A of every tile of M (16, O, N tiles_h tiles_w) (+ bias (O,)).
 
