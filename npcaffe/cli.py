@@ -201,6 +201,7 @@ def _train(args):
     solver = solver_class(param.type, where)(param, where=where)
     if solver.data_parallel is not None:
         solver.data_parallel.check_interval = args.mpi_check_interval
+    solver.set_batch_split(args.batch_split)
 
     trace = None
     if args.dns_trace and solver.root_solver:  # under mpirun every rank draws the same gates: rank 0 writes them
@@ -390,6 +391,22 @@ def cmd_crosscheck(args):
     return 0
 
 
+def _solve_wrapper(args, **signal_kwargs):
+    """The surgery stages' wrapper around each solver's training: --batch_split, then the signal actions."""
+    def wrap(solver):
+        solver.set_batch_split(args.batch_split)
+        return signal_actions(solver, args.sigint_effect, **signal_kwargs)
+    return wrap
+
+
+def batch_split_flag(p):
+    p.add_argument("--batch_split", "--batch-split", type=positive_int, metavar="K",
+                   help="run each training iteration's forward and backward on K threads, the batch split in K "
+                        "parts and their gradients averaged in a fixed order (npcaffe.solvers.batch_split; with "
+                        "--threads 1 per part): faster on an idle machine with K cores; runs repeat to the bit "
+                        "but differ from unsplit ones by rounding (default: unsplit)")
+
+
 def cmd_surgery(args):
     """Dynamic network surgery on the net of any solver (--solver), or the named LeNet recipes."""
     from . import surgery
@@ -408,7 +425,7 @@ def cmd_surgery(args):
         if args.net in surgery.CP_RECIPES:
             surgery.run_cp_recipe(args.net, args.out or os.path.join("runs", args.net), mnist=args.mnist,
                                   weights=args.weights, iterations=args.iterations, quiet=args.quiet,
-                                  solve_wrapper=lambda solver: signal_actions(solver, args.sigint_effect))
+                                  solve_wrapper=_solve_wrapper(args))
             return 0
         from .stages import RunStopped
         out = args.out or os.path.join("runs", args.net)
@@ -416,7 +433,7 @@ def cmd_surgery(args):
             surgery.run(args.net, out, mnist=args.mnist, weights=args.weights, iterations=args.iterations,
                         quiet=args.quiet, resume=args.resume,
                         resume_command=f"npcaffe surgery {args.net} --resume" + (f" --out {args.out}" if args.out else ""),
-                        solve_wrapper=lambda solver: signal_actions(solver, args.sigint_effect, sigterm_effect="stop"))
+                        solve_wrapper=_solve_wrapper(args, sigterm_effect="stop"))
         except RunStopped as stopped:
             print(f"npcaffe surgery {args.net}: {stopped}", file=sys.stderr)
             return 130
@@ -437,8 +454,7 @@ def cmd_surgery(args):
                            layers=parse_layers(args.layers), c_rate=rates or None, default_c_rate=default_rate,
                            gamma=args.gamma, power=args.power, iter_stop=args.iter_stop, iterations=args.iterations,
                            data_shapes=parse_data_shapes(args.data_shape), quiet=args.quiet,
-                           solve_wrapper=lambda solver: signal_actions(solver, args.sigint_effect,
-                                                                       sigterm_effect="stop"),
+                           solve_wrapper=_solve_wrapper(args, sigterm_effect="stop"),
                            channels=args.channels, finetune_iter=args.finetune_iter,
                            finetune_solver=args.finetune_solver, resume=args.resume,
                            resume_command="npcaffe " + shlex.join(again))
@@ -785,6 +801,7 @@ def build_parser():
     p.add_argument("--debug_info", "--debug-info", action="store_true",
                    help="at each display iteration, print every layer's mean |value| forward, backward and "
                         "update (Caffe's debug_info; the solver's debug_info: true does the same)")
+    batch_split_flag(p)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("test", help="score a model on its TEST-phase data")
     net_flags(p)
@@ -903,6 +920,7 @@ def build_parser():
                         "snapshot, bit for bit as if it had not stopped (--solver: give the same flags again)")
     p.add_argument("--quiet", action="store_true", help="no training log on the console, just the report "
                                                         "(with --solver, DIR/log.txt keeps the whole log)")
+    batch_split_flag(p)
     p.set_defaults(func=cmd_surgery)
     p = sub.add_parser("dnsify", help="write a net with its Convolution / InnerProduct layers as DNS layers",
                        description=DNSIFY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -130,10 +130,11 @@ def npcaffe_solver(name, batch=64):
     return solver
 
 
-def npcaffe_training_steps(name, images, labels):
+def npcaffe_training_steps(name, images, labels, batch_split=None):
     """(one training iteration, one forward+backward, one solver update) of the net's DNS solver, fed
-    batch after batch of 64 from `images`."""
+    batch after batch of 64 from `images`; with batch_split K, its iterations split in K threads."""
     solver = npcaffe_solver(name)
+    solver.set_batch_split(batch_split)
     net = solver.net
     state = {"i": 0}
 
@@ -304,14 +305,17 @@ def busy_process():
 
 
 def thread_settings(torch_default):
-    """(label, npcaffe's BLAS threads, PyTorch's threads) for the training rows: one thread each, each
-    at its default (the `npcaffe` command's one BLAS thread, PyTorch's torch.get_num_threads() at
-    import), and both at one thread per core."""
+    """(label, npcaffe's BLAS threads, npcaffe's batch split, PyTorch's threads) for the training rows:
+    one thread each, each at its default (the `npcaffe` command's one BLAS thread, PyTorch's
+    torch.get_num_threads() at import), both at one thread per core, and npcaffe's iteration split over
+    the cores (--batch_split, one BLAS thread per part) against PyTorch at one thread per core."""
     from npcaffe.blas import DEFAULT_THREADS
     cores = os.cpu_count()
-    return [("1 thread each", 1, 1),
-            (f"defaults (npcaffe {DEFAULT_THREADS}, PyTorch {torch_default} threads)", DEFAULT_THREADS, torch_default),
-            (f"both at {cores} threads", cores, cores)]
+    return [("1 thread each", 1, None, 1),
+            (f"defaults (npcaffe {DEFAULT_THREADS}, PyTorch {torch_default} threads)", DEFAULT_THREADS, None,
+             torch_default),
+            (f"both at {cores} threads", cores, None, cores),
+            (f"npcaffe --batch_split {cores}, PyTorch {cores} threads", 1, cores, cores)]
 
 
 def training_comparison(torch, torch_default, name, images, labels, rounds, under_load=True):
@@ -319,16 +323,18 @@ def training_comparison(torch, torch_default, name, images, labels, rounds, unde
     round, every thread setting in turn, npcaffe and PyTorch alternating (who goes first alternates
     too), `rounds` medians of 20 iterations each, their median reported.  With under_load, the
     default setting again beside one busy process (key "under load")."""
-    ours = npcaffe_training_steps(name, images, labels)[0]
-    theirs = torch_training_step(torch, name, images, labels) if torch else None
     settings = thread_settings(torch_default)
+    if os.cpu_count() < 2:
+        settings = [s for s in settings if s[2] is None]
+    ours = {split: npcaffe_training_steps(name, images, labels, split)[0] for split in {s[2] for s in settings}}
+    theirs = torch_training_step(torch, name, images, labels) if torch else None
     if under_load:
         settings.append(("under load",) + settings[1][1:])
-    samples = {label: ([], []) for label, _, _ in settings}
+    samples = {label: ([], []) for label, _, _, _ in settings}
 
     def run_round(round_index, chosen):
-        for label, n_ours, n_theirs in chosen:
-            turns = [(0, lambda: timed_turn(ours, n_ours))]
+        for label, n_ours, split, n_theirs in chosen:
+            turns = [(0, lambda: timed_turn(ours[split], n_ours))]
             if theirs is not None:
                 turns.append((1, lambda: timed_turn(theirs, n_theirs, torch)))
             for side, turn in (turns if round_index % 2 == 0 else turns[::-1]):

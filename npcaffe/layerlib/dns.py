@@ -131,6 +131,8 @@ class _Surgery:
     masked_statistics = None    # CConvolution: mask*w; CInnerProduct: w
     logs_statistics = None
     splicing = True             # False: the 0 -> 1 rule is off (set_splicing; a teaching ablation)
+    surgery_outside = False     # True: another net's layer does this one's surgery (solvers.batch_split)
+    masked_from = None          # that layer, whose W * T this one computes with (solvers.batch_split)
 
     def layer_setup(self, bottom, top):
         if not self.base_param().bias_term:
@@ -199,10 +201,19 @@ class _Surgery:
     def forward_cpu(self, bottom, top):
         """TRAIN: surgery, then forward with W * T; TEST: packed sparse weights if any, else W * T."""
         if self.phase == TRAIN:
-            self.surgery()
+            if not self.surgery_outside:
+                self.surgery()
         elif self.packed is not None and self.sparse_forward(bottom, top):
             return
-        weight, bias = self.masked_params()
+        if self.masked_from is not None:
+            # solvers.batch_split: the train net's layer made W * T (or its CSR) once this iteration; every
+            # part computes with it (read only), forward and backward
+            source = self.masked_from
+            self.train_csr, self._weight_tmp, self._bias_tmp = source.train_csr, source._weight_tmp, source._bias_tmp
+            weight = None if self.train_csr is not None else self._weight_tmp.reshape(self.blobs[0].shape)
+            bias = self._bias_tmp
+        else:
+            weight, bias = self.masked_params()
         self.masked_forward(bottom, top, weight, bias, self.train_csr)
 
     def surgery(self):

@@ -96,6 +96,7 @@ class ChannelUpdate(NamedTuple):
 
 class _ChannelSurgery:
     """The DNS-CP part shared by CPConvolution and CPInnerProduct (see the module docstring)."""
+    surgery_outside = False  # True: another net's layer does this one's surgery (solvers.batch_split)
     mask_param_indices = (_MASK,)
     accepts_fewer_blobs = True
     kind = None          # "conv" / "ip": how the weight splits into channels (kernels.channel_surgery)
@@ -177,7 +178,7 @@ class _ChannelSurgery:
     # -- forward -----------------------------------------------------------------------
     def forward_cpu(self, bottom, top):
         """TRAIN: channel surgery, then forward with W ⊙ T; TEST: forward with W ⊙ T."""
-        if self.phase == TRAIN:
+        if self.phase == TRAIN and not self.surgery_outside:
             self.surgery()
         np.multiply(self.blobs[0].data, self.weight_mask(), out=self._masked_weight)
         self.masked_forward(bottom, top, self._masked_weight, self.blobs[1].data)

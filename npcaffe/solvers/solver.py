@@ -198,9 +198,21 @@ class Solver:
         self.smoothed_loss = None
         self.iteration_listeners = []  # f(solver) after each iteration (npcaffe.progress's bar)
         self.last_test = {}  # test net id -> (iter, results) of its latest test
+        self.batch_split = None  # a BatchSplit when each iteration runs on several threads (set_batch_split)
         self.pre_solve()
         # A rank of an `mpirun -n N` launch trains data-parallel with the others (npcaffe.distributed).
         self.data_parallel = distributed.join(self)
+
+    def set_batch_split(self, parts):
+        """Run each iteration's forward and backward on `parts` threads, the batch split between them
+        (npcaffe.solvers.batch_split: gradients summed in a fixed order, so a run repeats to the bit,
+        but not the unsplit run's bits); None or 1: unsplit, the default."""
+        from .batch_split import BatchSplit
+        if self.batch_split is not None:
+            self.batch_split.close()
+            self.batch_split = None
+        if parts is not None and int(parts) > 1:
+            self.batch_split = BatchSplit(self.net, parts)
 
     @property
     def root_solver(self):
@@ -325,10 +337,13 @@ class Solver:
             self.net.debug_info = bool(display and p.debug_info)  # as Caffe 1.0: at display iterations
             self.net.set_iter(self.iter)
             loss = f32(0)
+            # debug_info's per-layer lines come from the whole net, unsplit
+            split = self.batch_split if not self.net.debug_info else None
             for _ in range(p.iter_size):
-                loss += f32(self.net.forward_backward())
+                loss += f32(split.forward_backward() if split else self.net.forward_backward())
                 if not np.isfinite(loss):
-                    self._diverged(f"the loss is {loss}", first_non_finite_top(self.net))
+                    self._diverged(f"the loss is {loss}",
+                                   split.first_non_finite_top() if split else first_non_finite_top(self.net))
             loss /= f32(p.iter_size)
             if self.data_parallel is not None:  # the ranks' gradients summed x 1/N, their losses averaged
                 loss = self.data_parallel.reduce(loss)
