@@ -264,3 +264,20 @@ def test_surgery_on_any_solver_resumes_bit_for_bit(tiny_solver, capsys):
                [[list(blob.data) for blob in layer.blobs] for layer in b.layer], key
     log = open(resumed["log"]).read()
     assert log.count("Stage 'surgery': iterations") == 2 and "Resuming stage 'surgery' from " in log
+
+
+def test_surgery_with_batch_split_runs_each_stage_split(tiny_solver, capsys, monkeypatch):
+    from npcaffe.solvers.solver import Solver
+    splits = []
+    original = Solver.set_batch_split
+
+    def recorded(self, parts):
+        splits.append(parts)
+        return original(self, parts)
+
+    monkeypatch.setattr(Solver, "set_batch_split", recorded)
+    assert cli.main(["surgery", "--solver", "tiny_solver.prototxt", *TINY_SHAPES, "--batch_split", "2",
+                     "--quiet"]) == 0
+    report = json.loads((tiny_solver / "runs" / "tiny_solver" / "report.json").read_text())
+    assert report["iterations"] == 10 and 0 <= report["test_error_pct"] <= 100
+    assert splits == [2, 2]  # the dense reference and the surgery, each split
