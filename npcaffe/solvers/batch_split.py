@@ -120,10 +120,27 @@ class BatchSplit:
                 total += part.learnable_params[i].flat_diff
             total *= scale
             blob.flat_diff[...] += total
+        self._gather_outputs(scale)
         loss = f32(0)
         for value in losses:
             loss += f32(value)
         return loss * scale
+
+    def _gather_outputs(self, scale):
+        """The train net's output blobs (the solver displays them; MPI averages them) from the parts':
+        the mean of those shaped alike (a loss, an accuracy), the parts' rows in order for per-image ones."""
+        net, parts = self.net, self.part_nets
+        for name in net.outputs:
+            mine = net.blobs[name]
+            theirs = [part.blobs[name] for part in parts]
+            if theirs[0].shape == mine.shape:
+                total = theirs[0].flat_data.copy()
+                for blob in theirs[1:]:
+                    total += blob.flat_data
+                total *= scale
+                mine.flat_data[...] = total
+            elif mine.shape and theirs[0].shape[1:] == mine.shape[1:] and theirs[0].shape[0] * len(parts) == mine.shape[0]:
+                mine.data[...] = np.concatenate([blob.data for blob in theirs])
 
     def first_non_finite_top(self):
         """Where a part's forward first made NaN / inf (npcaffe.finite), for the divergence message."""

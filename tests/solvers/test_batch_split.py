@@ -111,3 +111,16 @@ def test_the_two_part_sum_kernel_rounds_as_the_numpy_passes():
     want += total
     add_mean_of_two(first, second, np.float32(0.5), out)
     np.testing.assert_array_equal(out, want)
+
+
+def test_the_train_nets_outputs_are_the_parts_mean():
+    net = NET.replace('layer { name: "loss"', 'layer { name: "acc" type: "Accuracy" bottom: "ip2" bottom: "label" '
+                                              'top: "acc" }\nlayer { name: "loss"')
+    solver = _solver(net, parts=2)
+    solver.step(1)
+    parts = solver.batch_split.part_nets
+    for name in ("loss", "acc"):
+        want = (parts[0].blobs[name].data + parts[1].blobs[name].data) * np.float32(0.5)
+        np.testing.assert_array_equal(solver.net.blobs[name].data, want)
+    assert solver.net.blobs["loss"].data > 0
+    solver.batch_split.close()
