@@ -202,7 +202,9 @@ def run_timing(args, methods, results, results_path):
 
 
 def write_docs(args, methods, results, results_path, work):
-    seeds = args.seeds
+    # The full tables: every method and the default seeds with any others asked for, whichever cells
+    # this invocation ran (a run of one seed, to fill a gap, must not shrink the table to that seed).
+    seeds = args.seeds if args.quick else sorted(set(compare.DEFAULT_SEEDS) | set(args.seeds))
     results["source"] = os.path.relpath(results_path, ROOT)
     if args.quick:
         os.makedirs(os.path.join(work, "figures"), exist_ok=True)

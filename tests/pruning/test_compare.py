@@ -218,3 +218,21 @@ def test_timing_falls_back_to_the_lowest_seed_with_a_model_on_disk(tmp_path, mon
     assert timed == [(2, str(kept))]
     assert results["cells"][compare.cell_key(han, 2)]["timing"]["batches"]["1"]["auto"] == 1.0
     assert "lenet5/dns has no pruned model on disk for any seed" in capsys.readouterr().out
+
+
+def test_a_run_of_one_seed_rewrites_the_tables_with_all_seeds(tmp_path, monkeypatch):
+    tool = _tool()
+    seen = []
+    monkeypatch.setattr(compare, "format_doc", lambda results, methods, seeds, figures=None: seen.append(list(seeds)) or "")
+    monkeypatch.setattr(compare, "format_headline", lambda results, methods, seeds: "")
+    monkeypatch.setattr(compare, "plot", lambda results, methods, seeds, out: None)
+    monkeypatch.setattr(compare, "replace_between", lambda text, name, body, where: text)
+    monkeypatch.setattr(tool, "ROOT", str(tmp_path))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "pruning.md").write_text("x")
+    (tmp_path / "README.md").write_text("x")
+    results = tmp_path / "results.json"
+    results.write_text('{"cells": {}}')
+    assert tool.main(["--doc", "--seeds", "2", "--results", str(results)]) == 0
+    assert tool.main(["--doc", "--seeds", "3", "--results", str(results)]) == 0
+    assert seen == [[0, 1, 2], [0, 1, 2, 3]]
