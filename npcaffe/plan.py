@@ -97,7 +97,7 @@ class AffineRun:
     def forward(self):
         batch_norm, scale = self.batch_norm, self.scale
         view = batch_norm.view
-        mean = batch_norm.stored_statistics()
+        mean, batch_norm.std = batch_norm.stored_statistics()  # std: what BatchNorm's forward leaves
         batch_norm.x_norm = None
         gamma = scale.blobs[0].flat_data
         beta = scale.blobs[-1].flat_data if scale.bias_term else gamma

@@ -893,27 +893,26 @@ def big_workload(torch, name, batch, seed=0):
     return net, train, torch_twin(torch, net), images, top_diffs
 
 
-def winograd_net(source, free_source=False):
-    """A copy of `source` (weights and inputs too) with `engine: WINOGRAD` on every Convolution (the 3x3
-    stride-1 dense ones take Winograd's F(2x2, 3x3); the rest keep Caffe's path), and how many took it.
-    With free_source, `source` (a list holding the Net) is emptied before the copy is built: the two
-    ResNet-50 force_backward nets at batch 16 do not fit in memory together."""
+def net_state(net):
+    """(its NetParameter, {layer: copies of its parameter arrays}, {input: a copy of its data}): what
+    winograd_net builds a copy from, held apart so that the net can be freed first."""
+    weights = {layer.name: [blob.data.copy() for blob in layer.blobs] for layer in net.layers}
+    return net.param, weights, {name: net.blobs[name].data.copy() for name in net.inputs}
+
+
+def winograd_net(param, weights, inputs):
+    """The net of net_state's (param, weights, inputs) with `engine: WINOGRAD` on every Convolution (the
+    3x3 stride-1 dense ones take Winograd's F(2x2, 3x3); the rest keep Caffe's path), run forward once,
+    and how many layers took Winograd."""
     import npcaffe
     from npcaffe.layerlib.conv_paths import Winograd
     from npcaffe.proto import caffe_pb2
-    net = source[0] if free_source else source
-    param = caffe_pb2.NetParameter()
-    param.CopyFrom(net.param)
-    for layer in param.layer:
+    copy_param = caffe_pb2.NetParameter()
+    copy_param.CopyFrom(param)
+    for layer in copy_param.layer:
         if layer.type == "Convolution":
             layer.convolution_param.engine = caffe_pb2.ConvolutionParameter.WINOGRAD
-    weights = {layer.name: [blob.data.copy() for blob in layer.blobs] for layer in net.layers}
-    inputs = {name: net.blobs[name].data.copy() for name in net.inputs}
-    if free_source:
-        del net
-        source.clear()
-        gc.collect()
-    copy = npcaffe.Net(param, npcaffe.TEST)
+    copy = npcaffe.Net(copy_param, npcaffe.TEST)
     for layer in copy.layers:
         for blob, array in zip(layer.blobs, weights[layer.name]):
             blob.data[...] = array
@@ -970,7 +969,7 @@ def big_table(names, batches, repeats, warmup):
             for n, a in images.items():
                 net.blobs[n].data[...] = a
                 train.blobs[n].data[...] = a
-            wino, taken = winograd_net(net)
+            wino, taken = winograd_net(*net_state(net))
             net.forward()
             wino_error = max(float(np.abs(wino.blobs[n].data - net.blobs[n].data).max()
                                    / max(np.abs(net.blobs[n].data).max(), 1e-30)) for n in net.outputs)
@@ -1013,9 +1012,10 @@ def big_table(names, batches, repeats, warmup):
             gc.collect()
             ours_ms, theirs_ms = alternating_median_ms([forward_backward(train), torch_forward_backward], repeats,
                                                        warmup)
-            holder = [train]
-            del train
-            wino_train, _ = winograd_net(holder, free_source=True)
+            state = net_state(train)
+            del train  # the two ResNet-50 force_backward nets at batch 16 do not fit in memory together
+            gc.collect()
+            wino_train, _ = winograd_net(*state)
             wino_ms, wino_theirs_ms = alternating_median_ms([forward_backward(wino_train), torch_forward_backward],
                                                             repeats, warmup)
             measure_row("forward+backward", ours_ms, theirs_ms, wino_ms, wino_theirs_ms)

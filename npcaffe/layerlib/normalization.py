@@ -88,7 +88,8 @@ class BatchNormLayer(Layer):
         x = bottom[0].flat_data.reshape(self.view)
         y = top[0].flat_data.reshape(self.view)
         if self.use_global_stats:  # one pass; backward needs only std (no x_norm kept)
-            normalize(x, self.stored_statistics(), self.std, y)
+            mean, self.std = self.stored_statistics()
+            normalize(x, mean, self.std, y)
             self.x_norm = None
             return
         m = x.shape[0] * x.shape[2]
@@ -109,14 +110,13 @@ class BatchNormLayer(Layer):
         self.x_norm = y.copy()  # a later in-place layer may overwrite y before backward
 
     def stored_statistics(self):
-        """The stored mean (returned) and standard deviation (set as self.std, which backward reads),
-        float32 as upstream computes them: sums / scale factor (0 when it is 0), sqrt(var + eps)."""
+        """(mean, standard deviation) from the stored statistics, float32 as upstream computes them:
+        sums / scale factor (0 when it is 0), sqrt(var + eps)."""
         s = self.blobs[2].flat_data[0]
         factor = np.float32(0) if s == 0 else np.float32(1) / s
         mean = self.blobs[0].flat_data * factor
         var = self.blobs[1].flat_data * factor
-        self.std = np.sqrt(var + self.eps).astype(np.float32)
-        return mean
+        return mean, np.sqrt(var + self.eps).astype(np.float32)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:

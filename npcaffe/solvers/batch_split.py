@@ -84,7 +84,7 @@ class BatchSplit:
                 if is_dns_layer(layer):
                     layer.masked_from = owners[name]
         self.surgery_layers = [layer for layer in net.layers if hasattr(layer, "surgery")]
-        self.inputs = [name for name in shapes]
+        self.inputs = list(shapes)
         self._pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="npcaffe-batch-part")
 
     def forward_backward(self):
@@ -115,11 +115,7 @@ class BatchSplit:
                 add_mean_of_two(parts[0].learnable_params[i].flat_diff, parts[1].learnable_params[i].flat_diff,
                                 scale, blob.flat_diff)
                 continue
-            total = parts[0].learnable_params[i].flat_diff.copy()
-            for part in parts[1:]:
-                total += part.learnable_params[i].flat_diff
-            total *= scale
-            blob.flat_diff[...] += total
+            blob.flat_diff[...] += _mean_in_order([part.learnable_params[i].flat_diff for part in parts], scale)
         self._gather_outputs(scale)
         loss = f32(0)
         for value in losses:
@@ -134,11 +130,7 @@ class BatchSplit:
             mine = net.blobs[name]
             theirs = [part.blobs[name] for part in parts]
             if theirs[0].shape == mine.shape:
-                total = theirs[0].flat_data.copy()
-                for blob in theirs[1:]:
-                    total += blob.flat_data
-                total *= scale
-                mine.flat_data[...] = total
+                mine.flat_data[...] = _mean_in_order([blob.flat_data for blob in theirs], scale)
             elif mine.shape and theirs[0].shape[1:] == mine.shape[1:] and theirs[0].shape[0] * len(parts) == mine.shape[0]:
                 mine.data[...] = np.concatenate([blob.data for blob in theirs])
 
@@ -153,6 +145,15 @@ class BatchSplit:
 
     def close(self):
         self._pool.shutdown(wait=True)
+
+
+def _mean_in_order(arrays, scale):
+    """(((a0 + a1) + a2) + ...) * scale in float32, the parts in order (the same bits every run)."""
+    total = arrays[0].copy()
+    for array in arrays[1:]:
+        total += array
+    total *= scale
+    return total
 
 
 def _forward_backward(part):
