@@ -56,3 +56,36 @@ def normalize_scale_relu(x, mean, std, scale, bias, has_bias, relu, y):
                 if relu and v < zero:
                     v = zero
                 y[o, c, i] = v
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def scale_backward(dy, x, scale, scale_sum, bias_sum, dx, with_scale_sum, with_bias_sum, with_dx):
+    """Scale's backward in one pass over the top diff dy (outer, C, inner):
+    scale_sum[c] = sum of dy * x, bias_sum[c] = sum of dy (over outer and inner), dx = dy * scale[c];
+    each only when its `with_` flag is set.  The products are float32, as NumPy's; the sums run in
+    float64 (reassociated, so vectorised) and are rounded to float32 once, where NumPy sums float32
+    pairwise: the two agree to float32 rounding.  dx may alias dy (in place)."""
+    outer, channels, inner = dy.shape
+    scale_total = np.zeros(channels)
+    bias_total = np.zeros(channels)
+    for o in range(outer):
+        for c in range(channels):
+            s = scale[c]
+            by_x = 0.0
+            plain = 0.0
+            for i in range(inner):
+                d = dy[o, c, i]
+                if with_scale_sum:
+                    by_x += d * x[o, c, i]
+                if with_bias_sum:
+                    plain += d
+                if with_dx:
+                    dx[o, c, i] = d * s
+            scale_total[c] += by_x
+            bias_total[c] += plain
+    if with_scale_sum:
+        for c in range(channels):
+            scale_sum[c] = scale_total[c]
+    if with_bias_sum:
+        for c in range(channels):
+            bias_sum[c] = bias_total[c]

@@ -70,30 +70,50 @@ def _im2col_dense(im, kernel_h, kernel_w, out_h, out_w, col, start, stop):
                         d += out_w
 
 
+@_jit
+def _valid_columns(offset, stride, size, out):
+    """The output positions x in [x0, x1) whose input x * stride + offset lies in [0, size)."""
+    x0 = 0 if offset >= 0 else (stride - 1 - offset) // stride
+    last = size - 1 - offset
+    x1 = 0 if last < 0 else min(out, last // stride + 1)
+    x0 = min(x0, out)
+    return x0, max(x0, x1)
+
+
 @_kernel
 def _im2col_general(im, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
                     dilation_h, dilation_w, out_h, out_w, col, start, stop):
-    channels, height, width = im.shape[1], im.shape[2], im.shape[3]
+    channels, height = im.shape[1], im.shape[2]
+    width = im.shape[3]
     plane = out_h * out_w
     for c in range(channels):
         for i in range(kernel_h):
             for j in range(kernel_w):
-                row = (c * kernel_h + i) * kernel_w + j
+                dst_row = col[(c * kernel_h + i) * kernel_w + j]
+                offset = j * dilation_w - pad_w
+                x0, x1 = _valid_columns(offset, stride_w, width, out_w)
                 for n in range(start, stop):
                     for y in range(out_h):
                         h = y * stride_h - pad_h + i * dilation_h
-                        dst = n * plane + y * out_w
+                        dst = dst_row[n * plane + y * out_w:]
                         if h < 0 or h >= height:
                             for x in range(out_w):
-                                col[row, dst + x] = 0
+                                dst[x] = 0
+                            continue
+                        # The padding around the valid run, then the run: a contiguous copy at
+                        # stride 1 (indices from 0, so that Numba can vectorise it).
+                        for x in range(x0):
+                            dst[x] = 0
+                        for x in range(x1, out_w):
+                            dst[x] = 0
+                        run = dst[x0:x1]
+                        src = im[n, c, h, x0 * stride_w + offset:]
+                        if stride_w == 1:
+                            for x in range(x1 - x0):
+                                run[x] = src[x]
                         else:
-                            w = j * dilation_w - pad_w
-                            for x in range(out_w):
-                                if 0 <= w < width:
-                                    col[row, dst + x] = im[n, c, h, w]
-                                else:
-                                    col[row, dst + x] = 0
-                                w += stride_w
+                            for x in range(x1 - x0):
+                                run[x] = src[x * stride_w]
 
 
 def im2col(im, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
@@ -127,24 +147,31 @@ def _col2im_dense(col, kernel_h, kernel_w, out_h, out_w, im, start, stop):
 @_kernel
 def _col2im_general(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
                     dilation_h, dilation_w, out_h, out_w, im, start, stop):
-    channels, height, width = im.shape[1], im.shape[2], im.shape[3]
+    channels, height = im.shape[1], im.shape[2]
+    width = im.shape[3]
     plane = out_h * out_w
     im[start:stop] = 0
     for c in range(channels):
         for i in range(kernel_h):
             for j in range(kernel_w):
-                row = (c * kernel_h + i) * kernel_w + j
+                src_row = col[(c * kernel_h + i) * kernel_w + j]
+                offset = j * dilation_w - pad_w
+                x0, x1 = _valid_columns(offset, stride_w, width, out_w)
+                if x1 == x0:
+                    continue
                 for n in range(start, stop):
                     for y in range(out_h):
                         h = y * stride_h - pad_h + i * dilation_h
                         if h < 0 or h >= height:
                             continue
-                        src = n * plane + y * out_w
-                        w = j * dilation_w - pad_w
-                        for x in range(out_w):
-                            if 0 <= w < width:
-                                im[n, c, h, w] += col[row, src + x]
-                            w += stride_w
+                        src = src_row[n * plane + y * out_w + x0:]
+                        dst = im[n, c, h, x0 * stride_w + offset:]
+                        if stride_w == 1:
+                            for x in range(x1 - x0):
+                                dst[x] += src[x]
+                        else:
+                            for x in range(x1 - x0):
+                                dst[x * stride_w] += src[x]
 
 
 def col2im(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,

@@ -4,6 +4,8 @@ npcaffe.layerlib.convolution.Convolution owns the parameters, the shapes
 and the choice; each class here computes, with its own work arrays:
 
     DenseColumns      dense weights, 2 spatial axes: the batch's im2col, one GEMM per group
+    ImageColumns      dense weights, 2 spatial axes, a batch of large outputs: Caffe's loop,
+                      one image's im2col and GEMMs at a time
     Depthwise         dense weights, 2 spatial axes, group = C (one input channel per group):
                       the windows read in place (npcaffe.kernels.depthwise), no im2col
     Winograd          dense weights, 3x3 stride 1, asked for by engine: WINOGRAD: F(2x2, 3x3)
@@ -61,6 +63,14 @@ _EMPTY = np.zeros(0, np.float32)
 # LeNet-5's conv1 (25) that is twice as fast and needs no transposed copy of the
 # top diff; for conv2 (500) one GEMM is (README, section Speed).
 PER_IMAGE_WEIGHT_GRAD_TAPS = 64
+# From this many output positions (OH * OW) on, a batch's dense convolution goes image by
+# image (ImageColumns) instead of through the batch's columns (DenseColumns): one image's
+# GEMMs are then wide enough, and the batch layout's transposed copies of the top and its
+# diff, the check of the saved columns and one column matrix far larger than the caches cost
+# more than unrolling each image again in backward.  ResNet-50's 56x56 layers and conv1 at
+# batch 16: 1.1-1.3x faster per layer; its 28x28 (784) layers about even; 7x7 0.6x
+# (tools/bench.py --conv_paths).  LeNet's layers (at most 576) stay on DenseColumns.
+IMAGE_COLUMNS_POSITIONS = 1024
 # SparseColumns unrolls this many floats of columns at a time.
 COLUMN_CHUNK_FLOATS = 1 << 17
 # SparseBatchInner's weight gradient unrolls about this many floats (1 MB, half of L2)
@@ -271,6 +281,95 @@ class DenseColumns(_Path2d):
                 for k in range(g):
                     np.dot(w[k].T, dy[k], out=dcol[k])
                 col2im(dcol.reshape(-1, dcol.shape[2]), *self.geometry, self.image(b.diff))
+
+
+class ImageColumns(_Path2d):
+    """Dense weights, 2 spatial axes, a batch of large outputs: Caffe's own loop, image by image.
+
+        forward   per image n: col_n (C kh kw, OH OW) = im2col(bottom[n])
+                  top[n][k] (O/g, OH OW) = W[k] . col_n[k]   written in place (+ bias)
+        backward  bias_diff += the top diff summed over images and positions
+                  weight_diff[k] += dy_n[k] . col_n[k]^T     image after image, as Caffe's beta = 1
+                  bottom diff[n] = col2im(W[k]^T . dy_n[k])
+
+    A 1x1 kernel at stride 1 without padding reads each image as its
+    columns and writes the bottom diff without col2im.  Backward unrolls
+    each image again, as Caffe does, instead of keeping the batch's
+    columns.  The forward computes DenseColumns' products over fewer
+    columns; the weight gradient sums the images in Caffe's order, which
+    differs from one GEMM over the batch by rounding.  Chosen for batches
+    whose outputs have IMAGE_COLUMNS_POSITIONS positions or more.
+    """
+
+    def __init__(self, shape, scratch):
+        super().__init__(shape, scratch)
+        s = shape
+        self.image_is_columns = s.kernel == (1, 1) and s.stride == (1, 1) and s.pad == (0, 0)
+
+    @staticmethod
+    def suits(shape):
+        return shape.num > 1 and shape.out[0] * shape.out[1] >= IMAGE_COLUMNS_POSITIONS
+
+    def _image_columns(self, image, key="col"):
+        """Image n's columns (group, C/group kh kw, OH OW); `image` is its (1, C, H, W) view."""
+        s = self.shape
+        if self.image_is_columns:
+            return image.reshape(s.group, -1, self.positions)
+        col = self.scratch.get(key, (s.channels * s.kernel[0] * s.kernel[1], self.positions))
+        im2col(image, *self.geometry, col)
+        return col.reshape(s.group, -1, self.positions)
+
+    def forward(self, bottom, top, weight, bias, csr=None):
+        s = self.shape
+        g, per_group = s.group, s.num_output // s.group
+        w = weight.reshape(g, per_group, -1)
+        for b, t in zip(bottom, top):
+            images = self.image(b.data)
+            # In place (top is bottom), each image's output waits in a work array until its input is read.
+            out = self.scratch.get("out", (g, per_group, self.positions)) if t is b else None
+            dst = t.data.reshape(s.num, g, per_group, self.positions)
+            for n in range(s.num):
+                col = self._image_columns(images[n:n + 1])
+                target = dst[n] if out is None else out
+                for k in range(g):
+                    np.dot(w[k], col[k], out=target[k])
+                if out is not None:
+                    np.copyto(dst[n], out)
+            if bias is not None:
+                dst += bias.reshape(1, g, per_group, 1)
+
+    def backward(self, top, propagate_down, bottom, weight, csr, weight_diff, bias_diff):
+        s = self.shape
+        g, per_group, taps = s.group, s.num_output // s.group, s.taps()
+        w = None if weight is None else weight.reshape(g, per_group, taps)
+        grad = None if weight_diff is None else weight_diff.reshape(g, per_group, taps)
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            if weight_diff is None and bias_diff is None and not propagate_down[i]:
+                continue
+            by_image = t.diff.reshape(s.num, g, per_group, self.positions)
+            if bias_diff is not None:
+                self._bias_gradient(t.diff.reshape(s.num, s.num_output, self.positions), None, bias_diff)
+            images = self.image(b.data)
+            diffs = self.image(b.diff)
+            product = self.scratch.get("weight_grad", (g, per_group, taps))
+            dcol = None if self.image_is_columns else self.scratch.get("dcol", (g, taps, self.positions))
+            for n in range(s.num):
+                dy = by_image[n]
+                if grad is not None:
+                    col = self._image_columns(images[n:n + 1])
+                    for k in range(g):
+                        np.dot(dy[k], col[k].T, out=product[k])
+                    grad += product
+                if not propagate_down[i]:
+                    continue
+                if dcol is None:
+                    target = diffs[n].reshape(g, taps, self.positions)
+                    for k in range(g):
+                        np.dot(w[k].T, dy[k], out=target[k])
+                else:
+                    for k in range(g):
+                        np.dot(w[k].T, dy[k], out=dcol[k])
+                    col2im(dcol.reshape(-1, self.positions), *self.geometry, diffs[n:n + 1])
 
 
 class Depthwise(_Path2d):

@@ -19,8 +19,9 @@ from ..layer import Layer, register
 from ..masks import computing_params, mask_gradients
 from ..proto import caffe_pb2
 from ..sparse.packing import SMALL_BATCH, repack
-from .conv_paths import (ConvShape, DenseColumns, Depthwise, NdColumns, PackedBatchInner, PackedColumns,
-                         PackedStride1, Scratch, SparseBatchInner, SparseColumns, SparseStride1, Winograd)
+from .conv_paths import (ConvShape, DenseColumns, Depthwise, ImageColumns, NdColumns, PackedBatchInner,
+                         PackedColumns, PackedStride1, Scratch, SparseBatchInner, SparseColumns, SparseStride1,
+                         Winograd)
 
 
 def _where(layer):
@@ -134,7 +135,8 @@ class Convolution(Layer):
     Computation: this class keeps the parameters, the shapes and the choice
     (`compute_path`) of a path of npcaffe.layerlib.conv_paths: dense weights
     through DenseColumns (the batch's columns, one GEMM per group where Caffe
-    makes one per image, so equal to Caffe's to float rounding), with group =
+    makes one per image, so equal to Caffe's to float rounding) or, for a
+    batch of large outputs, ImageColumns (Caffe's loop, image by image), with group =
     channels through Depthwise (the windows read in place), or, over
     other than 2 axes, NdColumns; with `engine: WINOGRAD` a dense 3x3 stride-1
     convolution through Winograd (F(2x2, 3x3): fewer multiplies, not Caffe's
@@ -275,7 +277,9 @@ class Convolution(Layer):
         if csr is None:
             if self.winograd and Winograd.suits(self.shape):
                 return self._path(Winograd)
-            return self._path(Depthwise if Depthwise.suits(self.shape) else DenseColumns)
+            if Depthwise.suits(self.shape):
+                return self._path(Depthwise)
+            return self._path(ImageColumns if ImageColumns.suits(self.shape) else DenseColumns)
         if SparseBatchInner.suits(self.shape):
             return self._path(SparseBatchInner)
         return self._path(SparseStride1 if self.stride == (1, 1) else SparseColumns)

@@ -134,7 +134,7 @@ def _activation():
     return activation
 
 
-class _InPlaceCopy:
+class InPlaceCopy:
     """Keeps a copy of the bottom data when a layer runs in place and its
     backward needs the input (Caffe's bottom_memory_)."""
 
@@ -427,7 +427,7 @@ class PReLULayer(NeuronLayer):
             self.blobs = [Blob(want, name=f"{self.name}.slope")]
             filler = p.filler if p.HasField("filler") else caffe_pb2.FillerParameter(type="constant", value=0.25)
             fill(self.blobs[0], filler, where=f"layer '{self.name}' prelu_param.filler")
-        self._saved = _InPlaceCopy()
+        self._saved = InPlaceCopy()
 
     def reshape(self, bottom, top):
         if bottom[0].num_axes < 2:

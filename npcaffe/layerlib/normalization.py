@@ -11,9 +11,10 @@ import numpy as np
 from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
-from ..kernels.channelwise import normalize, scale_shift
+from ..kernels.channelwise import normalize, scale_backward, scale_shift
 from ..kernels.lrn import lrn_across_backward, lrn_across_forward, lrn_within_backward, lrn_within_forward
 from ..layer import TEST, Layer, register
+from .neuron import InPlaceCopy
 from ..proto import caffe_pb2
 
 _LRN = caffe_pb2.LRNParameter
@@ -226,6 +227,7 @@ class ScaleLayer(Layer):
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.scale_param
+        self._saved = InPlaceCopy()
         self.bias_term = p.bias_term
         want = (1 if len(bottom) == 1 else 0) + (1 if self.bias_term else 0)
         if self.blobs:
@@ -247,6 +249,10 @@ class ScaleLayer(Layer):
     def _scale(self, bottom):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]
 
+    def forward_input(self, bottom, top):
+        """The input forward scaled, viewed as self.geometry (in place: the copy forward kept)."""
+        return self._saved.input(bottom, top).reshape(self.geometry)
+
     def reshape(self, bottom, top):
         axis = self.layer_param.scale_param.axis
         self.geometry = _affine_geometry(self, bottom, self._scale(bottom), axis)
@@ -254,12 +260,11 @@ class ScaleLayer(Layer):
             self.bias_geometry = _affine_geometry(self, bottom, self.blobs[-1], axis)
         if top[0] is not bottom[0]:
             top[0].reshape_like(bottom[0])
-        self._saved = None
 
     def forward_cpu(self, bottom, top):
         x = bottom[0].flat_data.reshape(self.geometry)
-        if top[0] is bottom[0]:
-            self._saved = x.copy()
+        if len(bottom) > 1 or self.param_needs_backward(0):
+            self._saved.save(bottom, top)  # in place: the input, for the scale's gradient
         y = top[0].flat_data.reshape(self.geometry)
         scale = self._scale(bottom).flat_data
         if self.bias_term and self.bias_geometry == self.geometry:  # one pass (the usual BN + Scale)
@@ -272,20 +277,28 @@ class ScaleLayer(Layer):
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = top[0].flat_diff.reshape(self.geometry)
-        if self.bias_term and self.param_needs_backward(len(self.blobs) - 1):
-            db = top[0].flat_diff.reshape(self.bias_geometry).sum(axis=(0, 2), dtype=np.float32)
-            self.blobs[-1].flat_diff[:] += db
         scale = self._scale(bottom)
         from_bottom = len(bottom) > 1
-        if (from_bottom and propagate_down[1]) or (not from_bottom and self.param_needs_backward(0)):
-            x = self._saved if top[0] is bottom[0] else bottom[0].flat_data.reshape(self.geometry)
-            ds = (dy * x).sum(axis=(0, 2), dtype=np.float32)
+        with_bias = self.bias_term and self.param_needs_backward(len(self.blobs) - 1)
+        with_scale = (from_bottom and propagate_down[1]) or (not from_bottom and self.param_needs_backward(0))
+        one_pass_bias = with_bias and self.bias_geometry == self.geometry
+        if with_bias and not one_pass_bias:
+            db = top[0].flat_diff.reshape(self.bias_geometry).sum(axis=(0, 2), dtype=np.float32)
+            self.blobs[-1].flat_diff[:] += db
+        x = dy
+        if with_scale:
+            x = self.forward_input(bottom, top)
+        sums = np.zeros((2, dy.shape[1]), np.float32)
+        dx = bottom[0].flat_diff.reshape(self.geometry) if propagate_down[0] else dy
+        # One pass: both parameter sums and the bottom diff (which may be the top diff, in place).
+        scale_backward(dy, x, scale.flat_data, sums[0], sums[1], dx, with_scale, one_pass_bias, propagate_down[0])
+        if one_pass_bias:
+            self.blobs[-1].flat_diff[:] += sums[1]
+        if with_scale:
             if from_bottom:
-                scale.flat_diff[:] = ds
+                scale.flat_diff[:] = sums[0]
             else:
-                scale.flat_diff[:] += ds
-        if propagate_down[0]:
-            np.multiply(dy, scale.flat_data.reshape(1, -1, 1), out=bottom[0].flat_diff.reshape(self.geometry))
+                scale.flat_diff[:] += sums[0]
 
 
 @register("MVN")

@@ -23,6 +23,12 @@ CASES = [
     # no padding, stride 1, no dilation: the dense fast path (LeNet's shapes, and awkward ones)
     (3, 5, 12, 12, 5, 5, 0, 0, 1, 1, 1, 1),
     (2, 1, 9, 7, 4, 2, 0, 0, 1, 1, 1, 1),
+    # padding at stride 1 (ResNet's 3x3), ResNet's 7x7 stride-2 stem, padding wider than the kernel
+    # (whole column runs in the padding), a stride wider than the image
+    (2, 3, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1),
+    (1, 2, 15, 13, 7, 7, 3, 3, 2, 2, 1, 1),
+    (1, 2, 3, 4, 2, 2, 4, 3, 1, 2, 1, 1),
+    (2, 2, 5, 3, 3, 3, 1, 2, 4, 5, 1, 2),
 ]
 
 

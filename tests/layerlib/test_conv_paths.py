@@ -12,7 +12,7 @@ from conv_reference import reference_convolution, reference_convolution_backward
 from npcaffe.blob import Blob
 from npcaffe.kernels.sparse import dense_to_csr
 from npcaffe.layerlib import conv_paths
-from npcaffe.layerlib.conv_paths import (ConvShape, DenseColumns, NdColumns, PackedBatchInner, PackedColumns,
+from npcaffe.layerlib.conv_paths import (ConvShape, DenseColumns, ImageColumns, NdColumns, PackedBatchInner, PackedColumns,
                                          PackedStride1, Scratch, SparseBatchInner, SparseColumns, SparseStride1,
                                          per_image_weight_gradient)
 
@@ -119,6 +119,39 @@ def shape_2d(case, group=1):
 def test_dense_columns_match_reference(case, group, bottoms):
     problem = Problem(shape_2d(case, group), bottoms=bottoms, bias=group == 1)
     check(problem, problem.run(DenseColumns(problem.shape, Scratch())))
+
+
+@pytest.mark.parametrize("case", SHAPES_2D)
+@pytest.mark.parametrize("group", [1, 2])
+@pytest.mark.parametrize("bottoms", [1, 2])
+def test_image_columns_match_reference(case, group, bottoms):
+    problem = Problem(shape_2d(case, group), bottoms=bottoms, bias=group == 1)
+    check(problem, problem.run(ImageColumns(problem.shape, Scratch())))
+
+
+@pytest.mark.parametrize("propagate_down, weight_diff, bias_diff",
+                         [(False, True, True), (True, False, False), (False, False, True)])
+def test_image_columns_compute_only_what_is_asked(propagate_down, weight_diff, bias_diff):
+    problem = Problem(shape_2d(SHAPES_2D[2]))
+    grads = problem.run(ImageColumns(problem.shape, Scratch()), propagate_down=propagate_down,
+                        weight_diff=weight_diff, bias_diff=bias_diff)
+    check(problem, grads, propagate_down=propagate_down)
+
+
+def test_image_columns_in_place_reads_each_image_before_writing_it():
+    problem = Problem(conv_shape(3, 4, 4, (5, 6), (3, 3), pad=(1, 1)))
+    b = problem.bottom[0]
+    want = reference_convolution(b.data.copy(), problem.weight, problem.bias, (1, 1), (1, 1), (1, 1), 1)
+    ImageColumns(problem.shape, Scratch()).forward([b], [b], problem.weight, problem.bias)
+    close(b.data, want)
+
+
+def test_large_outputs_of_a_batch_go_image_by_image():
+    at = conv_paths.IMAGE_COLUMNS_POSITIONS
+    assert ImageColumns.suits(conv_shape(2, 3, 4, (32, at // 32), (1, 1)))
+    assert not ImageColumns.suits(conv_shape(2, 3, 4, (32, at // 32 - 1), (1, 1)))
+    assert not ImageColumns.suits(conv_shape(1, 3, 4, (64, 64), (1, 1)))  # one image: DenseColumns' own loop
+    assert not ImageColumns.suits(conv_shape(64, 20, 50, (12, 12), (5, 5)))  # LeNet-5's conv2 stays
 
 
 def test_dense_columns_backward_unrolls_again_when_the_bottom_changed():

@@ -213,8 +213,7 @@ def _scale(layer, bottom, top, d2_top, need, want):
     out = [(s * s * d2y).reshape(bottom[0].shape) if need[0] else None]
     if len(bottom) > 1:
         if need[1]:
-            x = layer._saved if layer._saved is not None else bottom[0].data.reshape(layer.geometry)
-            x = x.astype(np.float64).reshape(layer.geometry)
+            x = layer.forward_input(bottom, top).astype(np.float64)
             out.append((x * x * d2y).sum(axis=(0, 2)).reshape(bottom[1].shape))
         else:
             out.append(None)
