@@ -532,7 +532,7 @@ def _tailor_and_finetune(solver, param, net_param, pruned, out, name, finetune_i
                                finetune_iter, solve_wrapper, hold_zeros=hold)
         scores, top = _test_scores(tuned)
         part.update({"finetune_seconds": time.time() - started, "finetune_test_scores": scores,
-                     "finetuned_model": tuned.snapshot_filename(_model_ext(ft_param)),
+                     "finetuned_net": net_file, "finetuned_model": tuned.snapshot_filename(_model_ext(ft_param)),
                      "finetune_solver": finetune_solver or "the surgery's solver"})
         part["finetuned_params"] = sum(r.params for r in count_net(tuned.net))
         if top is not None:

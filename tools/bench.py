@@ -922,6 +922,69 @@ def winograd_net(param, weights, inputs):
     return copy, sum(1 for layer in copy.layers if getattr(layer, "winograd", False) and Winograd.suits(layer.shape))
 
 
+def sgemm_rate(threads, size=1024, repeats=5):
+    """Multiply-adds per second of NumPy's sgemm on a square `size` product: what the BLAS reaches on
+    the shape it is best at, the ceiling of any GEMM-bound layer."""
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    out = np.empty((size, size), np.float32)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        ms = median_ms(lambda: np.dot(a, b, out=out), repeats, 2)
+    return size ** 3 / (ms * 1e-3)
+
+
+def layer_profile(net, top_diffs, backward, repeats=3):
+    """What a pass of `net` spends where: ({layer type: median ms, run layer by layer}, median ms of the
+    pass as Net runs it (its plan may fuse layers), multiply-adds of its Convolution / InnerProduct
+    layers).  Forward only unless `backward`; then each such layer counts its product three times
+    (forward, weight gradient, bottom gradient)."""
+    from npcaffe.pruning.report import count_macs
+    samples, whole = {}, []
+    for _ in range(repeats):
+        if backward:
+            net.clear_param_diffs()
+        start = time.perf_counter()
+        net.forward_from_to()
+        if backward:
+            for n, d in top_diffs.items():
+                net.blobs[n].diff[...] = d
+            net.backward_from_to()
+        whole.append((time.perf_counter() - start) * 1e3)
+        spent = {}
+        for i, layer in enumerate(net.layers):
+            start = time.perf_counter()
+            layer.forward(net.bottom_vecs[i], net.top_vecs[i])
+            spent[layer.type] = spent.get(layer.type, 0.0) + time.perf_counter() - start
+        if backward:
+            for n, d in top_diffs.items():
+                net.blobs[n].diff[...] = d
+            for i in range(len(net.layers) - 1, -1, -1):
+                start = time.perf_counter()
+                net.layers[i].backward(net.top_vecs[i], net.bottom_need_backward[i], net.bottom_vecs[i])
+                spent[net.layers[i].type] = spent.get(net.layers[i].type, 0.0) + time.perf_counter() - start
+        for kind, seconds in spent.items():
+            samples.setdefault(kind, []).append(seconds * 1e3)
+    batch = net.blobs[net.inputs[0]].shape[0]
+    macs = sum(r.dense for r in count_macs(net)) * batch * (3 if backward else 1)
+    return {kind: statistics.median(ms) for kind, ms in samples.items()}, statistics.median(whole), macs
+
+
+def profile_line(measure, by_type, whole_ms, macs, rate, theirs_ms):
+    """What bounds a row: the GEMM layers' time and rate against sgemm's best, the rest by layer type,
+    and the ratio to PyTorch that the multiply-adds alone at sgemm's best rate would allow."""
+    gemm = ("Convolution", "InnerProduct")
+    gemm_ms = sum(ms for kind, ms in by_type.items() if kind in gemm)
+    rest = sorted(((ms, kind) for kind, ms in by_type.items() if kind not in gemm), reverse=True)
+    floor_ms = macs / rate * 1e3
+    print(f"  profile, {measure}: {whole_ms:.0f} ms as Net runs it; Convolution + InnerProduct {gemm_ms:.0f} ms "
+          f"({min(gemm_ms / whole_ms, 1):.0%}), {macs / 1e9:.2f} G mult-adds at {macs / gemm_ms / 1e6:.1f} G/s = "
+          f"{macs / gemm_ms * 1e3 / rate:.0%} of sgemm's square rate; the other layers {max(whole_ms - gemm_ms, 0):.0f} "
+          "ms (layer by layer: " + ", ".join(f"{kind} {ms:.0f}" for ms, kind in rest[:4] if ms >= 0.5)
+          + f"); the mult-adds alone at sgemm's square rate take {floor_ms:.0f} ms: at most "
+          f"{theirs_ms / floor_ms:.2f}x PyTorch's {theirs_ms:.0f} ms on the exact path", flush=True)
+
+
 def big_table(names, batches, repeats, warmup):
     """Forward and forward+backward milliseconds of npcaffe and its PyTorch twin per net and batch, the two
     frameworks alternating repeat by repeat; a twin whose outputs disagree with npcaffe's is not timed."""
@@ -955,6 +1018,9 @@ def big_table(names, batches, repeats, warmup):
     def row(*cells):
         print(" | ".join(c.ljust(w) for c, w in zip(cells, widths)), flush=True)
 
+    rate = sgemm_rate(threads)
+    print(f"sgemm, square 1024 at {threads} thread(s): {rate / 1e9:.1f} G mult-adds/s; each row's profile line "
+          "(npcaffe's exact path layer by layer, median of 3) says where its time goes", flush=True)
     row(*header)
     print("-+-".join("-" * w for w in widths))
     for name in names:
@@ -1005,6 +1071,7 @@ def big_table(names, batches, repeats, warmup):
             ours_ms, theirs_ms, wino_ms = alternating_median_ms([net.forward_from_to, torch_forward,
                                                                  wino.forward_from_to], repeats, warmup)
             measure_row("forward", ours_ms, theirs_ms, wino_ms, theirs_ms)
+            profile_line("forward", *layer_profile(net, top_diffs, backward=False), rate, theirs_ms)
             # ResNet-50's nets at batch 16 hold gigabytes each, the force_backward ones several: the
             # WINOGRAD copy of the force_backward net is made after the exact one is timed and freed, and
             # timed against PyTorch again (its ratio is from that second alternation).
@@ -1012,6 +1079,7 @@ def big_table(names, batches, repeats, warmup):
             gc.collect()
             ours_ms, theirs_ms = alternating_median_ms([forward_backward(train), torch_forward_backward], repeats,
                                                        warmup)
+            fb_profile = layer_profile(train, top_diffs, backward=True)
             state = net_state(train)
             del train  # the two ResNet-50 force_backward nets at batch 16 do not fit in memory together
             gc.collect()
@@ -1019,6 +1087,7 @@ def big_table(names, batches, repeats, warmup):
             wino_ms, wino_theirs_ms = alternating_median_ms([forward_backward(wino_train), torch_forward_backward],
                                                             repeats, warmup)
             measure_row("forward+backward", ours_ms, theirs_ms, wino_ms, wino_theirs_ms)
+            profile_line("forward+backward", *fb_profile, rate, theirs_ms)
             del twin, x_grad, wino_train
             gc.collect()
     print(f"load average at end: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")

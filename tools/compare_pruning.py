@@ -14,7 +14,8 @@ full comparison takes hours on a 2-core machine (LeNet-5's SNIP alone ~20 min a 
 --quick runs every cell with a few hundred iterations in minutes, to check the pipeline
 (its tables go to runs/compare-quick/, never into docs/).
 
---timing measures the forward time of the finished cells' pruned nets (seed 0) and refuses
+--timing measures the forward time of the finished cells' pruned nets (seed 0; structured methods:
+their slim nets) and refuses
 while the 1-minute load average is above 0.5: a time taken on a busy machine is no result.
 --doc only rewrites the tables from the results file.
 """
@@ -143,7 +144,9 @@ def _record_cell(cell, future, done, total, results, results_path, started):
              f"(its log: {os.path.join(out, 'log.txt')})")
         return 1
     record["revision"] = compare.git_revision(ROOT)
-    record["pruned_model"] = os.path.relpath(record["pruned_model"], ROOT)
+    for field in ("pruned_model", "slim_model", "slim_weights"):
+        if record.get(field):
+            record[field] = os.path.relpath(record[field], ROOT)
     results["cells"][key] = record
     compare.save_results(results_path, results)
     _say(f"compare: [{done}/{total}] {key}: {record['compression']:.1f}x, "
@@ -174,21 +177,29 @@ def _say(line):
         print(line, flush=True)
 
 
+def _on_disk(path):
+    return bool(path) and os.path.isfile(os.path.join(ROOT, path))
+
+
 def run_timing(args, methods, results, results_path):
     measured = 0
     for method in methods:
-        # The lowest seed whose pruned model is still on disk (a seed's net has the same layers and about
-        # the same kept weights as another's; the table says which seed was timed).
+        # The lowest seed whose net is still on disk (the pruned model, or a structured method's slim net;
+        # a seed's net has the same layers and about the same kept weights as another's; the table says
+        # which seed was timed).
         on_disk = [(seed, results["cells"][compare.cell_key(method, seed)]) for seed in sorted(args.seeds)
                    if compare.cell_key(method, seed) in results["cells"]]
-        on_disk = [(seed, r) for seed, r in on_disk if os.path.isfile(os.path.join(ROOT, r.get("pruned_model", "")))]
+        on_disk = [(seed, r) for seed, r in on_disk if all(_on_disk(p) for p in compare.timed_files(r) if p is not None)
+                   and _on_disk(compare.timed_files(r)[0])]
         if not on_disk:
-            print(f"compare: --timing: {compare.cell_key(method, 0).rsplit('/', 1)[0]} has no pruned model on disk "
-                  "for any seed (run a seed again with --rerun)")
+            print(f"compare: --timing: {compare.cell_key(method, 0).rsplit('/', 1)[0]} has no "
+                  f"{'slim net' if method.structured else 'pruned model'} on disk for any seed (run a seed again "
+                  "with --rerun)")
             continue
         key = compare.cell_key(method, on_disk[0][0])
         record = on_disk[0][1]
-        timing = compare.time_cell(record, os.path.join(ROOT, record["pruned_model"]))
+        weights, model = compare.timed_files(record)
+        timing = compare.time_cell(record, os.path.join(ROOT, weights), model and os.path.join(ROOT, model))
         if timing is None:
             print(f"compare: --timing: load average {os.getloadavg()[0]:.2f} is above {compare.MAX_TIMING_LOAD}: "
                   "not measuring (stop the other work and run --timing again)")

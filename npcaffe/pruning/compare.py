@@ -255,6 +255,7 @@ def _run_cp(method, seed, lmdb_dir, out, weights, quick):
     summary["error_before_finetune_pct"] = summary["test_error_pct"]
     summary["test_error_pct"] = channels["finetune_test_error_pct"]
     summary["iterations"] = summary["iterations"] + channels["finetune_iter"]
+    summary["slim_model"] = channels["finetuned_net"]
     summary["slim_weights"] = channels["finetuned_model"]
     return summary
 
@@ -313,7 +314,8 @@ def _structured_measures(net, summary):
     return {"outputs_kept": outputs, "dense_params": params, "slim_params": slim_params, "slim_macs": slim_macs,
             "kept": slim_params, "compression": params / slim_params,
             "error_before_finetune_pct": summary["error_before_finetune_pct"],
-            "slim_caffemodel_bytes": os.path.getsize(slim_file)}
+            "slim_caffemodel_bytes": os.path.getsize(slim_file),
+            "slim_model": summary["slim_model"], "slim_weights": slim_file}
 
 
 def _model_measures(net, pruned_model):
@@ -366,21 +368,30 @@ def _test_net(net_name, weights, batch=1, model=None):
     return net
 
 
-def time_cell(record, model, rounds=5, repeats=50):
-    """{batch: median forward ms} of the record's pruned model on npcaffe's own path (dense or sparse kernels,
-    as `sparsify` chooses) and on the dense path, alternating rounds; None when the machine is busy."""
+def timed_files(record):
+    """(weights, net prototxt or None for the method's own) that --timing runs for a cell: the pruned model,
+    or for a structured method the slim net it wrote; paths as the record holds them (None if it has none)."""
+    if record.get("slim_caffemodel_bytes") is not None:
+        return record.get("slim_weights"), record.get("slim_model")
+    return record.get("pruned_model"), record.get("model")
+
+
+def time_cell(record, weights, model=None, rounds=5, repeats=50):
+    """{batch: median forward ms} of `weights` in `model` (a prototxt; default the record's net) on npcaffe's
+    own path (dense or sparse kernels, as `sparsify` chooses) and on the dense path, alternating rounds;
+    None when the machine is busy."""
     from ..blas import limited
     from ..sparse.packing import sparsify
     from ..synthetic import fill_inputs
     load = os.getloadavg()[0]
     if load > MAX_TIMING_LOAD:
         return None
-    result = {"load_average": round(load, 2), "batches": {}}
+    result = {"load_average": round(load, 2), "date": time.strftime("%Y-%m-%d"), "batches": {}}
     with limited(1):
         for batch in TIMING_BATCHES:
             nets = {}
             for path in ("auto", "dense"):
-                net = _test_net(record["net"], model, batch, record.get("model"))
+                net = _test_net(record["net"], weights, batch, model or record.get("model"))
                 fill_inputs(net)
                 sparsify(net, threshold=0 if path == "dense" else None, verify=False)
                 for _ in range(3):
@@ -460,17 +471,27 @@ def summarize(results, methods, seeds):
         compression = _mean_sd(c["compression"] for c in cells)
         error = _mean_sd(c["test_error_pct"] for c in cells)
         sparsities = [c["weight_sparsity"] for c in cells if c.get("weight_sparsity") is not None]
-        timed = [c for c in sorted(cells, key=lambda c: c["seed"]) if c.get("timing")]
-        timing = {b: v["auto"] for b, v in timed[0]["timing"]["batches"].items()} if timed else {}
-        if timed and timed[0]["seed"] != 0:
-            timing["seed"] = timed[0]["seed"]
         rows.append(Summary(
             m, sorted(c["seed"] for c in cells), statistics.fmean(c["kept"] for c in cells), cells[0]["params"],
             compression, error, statistics.fmean(sparsities) if sparsities else None,
             statistics.fmean(c["macs_kept"] / c["macs_dense"] for c in cells), cells[0]["iterations"],
             statistics.fmean(c["seconds"] for c in cells), round(statistics.fmean(c["caffemodel_bytes"] for c in cells)),
-            round(statistics.fmean(c["npz_bytes"] for c in cells)), timing, verdict(m, compression[0], error[0])))
+            round(statistics.fmean(c["npz_bytes"] for c in cells)), _timing(cells), verdict(m, compression[0], error[0])))
     return rows
+
+
+def _timing(cells):
+    """{batch: ms on npcaffe's path} of the lowest timed seed among `cells`, with its "date" and its "seed"
+    when not 0; {} if none was timed."""
+    timed = [c for c in sorted(cells, key=lambda c: c["seed"]) if c.get("timing")]
+    if not timed:
+        return {}
+    timing = {b: v["auto"] for b, v in timed[0]["timing"]["batches"].items()}
+    if "date" in timed[0]["timing"]:
+        timing["date"] = timed[0]["timing"]["date"]
+    if timed[0]["seed"] != 0:
+        timing["seed"] = timed[0]["seed"]
+    return timing
 
 
 class StructuredSummary(NamedTuple):
@@ -486,6 +507,7 @@ class StructuredSummary(NamedTuple):
     iterations: int
     seconds: float
     slim_bytes: int
+    timing: dict            # as Summary's, of the slim net
     verdict: str
 
 
@@ -507,7 +529,7 @@ def summarize_structured(results, methods, seeds):
             statistics.fmean(c["slim_macs"] / c["macs_dense"] for c in cells),
             _mean_sd(c["error_before_finetune_pct"] for c in cells), error, cells[0]["iterations"],
             statistics.fmean(c["seconds"] for c in cells), round(statistics.fmean(sizes)) if sizes else None,
-            structured_verdict(m, cells, error[0])))
+            _timing(cells), structured_verdict(m, cells, error[0])))
     return rows
 
 
@@ -553,23 +575,26 @@ def format_table(rows, net):
     for r in rows:
         if r.method.net != net:
             continue
-        timing = " / ".join(f"{r.timing[str(b)]:.3g}" for b in TIMING_BATCHES if str(b) in r.timing) or "not measured"
-        if "seed" in r.timing:
-            timing += f" (seed {r.timing['seed']})"
         lines.append(
             f"| {r.method.name}: {r.method.label} | {len(r.seeds)} | {r.kept:,.0f} / {r.params:,} | "
             f"{_pm(r.compression, 1, '×')} | "
             + (f"{100 * r.weight_sparsity:.2f}%" if r.weight_sparsity is not None else "—")
             + f" | {100 * r.macs_share:.1f}% | **{_pm(r.error, 2)}** | {r.iterations:,} | {r.seconds / 60:.1f} min | "
-            f"{_kb(r.caffemodel_bytes)} / {_kb(r.npz_bytes)} | {timing} | {r.method.paper} | {r.verdict} |")
+            f"{_kb(r.caffemodel_bytes)} / {_kb(r.npz_bytes)} | {_format_timing(r.timing)} | {r.method.paper} | "
+            f"{r.verdict} |")
     return "\n".join(lines)
+
+
+def _format_timing(timing):
+    text = " / ".join(f"{timing[str(b)]:.3g}" for b in TIMING_BATCHES if str(b) in timing) or "not measured"
+    return text + (f" (seed {timing['seed']})" if "seed" in timing else "")
 
 
 def format_structured_table(rows, net):
     """The markdown table of one net's structured methods."""
     head = ("| method | seeds | filters / neurons kept | parameters of the slim net | compression | "
             "multiply-adds kept | error before fine-tuning % | test error % | iterations | wall time | "
-            "slim caffemodel | target |")
+            "slim caffemodel | slim net's forward ms, batch 1 / 64 | target |")
     lines = [f"#### {NET_TITLES[net]}: structured (whole filters, neurons, input channels)", "", head,
              "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -583,7 +608,7 @@ def format_structured_table(rows, net):
             f"{_pm(r.compression, 2, '×')} | {100 * r.macs_share:.1f}% | {_pm(r.error_before, 2)} | "
             f"**{_pm(r.error, 2)}** | {r.iterations:,} | {r.seconds / 60:.1f} min | "
             + (_kb(r.slim_bytes) if r.slim_bytes else "—")
-            + f" | {target} at ≤ {r.method.max_error:g}%: {r.verdict} |")
+            + f" | {_format_timing(r.timing)} | {target} at ≤ {r.method.max_error:g}%: {r.verdict} |")
     return "\n".join(lines)
 
 
@@ -593,6 +618,10 @@ def format_doc(results, methods, seeds, figures=None):
     done = sum(1 for m in methods for s in seeds if cell_key(m, s) in results["cells"])
     total = len(methods) * len(seeds)
     loads = [c["load_average"][0] for c in results["cells"].values() if "load_average" in c]
+    # The tables' timings (lowest timed seed of each row): the dates of their idle runs ("an earlier
+    # run" for timings recorded before time_cell wrote one).
+    structured = summarize_structured(results, methods, seeds)
+    dates = sorted({r.timing.get("date", "an earlier run") for r in rows + structured if r.timing})
     lines = [
         f"Generated by `python tools/compare_pruning.py` from `{results.get('source', 'docs/pruning-compare.json')}` "
         f"({done} of {total} runs done; seeds {', '.join(map(str, seeds))}). Test error on all 10,000 MNIST test "
@@ -604,10 +633,10 @@ def format_doc(results, methods, seeds, figures=None):
            f"{max(loads):.1f}: times are loose)" if loads else "")
         + ". Sizes: the pruned plain caffemodel (dense, as BVLC Caffe stores it) and npcaffe's sparse .npz. "
         "Forward time: seed 0's pruned net (or the seed named) on npcaffe's own choice of dense or sparse kernels, median of "
-        "alternating rounds, measured only on an idle machine (`--timing`). DNS starts from the release's dense "
+        "alternating rounds, measured only on an idle machine (`--timing`"
+        + (f"; timed on {', '.join(dates)}" if dates else "") + "). DNS starts from the release's dense "
         "model, as do Han, OBD and L-OBS; SNIP prunes at initialisation and trains from scratch.",
         ""]
-    structured = summarize_structured(results, methods, seeds)
     for net in NETS:
         if any(r.method.net == net for r in rows):
             lines += [format_table(rows, net), ""]

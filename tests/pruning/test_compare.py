@@ -3,6 +3,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 
 import lmdb
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from npcaffe.errors import NpcaffeError
 from npcaffe.pruning import compare
+from npcaffe.surgery import prototxt_dir
 from tests.helpers import shared_path
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -120,8 +122,13 @@ def test_structured_rows_count_the_slim_net_and_check_every_seed_against_the_fil
     assert rows["l1-filter"].outputs == {"conv1": (10, 20), "conv2": (25, 50)} and rows["l1-filter"].verdict == "met"
     assert rows["dns-cp"].outputs["conv2"] == (26.5, 50)
     assert rows["dns-cp"].verdict == "missed: conv2 keeps 27 > 25"  # one seed over the count is a miss
+    results["cells"][compare.cell_key(l1, 1)]["timing"] = {"batches": {"1": {"auto": 0.05, "dense": 0.06},
+                                                                     "64": {"auto": 2.5, "dense": 2.6}},
+                                                         "date": "2026-12-07"}
     doc = compare.format_doc(results, methods, [0, 1, 2])
     assert "#### LeNet-5: structured" in doc and "| conv1 10/20, conv2 25/50 | 500 / 1,000 |" in doc
+    assert "| 2.0 KB | 0.05 / 2.5 (seed 1) | conv1" in doc and "timed on 2026-12-07" in doc
+    assert "| 2.0 KB | not measured | conv1" in doc  # dns-cp
     assert "**0.92 ± 0.02**" in doc and "conv1 ≤ 10, conv2 ≤ 25 at ≤ 1%: met" in doc
     headline = compare.format_headline(results, compare.methods_for(), [0, 1, 2])
     assert "| l1-filter (structured: slim net) | 2.0 ± 0.0× | 0.92 ± 0.02 | — | — |" in headline
@@ -185,6 +192,11 @@ def test_timing_measures_the_pruned_net_on_both_paths(tmp_path, monkeypatch):
     timing = compare.time_cell({"net": "lenet300100"}, model, rounds=1, repeats=2)
     assert set(timing["batches"]) == {"1", "64"}
     assert all(v["auto"] > 0 and v["dense"] > 0 for v in timing["batches"].values())
+    # a net given by its prototxt (a slim net's): LeNet-5's, with LeNet-5's weights
+    lenet5 = compare.time_cell({"net": "lenet300100"}, shared_path("upstream-dns", "caffe_lenet5_sparse.caffemodel"),
+                               os.path.join(prototxt_dir(), "lenet5", "lenet5_train_test.prototxt"),
+                               rounds=1, repeats=2)
+    assert set(lenet5["batches"]) == {"1", "64"} and lenet5["date"] == time.strftime("%Y-%m-%d")
     monkeypatch.setattr(compare, "MAX_TIMING_LOAD", -1.0)
     assert compare.time_cell({"net": "lenet300100"}, model) is None  # a busy machine gives no figure
 
@@ -208,16 +220,29 @@ def test_timing_falls_back_to_the_lowest_seed_with_a_model_on_disk(tmp_path, mon
                          for s in (0, 1, 2)}}
     results["cells"][compare.cell_key(dns, 0)] = _cell(dns, 0, 0.9, 100.0, pruned_model=str(tmp_path / "gone"))
     timed = []
-    monkeypatch.setattr(compare, "time_cell", lambda record, model: timed.append((record["seed"], model)) or
-                        {"batches": {"1": {"auto": 1.0, "dense": 2.0}}})
+    # a structured method is timed on its slim net (weights and prototxt), not on its masked pruned model
+    l1 = next(m for m in compare.METHODS if (m.net, m.name) == ("lenet5", "l1-filter"))
+    slim_weights, slim_model = tmp_path / "slim.caffemodel", tmp_path / "slim.prototxt"
+    slim_weights.write_bytes(b"slim")
+    slim_model.write_text("slim")
+    results["cells"][compare.cell_key(l1, 0)] = _structured_cell(l1, 0, 0.9, 3.0, (10, 25))
+    results["cells"][compare.cell_key(l1, 0)].update(pruned_model=str(kept), slim_weights=str(slim_weights),
+                                                    slim_model=str(slim_model))
+    timed = []
+    monkeypatch.setattr(compare, "time_cell", lambda record, weights, model=None: timed.append(
+        (record["seed"], weights, model)) or {"batches": {"1": {"auto": 1.0, "dense": 2.0}}, "date": "2026-12-07"})
 
     class Args:
         seeds = [0, 1, 2]
 
-    assert tool.run_timing(Args, [han, dns], results, str(tmp_path / "results.json")) == 1
-    assert timed == [(2, str(kept))]
+    assert tool.run_timing(Args, [han, dns, l1], results, str(tmp_path / "results.json")) == 2
+    assert timed == [(2, str(kept), None), (0, str(slim_weights), str(slim_model))]
     assert results["cells"][compare.cell_key(han, 2)]["timing"]["batches"]["1"]["auto"] == 1.0
     assert "lenet5/dns has no pruned model on disk for any seed" in capsys.readouterr().out
+    slim_model.unlink()
+    del results["cells"][compare.cell_key(l1, 0)]["timing"]
+    assert tool.run_timing(Args, [l1], results, str(tmp_path / "results.json")) == 0
+    assert "lenet5/l1-filter has no slim net on disk" in capsys.readouterr().out
 
 
 def test_a_run_of_one_seed_rewrites_the_tables_with_all_seeds(tmp_path, monkeypatch):
