@@ -26,6 +26,22 @@ def relu_forward(x, y):
         y[i] = zero if v < zero else v
 
 
+@numba.njit(cache=True, nogil=True)
+def relu_backward(x, dy, negative_slope, dx):
+    """dx = dy * ((x > 0) + negative_slope * (x <= 0)), Caffe's ReLU backward: the factor is exactly 1 or
+    negative_slope (0 for a NaN x, which is neither), so one product per element gives NumPy's
+    two-pass bits (dy * 0 stays -0.0 or NaN as there).  dx may alias dy."""
+    zero, one = np.float32(0), np.float32(1)
+    for i in range(x.size):
+        v = x[i]
+        dx[i] = dy[i] * (one if v > zero else (negative_slope if v <= zero else zero))
+
+
+def relu_backward_reference(x, dy, negative_slope, dx):
+    factor = (x > 0).astype(np.float32) + np.float32(negative_slope) * (x <= 0).astype(np.float32)
+    np.multiply(dy, factor, out=dx)
+
+
 def relu_forward_reference(x, y):
     # std::max(x, 0) returns x unless x < 0: -0.0 stays -0.0 (np.maximum would give +0.0).
     y[...] = np.where(x < 0, np.float32(0), x)

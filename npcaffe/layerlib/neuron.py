@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..errors import NetError
-from ..kernels.activation import relu_forward
+from ..kernels.activation import relu_backward, relu_forward
 from ..layer import TRAIN, Layer, register
 from ..rng import get_rng
 
@@ -39,13 +39,11 @@ class ReLULayer(NeuronLayer):
     def layer_setup(self, bottom, top):
         self.negative_slope = np.float32(self.layer_param.relu_param.negative_slope)
         self._a = np.zeros(0, np.float32)
-        self._b = np.zeros(0, np.float32)
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        self._a = _scratch(self._a, bottom[0].count)
         if self.negative_slope != 0:
-            self._b = _scratch(self._b, bottom[0].count)
+            self._a = _scratch(self._a, bottom[0].count)  # forward's negative part
 
     def forward_cpu(self, bottom, top):
         x = bottom[0].flat_data
@@ -62,14 +60,7 @@ class ReLULayer(NeuronLayer):
     def backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        x = bottom[0].flat_data
-        factor = self._a
-        np.greater(x, 0, out=factor)
-        if self.negative_slope != 0:
-            np.less_equal(x, 0, out=self._b)
-            self._b *= self.negative_slope
-            factor += self._b
-        np.multiply(top[0].flat_diff, factor, out=bottom[0].flat_diff)
+        relu_backward(bottom[0].flat_data, top[0].flat_diff, self.negative_slope, bottom[0].flat_diff)
 
 
 @register("Dropout")

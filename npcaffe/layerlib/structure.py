@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..errors import NetError
+from ..kernels.eltwise import weighted_sum_of_two
 from ..layer import Layer, register
 from ..proto import caffe_pb2
 
@@ -198,6 +199,8 @@ class EltwiseLayer(Layer):
             np.multiply(xs[0], xs[1], out=y)
             for x in xs[2:]:
                 y *= x
+        elif self.op == _Elt.SUM and len(xs) == 2:
+            weighted_sum_of_two(xs[0], self.coeffs[0], xs[1], self.coeffs[1], y)
         elif self.op == _Elt.SUM:
             y[:] = 0
             for c, x in zip(self.coeffs, xs):

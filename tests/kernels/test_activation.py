@@ -69,6 +69,22 @@ def test_sigmoid_cross_entropy_sum_matches_reference(ignore):
     assert loss == pytest.approx(ref_loss, rel=1e-5)
 
 
+@pytest.mark.parametrize("slope", [0.0, 0.1, -0.5])
+def test_relu_backward_kernel_is_caffes_formula_to_the_bit(slope):
+    x = np.array([1.5, -2.0, 0.0, -0.0, np.nan, np.inf, -np.inf, -1e-45, 3e38], np.float32)
+    x = np.concatenate([x, inputs(130, 3)])
+    dy = np.concatenate([np.array([-1.0, 2.0, -3.0, 4.0, 5.0, -0.0, np.nan, np.inf, -2.0], np.float32),
+                         inputs(130, 4)])
+    dx, ref = np.full_like(x, 7.0), np.full_like(x, 7.0)
+    k.relu_backward(x, dy, np.float32(slope), dx)
+    k.relu_backward_reference(x, dy, np.float32(slope), ref)
+    np.testing.assert_array_equal(dx, ref)
+    assert np.array_equal(np.signbit(dx), np.signbit(ref))
+    assert dx[4] == 0  # a NaN input passes no gradient, whatever the slope (neither > 0 nor <= 0)
+    k.relu_backward(x, dy, np.float32(slope), dy)  # in place over the top diff
+    np.testing.assert_array_equal(dy, ref)
+
+
 def test_relu_kernel_is_std_max_to_the_bit():
     x = np.array([1.5, -2.0, 0.0, -0.0, np.nan, np.inf, -np.inf, -1e-45, 3e38], np.float32)
     x = np.concatenate([x, inputs(130, 3)])
