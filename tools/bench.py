@@ -9,6 +9,9 @@
                                         AlexNet DNS with 1 and N ranks (mpiexec), one BLAS thread per rank
     python tools/bench.py --big         forward and forward+backward of AlexNet and ResNet-50 at batch 1
                                         and 16 (--big_batches), npcaffe against its PyTorch twin
+    python tools/bench.py --conv_paths  Convolution's two dense batch paths (the batch's columns, image by
+                                        image) on ResNet-50's and AlexNet's layer shapes at batch 16: what
+                                        conv_paths.IMAGE_COLUMNS_POSITIONS is set from
 
 The DNS training rows compare three thread settings in one run: one thread
 each, each framework at its default (the `npcaffe` command's one BLAS
@@ -941,7 +944,7 @@ def layer_profile(net, top_diffs, backward, repeats=3):
     (forward, weight gradient, bottom gradient)."""
     from npcaffe.pruning.report import count_macs
     samples, whole = {}, []
-    for _ in range(repeats):
+    for repeat in range(-2, repeats):  # two passes to warm up
         if backward:
             net.clear_param_diffs()
         start = time.perf_counter()
@@ -963,6 +966,9 @@ def layer_profile(net, top_diffs, backward, repeats=3):
                 start = time.perf_counter()
                 net.layers[i].backward(net.top_vecs[i], net.bottom_need_backward[i], net.bottom_vecs[i])
                 spent[net.layers[i].type] = spent.get(net.layers[i].type, 0.0) + time.perf_counter() - start
+        if repeat < 0:
+            whole.clear()
+            continue
         for kind, seconds in spent.items():
             samples.setdefault(kind, []).append(seconds * 1e3)
     batch = net.blobs[net.inputs[0]].shape[0]
@@ -970,19 +976,27 @@ def layer_profile(net, top_diffs, backward, repeats=3):
     return {kind: statistics.median(ms) for kind, ms in samples.items()}, statistics.median(whole), macs
 
 
-def profile_line(measure, by_type, whole_ms, macs, rate, theirs_ms):
-    """What bounds a row: the GEMM layers' time and rate against sgemm's best, the rest by layer type,
-    and the ratio to PyTorch that the multiply-adds alone at sgemm's best rate would allow."""
-    gemm = ("Convolution", "InnerProduct")
-    gemm_ms = sum(ms for kind, ms in by_type.items() if kind in gemm)
-    rest = sorted(((ms, kind) for kind, ms in by_type.items() if kind not in gemm), reverse=True)
-    floor_ms = macs / rate * 1e3
-    print(f"  profile, {measure}: {whole_ms:.0f} ms as Net runs it; Convolution + InnerProduct {gemm_ms:.0f} ms "
-          f"({min(gemm_ms / whole_ms, 1):.0%}), {macs / 1e9:.2f} G mult-adds at {macs / gemm_ms / 1e6:.1f} G/s = "
-          f"{macs / gemm_ms * 1e3 / rate:.0%} of sgemm's square rate; the other layers {max(whole_ms - gemm_ms, 0):.0f} "
-          "ms (layer by layer: " + ", ".join(f"{kind} {ms:.0f}" for ms, kind in rest[:4] if ms >= 0.5)
-          + f"); the mult-adds alone at sgemm's square rate take {floor_ms:.0f} ms: at most "
-          f"{theirs_ms / floor_ms:.2f}x PyTorch's {theirs_ms:.0f} ms on the exact path", flush=True)
+GEMM_LAYER_TYPES = ("Convolution", "InnerProduct", "CConvolution", "CInnerProduct", "CMaskedConvolution",
+                    "CMaskedInnerProduct")
+
+
+def profile_line(measure, by_type, whole_ms, macs, rate, theirs_ms=None):
+    """What bounds a row, as one line: the GEMM layers' time and rate against sgemm's best, the rest by
+    layer type, and (given PyTorch's time) the ratio to PyTorch that the multiply-adds alone at sgemm's
+    best rate would allow (`macs` then must count only products the pass cannot skip)."""
+    gemm_ms = sum(ms for kind, ms in by_type.items() if kind in GEMM_LAYER_TYPES)
+    rest = sorted(((ms, kind) for kind, ms in by_type.items() if kind not in GEMM_LAYER_TYPES), reverse=True)
+    line = (f"  profile, {measure}: {whole_ms:.{1 if whole_ms < 100 else 0}f} ms as Net runs it; the weighted "
+            f"layers {gemm_ms:.{1 if gemm_ms < 100 else 0}f} ms ({min(gemm_ms / whole_ms, 1):.0%}), "
+            f"{macs / 1e9:.3g} G mult-adds at {macs / gemm_ms / 1e6:.1f} G/s = {macs / gemm_ms * 1e3 / rate:.0%} of "
+            f"sgemm's square rate ({rate / 1e9:.1f} G/s); the other layers "
+            f"{max(whole_ms - gemm_ms, 0):.{1 if whole_ms < 100 else 0}f} ms (layer by layer: "
+            + ", ".join(f"{kind} {ms:.{1 if ms < 10 else 0}f}" for ms, kind in rest[:4] if ms >= 0.05) + ")")
+    if theirs_ms is not None:
+        floor_ms = macs / rate * 1e3
+        line += (f"; the mult-adds alone at sgemm's square rate take {floor_ms:.0f} ms: at most "
+                 f"{theirs_ms / floor_ms:.2f}x PyTorch's {theirs_ms:.0f} ms on the exact path")
+    return line
 
 
 def big_table(names, batches, repeats, warmup):
@@ -1071,7 +1085,8 @@ def big_table(names, batches, repeats, warmup):
             ours_ms, theirs_ms, wino_ms = alternating_median_ms([net.forward_from_to, torch_forward,
                                                                  wino.forward_from_to], repeats, warmup)
             measure_row("forward", ours_ms, theirs_ms, wino_ms, theirs_ms)
-            profile_line("forward", *layer_profile(net, top_diffs, backward=False), rate, theirs_ms)
+            print(profile_line("forward", *layer_profile(net, top_diffs, backward=False), rate, theirs_ms),
+                  flush=True)
             # ResNet-50's nets at batch 16 hold gigabytes each, the force_backward ones several: the
             # WINOGRAD copy of the force_backward net is made after the exact one is timed and freed, and
             # timed against PyTorch again (its ratio is from that second alternation).
@@ -1087,10 +1102,63 @@ def big_table(names, batches, repeats, warmup):
             wino_ms, wino_theirs_ms = alternating_median_ms([forward_backward(wino_train), torch_forward_backward],
                                                             repeats, warmup)
             measure_row("forward+backward", ours_ms, theirs_ms, wino_ms, wino_theirs_ms)
-            profile_line("forward+backward", *fb_profile, rate, theirs_ms)
+            print(profile_line("forward+backward", *fb_profile, rate, theirs_ms), flush=True)
             del twin, x_grad, wino_train
             gc.collect()
     print(f"load average at end: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
+
+
+# (name, channels, num_output, kernel, pad, stride, input size, group): ResNet-50's distinct convolutions,
+# AlexNet's first two and LeNet-5's conv2 (the shape the batch's columns were built for).
+CONV_PATH_SHAPES = [
+    ("resnet conv1", 3, 64, 7, 3, 2, 224, 1), ("resnet 56 1x1 in", 64, 64, 1, 0, 1, 56, 1),
+    ("resnet 56 3x3", 64, 64, 3, 1, 1, 56, 1), ("resnet 56 1x1 out", 64, 256, 1, 0, 1, 56, 1),
+    ("resnet 56 1x1 reduce", 256, 64, 1, 0, 1, 56, 1), ("resnet 28 1x1 reduce", 512, 128, 1, 0, 1, 28, 1),
+    ("resnet 28 3x3", 128, 128, 3, 1, 1, 28, 1), ("resnet 28 1x1 out", 128, 512, 1, 0, 1, 28, 1),
+    ("resnet 14 1x1 reduce", 1024, 256, 1, 0, 1, 14, 1), ("resnet 14 3x3", 256, 256, 3, 1, 1, 14, 1),
+    ("resnet 14 1x1 out", 256, 1024, 1, 0, 1, 14, 1), ("resnet 7 3x3", 512, 512, 3, 1, 1, 7, 1),
+    ("resnet 7 1x1 reduce", 2048, 512, 1, 0, 1, 7, 1), ("resnet 1x1 s2 56", 256, 128, 1, 0, 2, 56, 1),
+    ("resnet 1x1 s2 proj 28", 512, 1024, 1, 0, 2, 28, 1),
+    ("alexnet conv1", 3, 96, 11, 0, 4, 227, 1), ("alexnet conv2", 96, 256, 5, 2, 1, 27, 2),
+    ("lenet5 conv2", 20, 50, 5, 0, 1, 12, 1)]
+
+
+def conv_paths_table(batch, repeats):
+    """Forward+backward ms of DenseColumns and ImageColumns on each CONV_PATH_SHAPES layer, alternating."""
+    from npcaffe.blob import Blob
+    from npcaffe.layerlib.conv_paths import IMAGE_COLUMNS_POSITIONS, ConvShape, DenseColumns, ImageColumns, Scratch
+    threads = blas_threads()
+    print(f"npcaffe bench --conv_paths: batch {batch}, {threads} BLAS thread(s), load average "
+          f"{os.getloadavg()[0]:.2f} at start; forward + backward (weight, bias and bottom gradients) of one "
+          f"layer, median of {repeats} alternating; ImageColumns is taken from {IMAGE_COLUMNS_POSITIONS} output "
+          "positions on", flush=True)
+    widths = (22, 10, 16, 17, 9, 12)
+    print(" | ".join(c.ljust(w) for c, w in zip(("layer", "positions", "batch columns ms", "image by image ms",
+                                                  "speed-up", "path taken"), widths)))
+    rng = np.random.default_rng(0)
+    for name, channels, outputs, kernel, pad, stride, size, group in CONV_PATH_SHAPES:
+        out = (size + 2 * pad - kernel) // stride + 1
+        shape = ConvShape(batch, channels, outputs, group, (kernel, kernel), (pad, pad), (stride, stride), (1, 1),
+                          (size, size), (out, out))
+        bottom, top = Blob((batch, channels, size, size)), Blob((batch, outputs, out, out))
+        bottom.data[...] = rng.standard_normal(bottom.shape, dtype=np.float32)
+        top.diff[...] = rng.standard_normal(top.shape, dtype=np.float32)
+        weight = rng.standard_normal((outputs, channels // group, kernel, kernel), dtype=np.float32)
+        bias = np.zeros(outputs, np.float32)
+        weight_diff, bias_diff = np.zeros_like(weight), np.zeros_like(bias)
+
+        def run(path):
+            def step():
+                path.forward([bottom], [top], weight, bias)
+                path.backward([top], [True], [bottom], weight, None, weight_diff, bias_diff)
+            return step
+
+        dense_ms, image_ms = alternating_median_ms([run(DenseColumns(shape, Scratch())),
+                                                    run(ImageColumns(shape, Scratch()))], repeats, 2)
+        taken = "ImageColumns" if ImageColumns.suits(shape) else "DenseColumns"
+        print(" | ".join(c.ljust(w) for c, w in zip((name, str(out * out), f"{dense_ms:.2f}", f"{image_ms:.2f}",
+                                                     f"{dense_ms / image_ms:.2f}x", taken), widths)), flush=True)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
 def batch_list(parser, flag, text):
@@ -1120,6 +1188,9 @@ def main():
                         help="instead: forward and forward+backward of these nets "
                              f"({', '.join(sorted(BIG_NETS))}; default both) in npcaffe and in a PyTorch twin "
                              "built from the npcaffe Net, generated weights")
+    parser.add_argument("--conv_paths", "--conv-paths", action="store_true",
+                        help="instead: Convolution's batch-columns and image-by-image paths on ResNet-50's, "
+                             "AlexNet's and LeNet-5's layer shapes at batch 16")
     parser.add_argument("--big_batches", "--big-batches", default="1,16",
                         help="batch sizes for --big, comma-separated (default 1,16)")
     parser.add_argument("--mpi", type=int, metavar="N",
@@ -1156,6 +1227,8 @@ def main():
                 parser.error("--mpi_iterations must be at least 1")
             mpi_table(args.mpi, [name], iterations, warmup)
         return None
+    if args.conv_paths:
+        return conv_paths_table(16, 3 if args.quick else 9)
     if args.big is not None:
         batches = batch_list(parser, "--big_batches", args.big_batches)
         return big_table(args.big or sorted(BIG_NETS), batches, 3 if args.quick else 10, 1 if args.quick else 2)
@@ -1182,7 +1255,8 @@ def main():
           f"load average {load:.2f} at start; "
           f"median of {repeats} after warm-up; {torch_note}")
     images, labels = mnist()
-    rows = []
+    rows, profiles = [], []
+    from threadpoolctl import threadpool_limits
 
     def row(label, ours, theirs=None, target=""):
         ratio = f"{theirs / ours:.2f}x" if theirs else ""
@@ -1210,6 +1284,15 @@ def main():
         _, forward_backward, update = npcaffe_training_steps(name, images, labels)
         row("  of which forward+backward, 1 thread (ms)", timed_turn(forward_backward, 1, count=repeats, warmup=5))
         row("  of which solver update, 1 thread (ms)", timed_turn(update, 1, count=repeats, warmup=5))
+        solver_net = npcaffe_solver(name).net
+        k = 0
+        solver_net.blobs["data"].data[...] = images[k:k + 64]
+        solver_net.blobs["label"].data[...] = labels[k:k + 64]
+        with threadpool_limits(limits=1, user_api="blas"):
+            by_type, whole_ms, macs = layer_profile(solver_net, {}, backward=True, repeats=repeats)
+        profiles.append(profile_line(f"{label} DNS forward+backward, 1 thread (mult-adds: the dense products, "
+                                     "as PyTorch's twin computes them)", by_type, whole_ms, macs,
+                                     sgemm_rate(1)))
     for name, label in (("lenet5", "LeNet-5"), ("lenet300100", "LeNet-300-100")):
         for batch in (1, 100):
             # A batch-1 forward takes tens of microseconds: many more repeats, and the
@@ -1250,6 +1333,9 @@ def main():
     print("-+-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print("\nWhere the training iteration's time goes (layer by layer, median of the repeats):")
+    for line in profiles:
+        print(line)
     print("\nReference figures (not measured here):")
     for label, value in UPSTREAM_REFERENCE:
         print(f"  {label}: {value}")
