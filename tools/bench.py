@@ -940,8 +940,8 @@ def sgemm_rate(threads, size=1024, repeats=5):
 def layer_profile(net, top_diffs, backward, repeats=3):
     """What a pass of `net` spends where: ({layer type: median ms, run layer by layer}, median ms of the
     pass as Net runs it (its plan may fuse layers), multiply-adds of its Convolution / InnerProduct
-    layers).  Forward only unless `backward`; then each such layer counts its product three times
-    (forward, weight gradient, bottom gradient)."""
+    layers).  Forward only unless `backward`; then each such layer counts its product again for the
+    weight gradient and, where its bottom needs one, for the bottom gradient."""
     from npcaffe.pruning.report import count_macs
     samples, whole = {}, []
     for repeat in range(-2, repeats):  # two passes to warm up
@@ -972,7 +972,10 @@ def layer_profile(net, top_diffs, backward, repeats=3):
         for kind, seconds in spent.items():
             samples.setdefault(kind, []).append(seconds * 1e3)
     batch = net.blobs[net.inputs[0]].shape[0]
-    macs = sum(r.dense for r in count_macs(net)) * batch * (3 if backward else 1)
+    index = {name: i for i, name in enumerate(net.layer_names)}
+    passes = {r.name: 1 + (1 + bool(net.bottom_need_backward[index[r.name]][0]) if backward else 0)
+              for r in count_macs(net)}
+    macs = sum(r.dense * passes[r.name] for r in count_macs(net)) * batch
     return {kind: statistics.median(ms) for kind, ms in samples.items()}, statistics.median(whole), macs
 
 

@@ -1,0 +1,67 @@
+"""tools/bench.py's profile: layer-by-layer times and the multiply-adds a pass must compute."""
+import importlib.util
+import os
+
+import numpy as np
+
+import npcaffe
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+NET = """
+name: "p"
+force_backward: true
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 2 dim: 6 dim: 6 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
+        inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.1 } } }
+"""
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench", os.path.join(ROOT, "tools", "bench.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _net(tmp_path, force_backward):
+    path = tmp_path / "p.prototxt"
+    path.write_text(NET if force_backward else NET.replace("force_backward: true", ""))
+    net = npcaffe.Net(str(path), npcaffe.TEST)
+    net.blobs["data"].data[...] = np.random.default_rng(0).normal(size=(3, 2, 6, 6))
+    return net
+
+
+def test_profile_counts_each_product_the_pass_computes(tmp_path):
+    bench = _bench()
+    conv, ip = 4 * 2 * 9 * 16, 5 * 64  # mult-adds per image: 4x4 outputs of 2*3*3 taps; 64 inputs to 5
+    net = _net(tmp_path, force_backward=True)
+    by_type, whole_ms, macs = bench.layer_profile(net, {"ip": np.ones((3, 5), np.float32)}, backward=True,
+                                                  repeats=2)
+    assert set(by_type) >= {"Convolution", "ReLU", "InnerProduct"} and whole_ms > 0
+    assert macs == 3 * (3 * conv + 3 * ip)  # forward, weight gradient, bottom gradient (the input's too)
+    net = _net(tmp_path, force_backward=False)
+    _, _, forward_only = bench.layer_profile(net, {}, backward=False, repeats=1)
+    assert forward_only == 3 * (conv + ip)
+    line = bench.profile_line("forward", {"Convolution": 2.0, "InnerProduct": 1.0, "ReLU": 1.0}, 4.0, 3e6, 1e9,
+                              theirs_ms=6.0)
+    assert "the weighted layers 3.0 ms (75%)" in line and "at 1.0 G/s = 100% of sgemm's" in line
+    assert "ReLU 1.0" in line and "take 3 ms: at most 2.00x PyTorch's 6 ms" in line
+
+
+def test_profile_skips_the_bottom_gradient_nobody_needs(tmp_path):
+    """Without force_backward no layer needs the input's gradient: conv's product counts twice, ip's three times."""
+    bench = _bench()
+    path = tmp_path / "loss.prototxt"
+    path.write_text(NET.replace("force_backward: true", "") + """
+layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 3 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+""")
+    net = npcaffe.Net(str(path), npcaffe.TRAIN)
+    net.blobs["data"].data[...] = np.random.default_rng(0).normal(size=(3, 2, 6, 6))
+    net.blobs["label"].data[...] = [0, 1, 2]
+    _, _, macs = bench.layer_profile(net, {}, backward=True, repeats=1)
+    assert macs == 3 * (2 * 4 * 2 * 9 * 16 + 3 * 5 * 64)
