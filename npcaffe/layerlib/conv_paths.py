@@ -143,6 +143,8 @@ class _Path2d:
         by_image = t.diff.reshape(s.num, s.num_output, self.positions)
         if not transposed:
             return by_image, None
+        if s.num == 1:  # one image's (O, P) is already outputs first
+            return by_image, t.diff.reshape(s.group, s.num_output // s.group, self.positions)
         dy = self.scratch.get("dy", (s.num_output, s.num, self.positions))
         np.copyto(dy, by_image.transpose(1, 0, 2))
         return by_image, dy.reshape(s.group, s.num_output // s.group, s.num * self.positions)
