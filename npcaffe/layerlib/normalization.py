@@ -2,9 +2,11 @@
 
 ResNet-style nets chain them as Convolution -> BatchNorm (statistics only)
 -> Scale (bias_term: true, the learned gamma and beta).  Sums over the
-reduced axes are float32 NumPy reductions (pairwise), where Caffe uses BLAS
-gemv; results agree to float rounding, not bit for bit.  LRN (AlexNet's local
-response normalisation) has kernels of its own, npcaffe.kernels.lrn.
+reduced axes are float32 NumPy reductions (pairwise) and Scale's gradient
+sums float64 ones (one pass, npcaffe.kernels.channelwise.scale_backward),
+where Caffe uses BLAS gemv: results agree to float rounding, not bit for
+bit.  LRN (AlexNet's local response normalisation) has kernels of its own,
+npcaffe.kernels.lrn.
 """
 import numpy as np
 
@@ -14,8 +16,8 @@ from ..filler import fill
 from ..kernels.channelwise import normalize, scale_backward, scale_shift
 from ..kernels.lrn import lrn_across_backward, lrn_across_forward, lrn_within_backward, lrn_within_forward
 from ..layer import TEST, Layer, register
-from .neuron import InPlaceCopy
 from ..proto import caffe_pb2
+from .neuron import InPlaceCopy
 
 _LRN = caffe_pb2.LRNParameter
 
