@@ -64,13 +64,16 @@ _EMPTY = np.zeros(0, np.float32)
 # top diff; for conv2 (500) one GEMM is (README, section Speed).
 PER_IMAGE_WEIGHT_GRAD_TAPS = 64
 # From this many output positions (OH * OW) on, a batch's dense convolution goes image by
-# image (ImageColumns) instead of through the batch's columns (DenseColumns): one image's
-# GEMMs are then wide enough, and the batch layout's transposed copies of the top and its
-# diff, the check of the saved columns and one column matrix far larger than the caches cost
-# more than unrolling each image again in backward.  ResNet-50's 56x56 layers and conv1 at
-# batch 16: 1.1-1.3x faster per layer; its 28x28 (784) layers about even; 7x7 0.6x
-# (tools/bench.py --conv_paths).  LeNet's layers (at most 576) stay on DenseColumns.
-IMAGE_COLUMNS_POSITIONS = 1024
+# image (ImageColumns) instead of through the batch's columns (DenseColumns); a 1x1 kernel
+# (no im2col to build per image) from IMAGE_COLUMNS_POSITIONS_1X1.  One image's GEMMs are
+# then wide enough, and the batch layout's transposed copies of the top and its diff, the
+# check of the saved columns and a column matrix far larger than the caches cost more than
+# unrolling each image again in backward.  `python tools/bench.py --conv_paths` (batch 16,
+# idle, forward + backward, 1 and 2 threads): 1.15-2.2x from 729 positions (AlexNet's conv2
+# 1.03-1.11x), 1x1 kernels 1.09-1.31x at 196 (ResNet's 14x14), 3x3 at 196 0.87-0.98x, at
+# 49 (7x7) 0.5-0.7x; LeNet's layers (at most 576 positions, 5x5) stay on DenseColumns.
+IMAGE_COLUMNS_POSITIONS = 729
+IMAGE_COLUMNS_POSITIONS_1X1 = 196
 # SparseColumns unrolls this many floats of columns at a time.
 COLUMN_CHUNK_FLOATS = 1 << 17
 # SparseBatchInner's weight gradient unrolls about this many floats (1 MB, half of L2)
@@ -300,7 +303,8 @@ class ImageColumns(_Path2d):
     columns.  The forward computes DenseColumns' products over fewer
     columns; the weight gradient sums the images in Caffe's order, which
     differs from one GEMM over the batch by rounding.  Chosen for batches
-    whose outputs have IMAGE_COLUMNS_POSITIONS positions or more.
+    whose outputs have IMAGE_COLUMNS_POSITIONS positions or more
+    (IMAGE_COLUMNS_POSITIONS_1X1 for a 1x1 kernel).
     """
 
     def __init__(self, shape, scratch):
@@ -310,7 +314,8 @@ class ImageColumns(_Path2d):
 
     @staticmethod
     def suits(shape):
-        return shape.num > 1 and shape.out[0] * shape.out[1] >= IMAGE_COLUMNS_POSITIONS
+        least = IMAGE_COLUMNS_POSITIONS_1X1 if shape.kernel == (1, 1) else IMAGE_COLUMNS_POSITIONS
+        return shape.num > 1 and shape.out[0] * shape.out[1] >= least
 
     def _image_columns(self, image, key="col"):
         """Image n's columns (group, C/group kh kw, OH OW); `image` is its (1, C, H, W) view."""

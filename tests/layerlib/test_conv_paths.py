@@ -147,11 +147,14 @@ def test_image_columns_in_place_reads_each_image_before_writing_it():
 
 
 def test_large_outputs_of_a_batch_go_image_by_image():
-    at = conv_paths.IMAGE_COLUMNS_POSITIONS
-    assert ImageColumns.suits(conv_shape(2, 3, 4, (32, at // 32), (1, 1)))
-    assert not ImageColumns.suits(conv_shape(2, 3, 4, (32, at // 32 - 1), (1, 1)))
+    at, at_1x1 = conv_paths.IMAGE_COLUMNS_POSITIONS, conv_paths.IMAGE_COLUMNS_POSITIONS_1X1
+    assert ImageColumns.suits(conv_shape(2, 3, 4, (at + 2, 1), (3, 1)))  # (at + 2 - 2) x 1 positions
+    assert not ImageColumns.suits(conv_shape(2, 3, 4, (at + 1, 1), (3, 1)))
+    assert ImageColumns.suits(conv_shape(2, 3, 4, (at_1x1, 1), (1, 1)))
+    assert not ImageColumns.suits(conv_shape(2, 3, 4, (at_1x1 - 1, 1), (1, 1)))
     assert not ImageColumns.suits(conv_shape(1, 3, 4, (64, 64), (1, 1)))  # one image: DenseColumns' own loop
-    assert not ImageColumns.suits(conv_shape(64, 20, 50, (12, 12), (5, 5)))  # LeNet-5's conv2 stays
+    assert not ImageColumns.suits(conv_shape(64, 1, 20, (28, 28), (5, 5)))  # LeNet-5's conv1 and conv2 stay
+    assert not ImageColumns.suits(conv_shape(64, 20, 50, (12, 12), (5, 5)))
 
 
 def test_dense_columns_backward_unrolls_again_when_the_bottom_changed():
