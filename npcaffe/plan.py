@@ -102,7 +102,7 @@ class AffineRun:
         gamma = scale.blobs[0].flat_data
         beta = scale.blobs[-1].flat_data if scale.bias_term else gamma
         normalize_scale_relu(self.bottom.flat_data.reshape(view), mean, batch_norm.std, gamma, beta,
-                             scale.bias_term, self.relu, self.top.flat_data.reshape(view))
+                             scale.bias_term, self.relu, self.top.flat_data.reshape(view), self.top is self.bottom)
 
 
 def affine_runs(net):

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..errors import NetError
-from ..kernels.activation import relu_backward, relu_forward
+from ..kernels.activation import relu_backward, relu_backward_in_place, relu_forward
 from ..layer import TRAIN, Layer, register
 from ..rng import get_rng
 
@@ -60,7 +60,10 @@ class ReLULayer(NeuronLayer):
     def backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        relu_backward(bottom[0].flat_data, top[0].flat_diff, self.negative_slope, bottom[0].flat_diff)
+        if top[0] is bottom[0]:
+            relu_backward_in_place(bottom[0].flat_data, bottom[0].flat_diff, self.negative_slope)
+        else:
+            relu_backward(bottom[0].flat_data, top[0].flat_diff, self.negative_slope, bottom[0].flat_diff)
 
 
 @register("Dropout")

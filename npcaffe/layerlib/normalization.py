@@ -20,6 +20,7 @@ from ..proto import caffe_pb2
 from .neuron import InPlaceCopy
 
 _LRN = caffe_pb2.LRNParameter
+_UNUSED_3D = np.zeros((0, 0, 0), np.float32)
 
 
 def _where(layer):
@@ -92,7 +93,7 @@ class BatchNormLayer(Layer):
         y = top[0].flat_data.reshape(self.view)
         if self.use_global_stats:  # one pass; backward needs only std (no x_norm kept)
             mean, self.std = self.stored_statistics()
-            normalize(x, mean, self.std, y)
+            normalize(x, mean, self.std, y, top[0] is bottom[0])
             self.x_norm = None
             return
         m = x.shape[0] * x.shape[2]
@@ -270,9 +271,9 @@ class ScaleLayer(Layer):
         y = top[0].flat_data.reshape(self.geometry)
         scale = self._scale(bottom).flat_data
         if self.bias_term and self.bias_geometry == self.geometry:  # one pass (the usual BN + Scale)
-            scale_shift(x, scale, self.blobs[-1].flat_data, True, y)
+            scale_shift(x, scale, self.blobs[-1].flat_data, True, y, top[0] is bottom[0])
             return
-        scale_shift(x, scale, scale, False, y)
+        scale_shift(x, scale, scale, False, y, top[0] is bottom[0])
         if self.bias_term:
             b = top[0].flat_data.reshape(self.bias_geometry)
             b += self.blobs[-1].flat_data.reshape(1, -1, 1)
@@ -287,13 +288,13 @@ class ScaleLayer(Layer):
         if with_bias and not one_pass_bias:
             db = top[0].flat_diff.reshape(self.bias_geometry).sum(axis=(0, 2), dtype=np.float32)
             self.blobs[-1].flat_diff[:] += db
-        x = dy
-        if with_scale:
-            x = self.forward_input(bottom, top)
+        unused = _UNUSED_3D  # stands for x / dx when they are not needed (apart from dy: see the kernel)
+        x = self.forward_input(bottom, top) if with_scale else unused
         sums = np.zeros((2, dy.shape[1]), np.float32)
-        dx = bottom[0].flat_diff.reshape(self.geometry) if propagate_down[0] else dy
-        # One pass: both parameter sums and the bottom diff (which may be the top diff, in place).
-        scale_backward(dy, x, scale.flat_data, sums[0], sums[1], dx, with_scale, one_pass_bias, propagate_down[0])
+        dx = bottom[0].flat_diff.reshape(self.geometry) if propagate_down[0] else unused
+        # One pass: both parameter sums and the bottom diff (the top diff itself, in place).
+        scale_backward(dy, x, scale.flat_data, sums[0], sums[1], dx, with_scale, one_pass_bias, propagate_down[0],
+                       top[0] is bottom[0])
         if one_pass_bias:
             self.blobs[-1].flat_diff[:] += sums[1]
         if with_scale:

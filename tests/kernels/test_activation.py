@@ -81,8 +81,9 @@ def test_relu_backward_kernel_is_caffes_formula_to_the_bit(slope):
     np.testing.assert_array_equal(dx, ref)
     assert np.array_equal(np.signbit(dx), np.signbit(ref))
     assert dx[4] == 0  # a NaN input passes no gradient, whatever the slope (neither > 0 nor <= 0)
-    k.relu_backward(x, dy, np.float32(slope), dy)  # in place over the top diff
+    k.relu_backward_in_place(x, dy, np.float32(slope))  # in place over the top diff
     np.testing.assert_array_equal(dy, ref)
+    assert np.array_equal(np.signbit(dy), np.signbit(ref))
 
 
 def test_relu_kernel_is_std_max_to_the_bit():

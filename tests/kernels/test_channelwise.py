@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from npcaffe.kernels.channelwise import normalize, scale_backward, scale_shift
+from npcaffe.kernels.channelwise import normalize, normalize_scale_relu, scale_backward, scale_shift
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 17), (1, 64, 1), (3, 1, 100), (0, 4, 5)])
@@ -27,12 +27,18 @@ def test_one_pass_gives_numpys_two_passes_bit_for_bit(shape):
         np.testing.assert_array_equal(y, want)
 
 
-def test_in_place():
+@pytest.mark.parametrize("in_place", [True, False])
+def test_in_place(in_place):
+    """y is x, said (the in-place loops) or not (the general loop must still read before it writes)."""
     x = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
-    scale_shift(x, np.float32([1, 2, 3]), np.float32([0, 1, 0]), True, x)
+    scale_shift(x, np.float32([1, 2, 3]), np.float32([0, 1, 0]), True, x, in_place)
     np.testing.assert_array_equal(x[1], [[6, 7], [17, 19], [30, 33]])
-    normalize(x, np.float32([0, 1, 0]), np.float32([1, 2, 3]), x)
+    normalize(x, np.float32([0, 1, 0]), np.float32([1, 2, 3]), x, in_place)
     np.testing.assert_array_equal(x[1], [[6, 7], [8, 9], [10, 11]])
+    x[0, 0, 0] = -5
+    normalize_scale_relu(x, np.float32([0, 0, 0]), np.float32([1, 1, 1]), np.float32([2, 2, 2]),
+                         np.float32([0, 0, -20]), True, True, x, in_place)
+    np.testing.assert_array_equal(x[:, :, 0], [[0, 4, 0], [12, 16, 0]])
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 17), (1, 64, 1), (3, 1, 1000), (0, 4, 5)])
@@ -53,7 +59,7 @@ def test_scale_backward_writes_only_what_is_asked_and_may_work_in_place():
     dy = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
     scale = np.float32([1, 2, 3])
     sums = np.full((2, 3), np.nan, np.float32)
-    scale_backward(dy, dy, scale, sums[0], sums[1], dy, False, True, True)
+    scale_backward(dy, dy, scale, sums[0], sums[1], np.zeros((0, 0, 0), np.float32), False, True, True, True)
     assert np.isnan(sums[0]).all()
     np.testing.assert_array_equal(sums[1], [0 + 1 + 6 + 7, 2 + 3 + 8 + 9, 4 + 5 + 10 + 11])
     np.testing.assert_array_equal(dy[1], [[6, 7], [16, 18], [30, 33]])  # dx written over dy
