@@ -182,6 +182,8 @@ def _on_disk(path):
 
 
 def run_timing(args, methods, results, results_path):
+    from npcaffe import glog
+    glog.set_quiet(True)  # the nets' loading lines ("Ignoring source layer ...") would bury the results
     measured = 0
     for method in methods:
         # The lowest seed whose net is still on disk (the pruned model, or a structured method's slim net;
