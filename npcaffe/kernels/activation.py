@@ -53,7 +53,8 @@ def relu_backward_in_place(x, diff, negative_slope):
 
 def relu_backward_reference(x, dy, negative_slope, dx):
     factor = (x > 0).astype(np.float32) + np.float32(negative_slope) * (x <= 0).astype(np.float32)
-    np.multiply(dy, factor, out=dx)
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in Caffe
+        np.multiply(dy, factor, out=dx)
 
 
 def relu_forward_reference(x, y):
