@@ -17,6 +17,16 @@ def shared_path(*parts):
 
 
 
+def load_tool(name):
+    """The script tools/<name>.py imported as a module (the tools are not a package)."""
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_blob(shape, low=-1.0, high=1.0, seed=0, name=""):
     """A Blob filled with uniform random float32 values (Caffe tests' UniformFiller)."""
     import numpy as np

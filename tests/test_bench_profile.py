@@ -1,12 +1,8 @@
 """tools/bench.py's profile: layer-by-layer times and the multiply-adds a pass must compute."""
-import importlib.util
-import os
-
 import numpy as np
 
 import npcaffe
-
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+from tests.helpers import load_tool
 
 NET = """
 name: "p"
@@ -20,13 +16,6 @@ layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
 """
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench", os.path.join(ROOT, "tools", "bench.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _net(tmp_path, force_backward):
     path = tmp_path / "p.prototxt"
     path.write_text(NET if force_backward else NET.replace("force_backward: true", ""))
@@ -36,7 +25,7 @@ def _net(tmp_path, force_backward):
 
 
 def test_profile_counts_each_product_the_pass_computes(tmp_path):
-    bench = _bench()
+    bench = load_tool("bench")
     conv, ip = 4 * 2 * 9 * 16, 5 * 64  # mult-adds per image: 4x4 outputs of 2*3*3 taps; 64 inputs to 5
     net = _net(tmp_path, force_backward=True)
     by_type, whole_ms, macs = bench.layer_profile(net, {"ip": np.ones((3, 5), np.float32)}, backward=True,
@@ -54,7 +43,7 @@ def test_profile_counts_each_product_the_pass_computes(tmp_path):
 
 def test_profile_skips_the_bottom_gradient_nobody_needs(tmp_path):
     """Without force_backward no layer needs the input's gradient: conv's product counts twice, ip's three times."""
-    bench = _bench()
+    bench = load_tool("bench")
     path = tmp_path / "loss.prototxt"
     path.write_text(NET.replace("force_backward: true", "") + """
 layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 3 } } }

@@ -1,7 +1,4 @@
 """tools/bench.py --big: the PyTorch twin of an npcaffe Net computes what the Net computes (skipped without torch)."""
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
@@ -9,8 +6,7 @@ torch = pytest.importorskip("torch")
 
 import npcaffe  # noqa: E402
 from npcaffe.fileio.prototxt import read_net  # noqa: E402
-
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+from tests.helpers import load_tool  # noqa: E402
 
 # Every layer type the twin translates, on a few channels.  The poolings are chosen for Caffe's rounding:
 # 11 -> 6 with kernel 3, stride 2, pad 1 (ceil); AVE 6 -> 4 whose last window overhangs the padded image
@@ -61,10 +57,7 @@ layer { name: "ip4" type: "InnerProduct" bottom: "pool3" top: "corner" inner_pro
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench", os.path.join(ROOT, "tools", "bench.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("bench")
 
 
 def _nets(bench, text, seed=0):

@@ -973,9 +973,8 @@ def layer_profile(net, top_diffs, backward, repeats=3):
             samples.setdefault(kind, []).append(seconds * 1e3)
     batch = net.blobs[net.inputs[0]].shape[0]
     index = {name: i for i, name in enumerate(net.layer_names)}
-    passes = {r.name: 1 + (1 + bool(net.bottom_need_backward[index[r.name]][0]) if backward else 0)
-              for r in count_macs(net)}
-    macs = sum(r.dense * passes[r.name] for r in count_macs(net)) * batch
+    macs = batch * sum(r.dense * (1 + (1 + bool(net.bottom_need_backward[index[r.name]][0]) if backward else 0))
+                       for r in count_macs(net))
     return {kind: statistics.median(ms) for kind, ms in samples.items()}, statistics.median(whole), macs
 
 
@@ -1288,9 +1287,8 @@ def main():
         row("  of which forward+backward, 1 thread (ms)", timed_turn(forward_backward, 1, count=repeats, warmup=5))
         row("  of which solver update, 1 thread (ms)", timed_turn(update, 1, count=repeats, warmup=5))
         solver_net = npcaffe_solver(name).net
-        k = 0
-        solver_net.blobs["data"].data[...] = images[k:k + 64]
-        solver_net.blobs["label"].data[...] = labels[k:k + 64]
+        solver_net.blobs["data"].data[...] = images[:64]
+        solver_net.blobs["label"].data[...] = labels[:64]
         with threadpool_limits(limits=1, user_api="blas"):
             by_type, whole_ms, macs = layer_profile(solver_net, {}, backward=True, repeats=repeats)
         profiles.append(profile_line(f"{label} DNS forward+backward, 1 thread (mult-adds: the dense products, "

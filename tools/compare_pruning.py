@@ -177,8 +177,11 @@ def _say(line):
         print(line, flush=True)
 
 
-def _on_disk(path):
-    return bool(path) and os.path.isfile(os.path.join(ROOT, path))
+def _files_on_disk(weights, model):
+    """Whether the weights that --timing runs are there, and the cell's own prototxt if it has one."""
+    if not weights or not os.path.isfile(os.path.join(ROOT, weights)):
+        return False
+    return model is None or os.path.isfile(os.path.join(ROOT, model))
 
 
 def run_timing(args, methods, results, results_path):
@@ -191,8 +194,7 @@ def run_timing(args, methods, results, results_path):
         # which seed was timed).
         on_disk = [(seed, results["cells"][compare.cell_key(method, seed)]) for seed in sorted(args.seeds)
                    if compare.cell_key(method, seed) in results["cells"]]
-        on_disk = [(seed, r) for seed, r in on_disk if all(_on_disk(p) for p in compare.timed_files(r) if p is not None)
-                   and _on_disk(compare.timed_files(r)[0])]
+        on_disk = [(seed, r) for seed, r in on_disk if _files_on_disk(*compare.timed_files(r))]
         if not on_disk:
             print(f"compare: --timing: {compare.cell_key(method, 0).rsplit('/', 1)[0]} has no "
                   f"{'slim net' if method.structured else 'pruned model'} on disk for any seed (run a seed again "

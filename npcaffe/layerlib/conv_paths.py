@@ -317,12 +317,12 @@ class ImageColumns(_Path2d):
         least = IMAGE_COLUMNS_POSITIONS_1X1 if shape.kernel == (1, 1) else IMAGE_COLUMNS_POSITIONS
         return shape.num > 1 and shape.out[0] * shape.out[1] >= least
 
-    def _image_columns(self, image, key="col"):
+    def _image_columns(self, image):
         """Image n's columns (group, C/group kh kw, OH OW); `image` is its (1, C, H, W) view."""
         s = self.shape
         if self.image_is_columns:
             return image.reshape(s.group, -1, self.positions)
-        col = self.scratch.get(key, (s.channels * s.kernel[0] * s.kernel[1], self.positions))
+        col = self.scratch.get("col", (s.channels * s.kernel[0] * s.kernel[1], self.positions))
         im2col(image, *self.geometry, col)
         return col.reshape(s.group, -1, self.positions)
 

@@ -1,5 +1,4 @@
 """tools/compare_pruning.py and npcaffe.pruning.compare: seeds as data orders, resumable cells, the tables."""
-import importlib.util
 import json
 import math
 import os
@@ -12,16 +11,13 @@ import pytest
 from npcaffe.errors import NpcaffeError
 from npcaffe.pruning import compare
 from npcaffe.surgery import prototxt_dir
-from tests.helpers import shared_path
+from tests.helpers import load_tool, shared_path
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("compare_pruning", os.path.join(ROOT, "tools", "compare_pruning.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("compare_pruning")
 
 
 def _write_lmdb(path, values):
