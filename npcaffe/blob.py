@@ -34,19 +34,26 @@ allocation_check = None
 class _Storage:
     """A float32 array and, in `flat`, a view of its first elements (the size
     the blobs on it last asked for), kept so that handing out the flat data
-    makes no new view: at batch 1 that costs as much as a small layer."""
-    __slots__ = ("array", "stamp", "flat")
+    makes no new view: at batch 1 that costs as much as a small layer.  `zero_pending`: a
+    deferred clear (Blob.clear_diff) promised zeros not written yet; `settle` writes them."""
+    __slots__ = ("array", "stamp", "flat", "zero_pending")
 
     def __init__(self, size=0):
         self.array = np.zeros(size, dtype=np.float32)
         self.flat = self.array[:size]
         self.stamp = next(_stamps)
+        self.zero_pending = False
 
     def ensure(self, size):
         if self.array.size < size:
             self.array = np.zeros(size, dtype=np.float32)
             self.flat = self.array[:size]
             self.stamp = next(_stamps)
+            self.zero_pending = False
+
+    def settle(self):
+        self.array[...] = 0
+        self.zero_pending = False
 
     def view(self, count):
         flat = self.flat
@@ -56,10 +63,13 @@ class _Storage:
 
     # Copies (copy, pickle) rebuild `flat` as a view of their own array.
     def __getstate__(self):
+        if self.zero_pending:
+            self.settle()
         return self.array, self.stamp
 
     def __setstate__(self, state):
         self.array, self.stamp = state
+        self.zero_pending = False
         self.flat = self.array[:]
 
     def unviewed(self):
@@ -181,7 +191,10 @@ class Blob:
 
     @property
     def diff(self):
-        return self._diff.view(self._count).reshape(self._shape)
+        storage = self._diff
+        if storage.zero_pending:
+            storage.settle()
+        return storage.view(self._count).reshape(self._shape)
 
     @diff.setter
     def diff(self, value):
@@ -201,7 +214,32 @@ class Blob:
 
     @property
     def flat_diff(self):
-        return self._diff.view(self._count)
+        storage = self._diff
+        if storage.zero_pending:
+            storage.settle()
+        return storage.view(self._count)
+
+    def clear_diff(self, deferred=False):
+        """Zero the diff.  deferred: only promise the zeros; they are written when the diff is
+        next read, unless a layer first takes it with `diff_to_accumulate` and writes its
+        gradient in their place.  (Caffe clears every parameter diff before each backward and
+        then adds into it; at batch 1 a fully connected layer's weight gradient is an outer
+        product written at memory speed, so the clear and the add cost more than the product.)"""
+        if deferred:
+            self._diff.zero_pending = True
+        else:
+            self._diff.array[...] = 0
+            self._diff.zero_pending = False
+
+    def diff_to_accumulate(self):
+        """(flat diff, fresh) for a layer about to add its gradient into the diff.  fresh: the
+        diff is all zeros by a deferred clear, not written yet; the caller then writes its
+        gradient instead of adding it, and must write every element (x, not 0 + x: the same
+        number but for the sign of a zero)."""
+        storage = self._diff
+        fresh = storage.zero_pending
+        storage.zero_pending = False
+        return storage.view(self._count), fresh
 
     def share_data(self, other):
         """Use other's data storage (shared parameters, Split tops)."""

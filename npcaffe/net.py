@@ -348,9 +348,12 @@ class Net:
         self.backward_from_to()
         return loss
 
-    def clear_param_diffs(self):
+    def clear_param_diffs(self, deferred=False):
+        """Zero every parameter diff (Net::ClearParamDiffs).  deferred (the solver's step): the
+        zeros are promised, and a layer whose gradient covers the whole diff writes it in their
+        place (Blob.clear_diff)."""
         for blob in self.learnable_params:
-            blob.flat_diff[:] = 0
+            blob.clear_diff(deferred)
 
     def updates_param(self, learnable_id):
         """Whether an update changes this learnable parameter: all but DNS masks, which are

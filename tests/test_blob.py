@@ -84,3 +84,38 @@ def test_count_beyond_int64_is_caught_not_wrapped():
     from npcaffe.errors import NetError
     with pytest.raises(NetError, match=r"has 18446744056529682436 elements, more than Caffe's INT_MAX"):
         Blob(4, 1, 2147483647, 2147483647)
+
+
+def test_deferred_clear_reads_as_zeros_until_a_layer_writes_the_diff():
+    blob = Blob(2, 3)
+    blob.diff[...] = 5
+    view = blob.flat_diff
+    blob.clear_diff(deferred=True)
+    assert view.all()  # the zeros are only promised: nothing was written yet
+    diff, fresh = blob.diff_to_accumulate()
+    assert fresh and diff is view
+    diff[...] = 7  # a layer writes its whole gradient in place of adding it
+    assert (blob.diff == 7).all()
+    assert blob.diff_to_accumulate()[1] is False  # written: the next gradient adds
+
+    blob.clear_diff(deferred=True)
+    assert not blob.diff.any() and not view.any()  # the first read writes the zeros
+    assert blob.diff_to_accumulate()[1] is False
+    blob.diff[...] = 3
+    blob.clear_diff()
+    assert not view.any() and blob.diff_to_accumulate()[1] is False
+
+
+def test_deferred_clear_is_shared_and_survives_pickling():
+    import pickle
+    owner, user = Blob(4), Blob(4)
+    user.share_diff(owner)
+    owner.diff[...] = 2
+    user.clear_diff(deferred=True)
+    assert owner.diff_to_accumulate()[1] is True  # one storage: one promise
+    owner.diff[...] = 2
+    owner.clear_diff(deferred=True)
+    copy = pickle.loads(pickle.dumps(owner))
+    assert not copy.diff.any() and copy.diff_to_accumulate()[1] is False
+    owner.reshape(16)  # a larger storage starts as zeros: nothing left to promise
+    assert owner.diff_to_accumulate()[1] is False

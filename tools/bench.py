@@ -946,7 +946,7 @@ def layer_profile(net, top_diffs, backward, repeats=3):
     samples, whole = {}, []
     for repeat in range(-2, repeats):  # two passes to warm up
         if backward:
-            net.clear_param_diffs()
+            net.clear_param_diffs(deferred=True)  # as a solver's step
         start = time.perf_counter()
         net.forward_from_to()
         if backward:
@@ -960,6 +960,7 @@ def layer_profile(net, top_diffs, backward, repeats=3):
             layer.forward(net.bottom_vecs[i], net.top_vecs[i])
             spent[layer.type] = spent.get(layer.type, 0.0) + time.perf_counter() - start
         if backward:
+            net.clear_param_diffs(deferred=True)
             for n, d in top_diffs.items():
                 net.blobs[n].diff[...] = d
             for i in range(len(net.layers) - 1, -1, -1):
@@ -1065,7 +1066,7 @@ def big_table(names, batches, repeats, warmup):
 
             def forward_backward(train):
                 def run():
-                    train.clear_param_diffs()
+                    train.clear_param_diffs(deferred=True)
                     train.forward_from_to()
                     for n, d in top_diffs.items():  # an in-place last layer would overwrite it
                         train.blobs[n].diff[...] = d

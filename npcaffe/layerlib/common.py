@@ -9,6 +9,7 @@ from ..blob import Blob
 from ..errors import NetError
 from ..filler import fill
 from ..kernels.dns import masked_accumulate
+from ..kernels.outer import outer_product
 from ..kernels.softmax import softmax_backward, softmax_forward
 from ..kernels.sparse import csc_vector_product, csr_inner_product, csr_inner_product_backward, csr_vector_product
 from ..layer import Layer, register
@@ -39,7 +40,9 @@ class InnerProductLayer(Layer):
 
     Mirrored from upstream on purpose:
     - Parameter diffs accumulate (Caffe's gemm/gemv with beta = 1); the
-      bottom diff is overwritten.
+      bottom diff is overwritten.  A diff cleared with deferred zeros
+      (Blob.clear_diff, a solver's step) is written instead: the same numbers.
+      At batch 1 the weight gradient is an outer product (npcaffe.kernels.outer).
     - K is fixed at setup; a later bottom with a different count(axis) is an
       error, while M may change freely.
     - Existing `blobs` (set before setup, e.g. shared or loaded) are kept,
@@ -163,19 +166,26 @@ class InnerProductLayer(Layer):
         dy = top[0].flat_diff.reshape(self.M, self.num_output)
         if self.param_needs_backward(0):
             x = bottom[0].flat_data.reshape(self.M, self.K)
-            if self.transpose:
-                np.dot(x.T, dy, out=self._weight_grad)
+            dw, fresh = self.blobs[0].diff_to_accumulate()
+            # A diff cleared with deferred zeros (a solver's step) takes the product itself: adding
+            # it to written zeros would cost two more passes over the weights (AlexNet's fc6, batch 1:
+            # the product alone is one).
+            grad = dw.reshape(self._weight_grad.shape) if fresh else self._weight_grad
+            if self.M == 1:  # an outer product, which sgemm takes twice as long to write
+                outer_product(*((x[0], dy[0]) if self.transpose else (dy[0], x[0])), grad)
+            elif self.transpose:
+                np.dot(x.T, dy, out=grad)
             else:
-                np.dot(dy.T, x, out=self._weight_grad)
-            if weight_diff_mask is None:
-                dw = self.blobs[0].diff
-                dw += self._weight_grad
-            else:
-                masked_accumulate(self.blobs[0].flat_diff, weight_diff_mask, self._weight_grad.reshape(-1))
+                np.dot(dy.T, x, out=grad)
+            if not fresh and weight_diff_mask is None:
+                dw += grad.reshape(-1)
+            elif not fresh:
+                masked_accumulate(dw, weight_diff_mask, grad.reshape(-1))
         if self.bias_term and self.param_needs_backward(1):
-            np.dot(self._bias_multiplier, dy, out=self._bias_grad)
-            db = self.blobs[1].diff
-            db += self._bias_grad
+            db, fresh = self.blobs[1].diff_to_accumulate()
+            np.dot(self._bias_multiplier, dy, out=db if fresh else self._bias_grad)
+            if not fresh:
+                db += self._bias_grad
         if propagate_down[0]:
             dx = bottom[0].flat_diff.reshape(self.M, self.K)
             if csr is not None:

@@ -157,7 +157,7 @@ def _mean_in_order(arrays, scale):
 
 
 def _forward_backward(part):
-    part.clear_param_diffs()
+    part.clear_param_diffs(deferred=True)
     return part.forward_backward()
 
 

@@ -325,7 +325,7 @@ class Solver:
         losses = []
         smoothed_loss = f32(0)
         while self.iter < stop_iter:
-            self.net.clear_param_diffs()
+            self.net.clear_param_diffs(deferred=True)
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization) \
                     and self.root_solver:
                 self.test_all()

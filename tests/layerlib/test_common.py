@@ -670,3 +670,31 @@ def test_net_bad_embed_index_names_layer():
     net.blobs["words"].data[2, 1] = 10
     with pytest.raises(NetError, match=r"'embed' \(Embed\): bottom 'words' holds 10.0 at position \(2, 1\)"):
         net.forward()
+
+
+@pytest.mark.parametrize("extra", ["", "transpose: true"])
+@pytest.mark.parametrize("num", [1, 3])
+def test_inner_product_writes_a_deferred_cleared_diff_with_the_bits_of_adding_to_zeros(extra, num):
+    """A solver's step clears the diffs with deferred zeros (Blob.clear_diff); the layer then writes
+    its gradient (an outer product at batch 1) where a written clear would have it add: same bits."""
+    results = []
+    for deferred in (False, True):
+        rng.set_random_seed(3)
+        layer = ip_layer(5, extra)
+        (bottom,), (top,) = setup(layer, [(num, 7)])
+        bottom.data[0, :3] = [0.0, -0.0, 0.0]  # zero inputs: -0.0 products
+        layer.forward([bottom], [top])
+        top.diff[...] = make_blob(top.shape, seed=9).data
+        for blob in layer.blobs:
+            blob.diff[...] = 4  # last iteration's gradient
+            blob.clear_diff(deferred)
+        layer.backward([top], [True], [bottom])
+        results.append([b.diff.copy() for b in layer.blobs] + [bottom.diff.copy()])
+        fresh_weight, fresh_bias = (b.diff_to_accumulate()[1] for b in layer.blobs)
+        assert not fresh_weight and not fresh_bias  # written by the backward
+    for eager, deferred in zip(*results):
+        np.testing.assert_array_equal(deferred, eager)
+        assert np.array_equal(np.signbit(deferred), np.signbit(eager))
+    weight_diff = results[1][0]
+    x, dy = bottom.data.astype(np.float64), top.diff.astype(np.float64)
+    np.testing.assert_allclose(weight_diff, x.T @ dy if extra else dy.T @ x, rtol=1e-5, atol=1e-6)

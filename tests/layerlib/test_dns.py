@@ -454,3 +454,25 @@ def test_iteration_zero_surgery_matches_upstream(bundle, layers, monkeypatch, qu
         u = net.layer_dict[row["layer"]].last_update
         assert (u.rand, u.gate_open) == (int(row["rand"]), bool(int(row["gate_open"])))
     assert float(loss) == pytest.approx(loss0, rel=1e-5)
+
+
+@pytest.mark.parametrize("num", [1, 2])
+def test_deferred_cleared_diff_gets_the_bits_of_masking_zeros(num):
+    """CInnerProduct masks the diff it finds before adding its gradient; from a clear with deferred
+    zeros (a solver's step) it writes the gradient instead: the same bits."""
+    results = []
+    for deferred in (False, True):
+        npcaffe.rng.set_random_seed(3)
+        layer = make("ip", phase=TEST)
+        bottom, top = setup(layer, ((num, 2, 4, 3),))
+        random_masks(layer)
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.random.default_rng(6).standard_normal(top[0].shape).astype(np.float32)
+        for blob in layer.blobs[:2]:
+            blob.diff[...] = 3
+            blob.clear_diff(deferred)
+        layer.backward(top, [True], bottom)
+        results.append([b.diff.copy() for b in layer.blobs[:2]] + [bottom[0].diff.copy()])
+    for eager, deferred in zip(*results):
+        np.testing.assert_array_equal(deferred, eager)
+        assert np.array_equal(np.signbit(deferred), np.signbit(eager))
