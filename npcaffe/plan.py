@@ -19,10 +19,11 @@ costs as much as the arithmetic, so the plan skips what would change nothing:
   follows nearly every convolution of ResNet and MobileNet - run as one pass
   over the blob (npcaffe.kernels.channelwise.normalize_scale_relu) instead of
   three, with the same float32 operations in the same order, so the same
-  bits.  Only where the net needs no backward through them (a deploy net
-  without force_backward): Scale in place keeps a copy of its input for the
-  gradient of its scale, which the fused pass does not write.  Used once all
-  its layers have settled and when the range covers the whole run.
+  bits.  Their backward passes run as usual, layer by layer: BatchNorm's
+  needs only the std the pass leaves, ReLU's the blob, and an in-place Scale
+  that learns its scale the copy of its input, which the pass writes then
+  (what Scale's forward would have copied).  Used once all its layers have
+  settled and when the range covers the whole run.
 
 All are caches owned by the net: nothing in them is shared with another net.
 """
@@ -86,6 +87,8 @@ class AffineRun:
         self.batch_norm, self.scale = net.layers[first], net.layers[first + 1]
         self.bottom, self.top = net.bottom_vecs[first][0], net.top_vecs[first][0]
         self.relu = relu
+        # Scale's backward will read its input (in place: the copy its forward keeps).
+        self.keep_scale_input = net.layer_need_backward[first + 1] and self.scale.param_needs_backward(0)
 
     def ready(self, settled_at, version):
         """All layers settled (reshaped for the current layout) and the Scale per channel, as BatchNorm."""
@@ -101,18 +104,20 @@ class AffineRun:
         batch_norm.x_norm = None
         gamma = scale.blobs[0].flat_data
         beta = scale.blobs[-1].flat_data if scale.bias_term else gamma
+        kept = scale.kept_input.reserve(self.top.count).reshape(view) if self.keep_scale_input else None
         normalize_scale_relu(self.bottom.flat_data.reshape(view), mean, batch_norm.std, gamma, beta,
-                             scale.bias_term, self.relu, self.top.flat_data.reshape(view), self.top is self.bottom)
+                             scale.bias_term, self.relu, self.top.flat_data.reshape(view), self.top is self.bottom,
+                             kept)
 
 
 def affine_runs(net):
     """{first layer index: AffineRun} of the net's fusable BatchNorm -> Scale -> [ReLU] blocks: BatchNorm
     with use_global_stats (in place or not), a one-bottom Scale in place on its top, then perhaps a ReLU
-    with negative_slope 0 in place on the same blob; none with a loss weight or a backward to run."""
+    with negative_slope 0 in place on the same blob; none with a loss weight."""
     layers, runs = net.layers, {}
 
     def plain(i):
-        return not net.layer_need_backward[i] and not any(layers[i].loss(t) for t in range(len(net.top_vecs[i])))
+        return not any(layers[i].loss(t) for t in range(len(net.top_vecs[i])))
 
     def in_place_on(i, blob):
         return (len(net.bottom_vecs[i]) == 1 and net.bottom_vecs[i][0] is blob

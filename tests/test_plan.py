@@ -1,5 +1,6 @@
 """The Net's forward plan (npcaffe.plan): reshapes skipped only while no blob of that net moved."""
 import numpy as np
+import pytest
 from google.protobuf import text_format
 
 import npcaffe
@@ -146,9 +147,39 @@ def test_affine_run_reads_the_statistics_and_parameters_of_each_forward():
     np.testing.assert_array_equal(fused, layer_by_layer(net)["conv"])
 
 
-def test_no_affine_run_where_backward_goes_through_the_layers():
-    net = affine_net(force="force_backward: true")
-    assert net.plan.affine_runs == {}
+@pytest.mark.parametrize("bn_top", ["conv", "bn"])
+def test_affine_run_before_a_backward_gives_the_layers_gradients(bn_top):
+    """With a backward through them the run also writes the copy of its input an in-place Scale keeps
+    for its scale's gradient: every diff is the layer-by-layer forward's, to the bit."""
+    results = []
+    for fused in (False, True):
+        npcaffe.rng.set_random_seed(2)  # the same convolution weights
+        net = affine_net(bn_top, force="force_backward: true")
+        assert [(r.first, r.last) for r in net.plan.affine_runs.values()] == [(2, 4)]
+        layer_by_layer(net)  # settles the layers: a whole forward then takes the run
+        net.blobs["data"].data[...] = np.random.default_rng(7).normal(size=net.blobs["data"].shape)
+        calls = fused_calls(net)
+        if fused:
+            net.forward()
+        else:
+            layer_by_layer(net)
+        assert calls == ([2] if fused else [])
+        net.blobs["pool"].diff[...] = np.random.default_rng(8).normal(size=net.blobs["pool"].shape)
+        net.clear_param_diffs()
+        net.backward()
+        results.append({name: (blob.data.copy(), blob.diff.copy()) for name, blob in net.blobs.items()}
+                       | {f"{name}/{i}": (None, p.diff.copy()) for name, ps in net.params.items()
+                          for i, p in enumerate(ps)})
+    layered, fused = results
+    assert layered.keys() == fused.keys()
+    assert np.abs(layered["scale/0"][1]).max() > 0  # the scale's gradient reads the kept input
+    for name, (data, diff) in layered.items():
+        if data is not None:
+            np.testing.assert_array_equal(fused[name][0], data, err_msg=name)
+        np.testing.assert_array_equal(fused[name][1], diff, err_msg=name)
+
+
+def test_no_affine_run_with_batch_statistics():
     train = npcaffe.Net(text_format.Parse(AFFINE.format(bn_top="conv", bias="true", slope=0, force="")
                                           .replace("use_global_stats: true", "use_global_stats: false"),
                                           caffe_pb2.NetParameter()), npcaffe.TEST)

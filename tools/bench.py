@@ -153,7 +153,7 @@ def npcaffe_training_steps(name, images, labels, batch_split=None):
 
     def forward_backward():
         feed()
-        net.clear_param_diffs()
+        net.clear_param_diffs(deferred=True)  # as the solver's step
         net.forward_backward()
 
     return iteration, forward_backward, solver.apply_update

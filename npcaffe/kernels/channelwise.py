@@ -57,30 +57,39 @@ def scale_shift(x, scale, bias, has_bias, y, in_place=False):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _normalize_scale_relu_row(src, m, s, g, b, has_bias, relu, dst):
+def _normalize_scale_relu_row(src, m, s, g, b, has_bias, relu, dst, keep, kept):
     zero = np.float32(0)
     for i in range(src.size):
         v = (src[i] - m) / s
+        if keep:
+            kept[i] = v
         v = v * g + b if has_bias else v * g
         if relu and v < zero:
             v = zero
         dst[i] = v
 
 
-@njit(cache=True, nogil=True)
-def normalize_scale_relu(x, mean, std, scale, bias, has_bias, relu, y, in_place=False):
+def normalize_scale_relu(x, mean, std, scale, bias, has_bias, relu, y, in_place=False, normalized=None):
     """BatchNorm (stored statistics) -> Scale -> ReLU (negative_slope 0) in one pass:
     y[o, c, i] = max((x[o, c, i] - mean[c]) / std[c] * scale[c] (+ bias[c]), 0), each operation
     rounded to float32 as the three layers round it, so the bits are theirs; `relu` false stops after
-    Scale.  ReLU as Caffe's std::max: -0.0 and NaN pass through."""
+    Scale.  ReLU as Caffe's std::max: -0.0 and NaN pass through.  `normalized` (shaped as x), if
+    given, receives BatchNorm's output: what an in-place Scale keeps for its backward."""
+    keep = normalized is not None
+    _normalize_scale_relu(x, mean, std, scale, bias, has_bias, relu, y, in_place, keep, normalized if keep else x)
+
+
+@njit(cache=True, nogil=True)
+def _normalize_scale_relu(x, mean, std, scale, bias, has_bias, relu, y, in_place, keep, normalized):
     outer, channels, inner = x.shape
     for o in range(outer):
         for c in range(channels):
             b = bias[c] if has_bias else np.float32(0)
+            kept = normalized[o, c]  # written only with keep
             if in_place:
-                _normalize_scale_relu_row(x[o, c], mean[c], std[c], scale[c], b, has_bias, relu, x[o, c])
+                _normalize_scale_relu_row(x[o, c], mean[c], std[c], scale[c], b, has_bias, relu, x[o, c], keep, kept)
             else:
-                _normalize_scale_relu_row(x[o, c], mean[c], std[c], scale[c], b, has_bias, relu, y[o, c])
+                _normalize_scale_relu_row(x[o, c], mean[c], std[c], scale[c], b, has_bias, relu, y[o, c], keep, kept)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})

@@ -36,7 +36,10 @@ array or None when csr is given; bias: (O,) or None) and
 `backward(top, propagate_down, bottom, weight, csr, weight_diff, bias_diff)`,
 which adds the weight and bias gradients into `weight_diff` / `bias_diff`
 (the parameter blobs' diffs, or None when not wanted) and overwrites the
-bottom diffs, as Caffe's GEMMs with beta = 1 and col2im do.  TEST paths have
+bottom diffs, as Caffe's GEMMs with beta = 1 and col2im do.  A path with
+`writes_fresh_weight_diff` also takes `fresh`: the weight diff is a deferred
+clear's promised zeros (Blob.clear_diff), which the path writes its gradient
+over instead of adding to (the same numbers, two passes fewer).  TEST paths have
 `forward(pairs, packed)` over [(image (N, C, H, W), top (N, O, OH, OW))].
 
 np.dot, not np.matmul, for the matrix products with out=: with a transposed
@@ -120,6 +123,7 @@ class _Path2d:
     """What the 2-D paths share: the shape, the work arrays and im2col's geometry arguments."""
 
     keep_for_backward = True  # the layer sets it False when its net will never run its backward
+    writes_fresh_weight_diff = False  # backward takes `fresh` (the module docstring)
 
     def __init__(self, shape, scratch):
         self.shape, self.scratch = shape, scratch
@@ -204,6 +208,8 @@ class DenseColumns(_Path2d):
     the same products of the same numbers, so the same bits.
     """
 
+    writes_fresh_weight_diff = True
+
     def __init__(self, shape, scratch):
         super().__init__(shape, scratch)
         self.col_source = None  # the bottom whose columns "col" holds ("col_source": its data then)
@@ -260,7 +266,7 @@ class DenseColumns(_Path2d):
         self.col_source = None
         return self._columns(b.data, "col")
 
-    def backward(self, top, propagate_down, bottom, weight, csr, weight_diff, bias_diff):
+    def backward(self, top, propagate_down, bottom, weight, csr, weight_diff, bias_diff, fresh=False):
         s = self.shape
         g, taps = s.group, s.taps()
         w = None if weight is None else weight.reshape(g, s.num_output // g, taps)
@@ -273,14 +279,17 @@ class DenseColumns(_Path2d):
                 self._bias_gradient(by_image, dy, bias_diff)
             if weight_diff is not None:
                 col = self._columns_for_backward(b)
-                grad = self.scratch.get("weight_grad", (g, s.num_output // g, taps))
+                target = weight_diff.reshape(g, s.num_output // g, taps)
+                grad = target if fresh else self.scratch.get("weight_grad", target.shape)
                 if per_image:
                     # Straight from the top diff's (N, O, P) layout.
                     per_image_weight_gradient(by_image, col[0], self.scratch, grad[0])
                 else:
                     for k in range(g):
                         np.dot(dy[k], col[k].T, out=grad[k])
-                weight_diff.reshape(grad.shape)[...] += grad
+                if not fresh:
+                    target += grad
+                fresh = False  # a second top adds to what the first wrote
             if propagate_down[i]:
                 dcol = self.scratch.get("dcol", (g, taps, s.num * self.positions))
                 for k in range(g):
@@ -306,6 +315,8 @@ class ImageColumns(_Path2d):
     whose outputs have IMAGE_COLUMNS_POSITIONS positions or more
     (IMAGE_COLUMNS_POSITIONS_1X1 for a 1x1 kernel).
     """
+
+    writes_fresh_weight_diff = True
 
     def __init__(self, shape, scratch):
         super().__init__(shape, scratch)
@@ -345,7 +356,7 @@ class ImageColumns(_Path2d):
             if bias is not None:
                 dst += bias.reshape(1, g, per_group, 1)
 
-    def backward(self, top, propagate_down, bottom, weight, csr, weight_diff, bias_diff):
+    def backward(self, top, propagate_down, bottom, weight, csr, weight_diff, bias_diff, fresh=False):
         s = self.shape
         g, per_group, taps = s.group, s.num_output // s.group, s.taps()
         w = None if weight is None else weight.reshape(g, per_group, taps)
@@ -365,8 +376,10 @@ class ImageColumns(_Path2d):
                 if grad is not None:
                     col = self._image_columns(images[n:n + 1])
                     for k in range(g):
-                        np.dot(dy[k], col[k].T, out=product[k])
-                    grad += product
+                        np.dot(dy[k], col[k].T, out=grad[k] if fresh else product[k])
+                    if not fresh:
+                        grad += product
+                    fresh = False  # the first image writes a fresh diff, the others add
                 if not propagate_down[i]:
                     continue
                 if dcol is None:
@@ -436,6 +449,8 @@ class Winograd(_Path2d):
     run in another order and through the transforms' additions: an error of the exact path's
     order, but not its bits (tests/kernels/test_winograd.py measures it)."""
 
+    writes_fresh_weight_diff = True  # through DenseColumns
+
     @staticmethod
     def suits(shape):
         return (len(shape.kernel) == 2 and shape.kernel == (3, 3) and shape.stride == (1, 1)
@@ -478,10 +493,10 @@ class Winograd(_Path2d):
                 winograd_convolution(x[:, cin], u, None if bias is None else bias[cout], *s.pad, y[:, cout],
                                      self.scratch.get)
 
-    def backward(self, top, propagate_down, bottom, weight, csr, weight_diff, bias_diff):
+    def backward(self, top, propagate_down, bottom, weight, csr, weight_diff, bias_diff, fresh=False):
         s = self.shape
         if weight_diff is not None or bias_diff is not None:
-            self.columns.backward(top, [False] * len(top), bottom, weight, None, weight_diff, bias_diff)
+            self.columns.backward(top, [False] * len(top), bottom, weight, None, weight_diff, bias_diff, fresh)
         if not any(propagate_down):
             return
         groups = self._groups(weight, flipped=True)
@@ -504,6 +519,8 @@ class NdColumns:
         backward  bias_diff += the top diff summed;  weight_diff[k] += dy[n, k] . col[k]^T per image
                   bottom diff[n] = col2im_nd(W[k]^T . dy[n, k])
     """
+
+    writes_fresh_weight_diff = False  # backward takes no `fresh`
 
     def __init__(self, shape, scratch):
         self.shape, self.scratch = shape, scratch

@@ -265,9 +265,16 @@ class Convolution(Layer):
         path.forward(bottom, top, weight, bias, csr)
 
     def conv_backward(self, top, propagate_down, bottom, weight, csr=None):
-        weight_diff = self.blobs[0].diff if self.param_needs_backward(0) else None
+        path = self.compute_path(csr)
         bias_diff = self.blobs[1].diff if self.bias_term and self.param_needs_backward(1) else None
-        self.compute_path(csr).backward(top, propagate_down, bottom, weight, csr, weight_diff, bias_diff)
+        if not self.param_needs_backward(0):
+            path.backward(top, propagate_down, bottom, weight, csr, None, bias_diff)
+        elif path.writes_fresh_weight_diff:  # it may write over a deferred clear's zeros
+            weight_diff, fresh = self.blobs[0].diff_to_accumulate()
+            path.backward(top, propagate_down, bottom, weight, csr, weight_diff.reshape(self.blobs[0].shape),
+                          bias_diff, fresh)
+        else:
+            path.backward(top, propagate_down, bottom, weight, csr, self.blobs[0].diff, bias_diff)
 
     # -- which path -------------------------------------------------------------
     def compute_path(self, csr=None):

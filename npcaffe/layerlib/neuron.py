@@ -137,8 +137,12 @@ class InPlaceCopy:
 
     def save(self, bottom, top):
         if top[0] is bottom[0]:
-            self.buffer = _scratch(self.buffer, bottom[0].count)
-            self.buffer[:] = bottom[0].flat_data
+            self.reserve(bottom[0].count)[:] = bottom[0].flat_data
+
+    def reserve(self, count):
+        """The buffer, sized for `count` values, for a pass that writes the copy itself (npcaffe.plan)."""
+        self.buffer = _scratch(self.buffer, count)
+        return self.buffer
 
     def input(self, bottom, top):
         return self.buffer if top[0] is bottom[0] else bottom[0].flat_data

@@ -230,7 +230,7 @@ class ScaleLayer(Layer):
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.scale_param
-        self._saved = InPlaceCopy()
+        self.kept_input = InPlaceCopy()
         self.bias_term = p.bias_term
         want = (1 if len(bottom) == 1 else 0) + (1 if self.bias_term else 0)
         if self.blobs:
@@ -254,7 +254,7 @@ class ScaleLayer(Layer):
 
     def forward_input(self, bottom, top):
         """The input forward scaled, viewed as self.geometry (in place: the copy forward kept)."""
-        return self._saved.input(bottom, top).reshape(self.geometry)
+        return self.kept_input.input(bottom, top).reshape(self.geometry)
 
     def reshape(self, bottom, top):
         axis = self.layer_param.scale_param.axis
@@ -267,7 +267,7 @@ class ScaleLayer(Layer):
     def forward_cpu(self, bottom, top):
         x = bottom[0].flat_data.reshape(self.geometry)
         if len(bottom) > 1 or self.param_needs_backward(0):
-            self._saved.save(bottom, top)  # in place: the input, for the scale's gradient
+            self.kept_input.save(bottom, top)  # in place: the input, for the scale's gradient
         y = top[0].flat_data.reshape(self.geometry)
         scale = self._scale(bottom).flat_data
         if self.bias_term and self.bias_geometry == self.geometry:  # one pass (the usual BN + Scale)
