@@ -231,6 +231,10 @@ class Blob:
             self._diff.array[...] = 0
             self._diff.zero_pending = False
 
+    def diff_known_zero(self):
+        """The diff is a deferred clear's zeros, not written yet (reading it would write them)."""
+        return self._diff.zero_pending
+
     def diff_to_accumulate(self):
         """(flat diff, fresh) for a layer about to add its gradient into the diff.  fresh: the
         diff is all zeros by a deferred clear, not written yet; the caller then writes its

@@ -31,6 +31,8 @@ def first_non_finite_param(net, what="data", learnable_only=False):
         for j, blob in enumerate(layer.blobs):
             if learnable is not None and id(blob) not in learnable:
                 continue
+            if what == "diff" and blob.diff_known_zero():  # a DNS mask's, after a solver's deferred clear
+                continue
             values = blob.flat_data if what == "data" else blob.flat_diff
             if not all_finite(values):
                 return (f"layer '{layer_name}' ({layer.type}) param {j} {what} (shape {blob.shape}): "

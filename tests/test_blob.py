@@ -91,7 +91,7 @@ def test_deferred_clear_reads_as_zeros_until_a_layer_writes_the_diff():
     blob.diff[...] = 5
     view = blob.flat_diff
     blob.clear_diff(deferred=True)
-    assert view.all()  # the zeros are only promised: nothing was written yet
+    assert view.all() and blob.diff_known_zero()  # the zeros are only promised: nothing was written yet
     diff, fresh = blob.diff_to_accumulate()
     assert fresh and diff is view
     diff[...] = 7  # a layer writes its whole gradient in place of adding it
@@ -100,6 +100,7 @@ def test_deferred_clear_reads_as_zeros_until_a_layer_writes_the_diff():
 
     blob.clear_diff(deferred=True)
     assert not blob.diff.any() and not view.any()  # the first read writes the zeros
+    assert not blob.diff_known_zero()
     assert blob.diff_to_accumulate()[1] is False
     blob.diff[...] = 3
     blob.clear_diff()

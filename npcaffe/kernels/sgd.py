@@ -42,15 +42,16 @@ def saxpy_fma_end(n):
     return n - n % SAXPY_FMA_BLOCK
 
 
-def sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum, step=False):
+def sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum, step=False, diff_is_zero=False):
     """L2-regularize `diff`, then history = momentum*history + local_rate*diff and diff = history;
-    with `step`, then also data -= diff.
+    with `step`, then also data -= diff.  `diff_is_zero`: take the diff as +0.0 without reading it
+    (a deferred clear's promised zeros, Blob.clear_diff: a DNS mask's diff, which no backward writes).
 
     All arrays flat float32 of one size; the three scalars float32.
     """
     parallel.run(_sgd_momentum_update, diff.size, data, diff, history, np.float32(local_decay),
-                 np.float32(local_rate), np.float32(momentum), bool(step), saxpy_fma_end(diff.size),
-                 min_items=1 << 16)
+                 np.float32(local_rate), np.float32(momentum), bool(step), bool(diff_is_zero),
+                 saxpy_fma_end(diff.size), min_items=1 << 16)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -62,13 +63,14 @@ def _saxpy1(a, x, y, fused):
 
 
 @numba.njit(cache=True, nogil=True)
-def _sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum, step, fma_end, start, stop):
+def _sgd_momentum_update(data, diff, history, local_decay, local_rate, momentum, step, diff_is_zero, fma_end,
+                         start, stop):
     # The range is sliced first: indexing with start + k would add a wraparound
     # test to every access (Numba cannot know it is not negative).
     data, diff, history = data[start:stop], diff[start:stop], history[start:stop]
     for k in range(diff.size):
         fused = start + k < fma_end
-        g = diff[k]
+        g = np.float32(0) if diff_is_zero else diff[k]
         if local_decay != 0:
             g = _saxpy1(local_decay, data[k], g, fused)
         h = history[k]

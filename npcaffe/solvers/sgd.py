@@ -150,9 +150,10 @@ class SGDSolver(Solver):
             self.normalize(param_id)
             if fused:
                 local_decay = f32(p.weight_decay) * f32(self.net.params_weight_decay[param_id])
-                sgd_momentum_update(blob.flat_data, blob.flat_diff, self.history[param_id], local_decay,
+                diff, diff_is_zero = blob.diff_to_accumulate()  # zero: still a deferred clear's (a mask's)
+                sgd_momentum_update(blob.flat_data, diff, self.history[param_id], local_decay,
                                     self.local_rate(param_id, rate), f32(p.momentum),
-                                    step=self.net.updates_param(param_id))
+                                    step=self.net.updates_param(param_id), diff_is_zero=diff_is_zero)
             else:
                 self.regularize(param_id)
                 self.compute_update_value(param_id, rate)

@@ -25,3 +25,19 @@ def test_matches_reference_to_the_bit(decay, rate, momentum, step, n):
         np.testing.assert_array_equal(h1, h2)
         np.testing.assert_array_equal(data, data_ref)
         d1[...] = d2[...] = (rng.standard_normal(n) * 1e-3).astype(np.float32)
+
+
+@pytest.mark.parametrize("step", [False, True])
+def test_a_diff_known_zero_is_not_read_and_gives_the_bits_of_written_zeros(step):
+    rng = np.random.default_rng(9)
+    n = 5003
+    data = (rng.random(n) < 0.5).astype(np.float32)  # a DNS mask: its diff stays zero
+    history = (rng.standard_normal(n) * 1e-2).astype(np.float32)
+    args = (np.float32(0.0005), np.float32(0.01), np.float32(0.9))
+    data_ref, h_ref, d_ref = data.copy(), history.copy(), np.zeros(n, np.float32)
+    sgd_momentum_update_ref(data_ref, d_ref, h_ref, *args, step)
+    garbage = np.full(n, np.nan, np.float32)  # what the diff held before its deferred clear
+    sgd_momentum_update(data, garbage, history, *args, step, diff_is_zero=True)
+    np.testing.assert_array_equal(history, h_ref)
+    np.testing.assert_array_equal(garbage, d_ref)  # diff = history, as always
+    np.testing.assert_array_equal(data, data_ref)
