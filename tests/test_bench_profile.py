@@ -54,3 +54,23 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
     net.blobs["label"].data[...] = [0, 1, 2]
     _, _, macs = bench.layer_profile(net, {}, backward=True, repeats=1)
     assert macs == 3 * (2 * 4 * 2 * 9 * 16 + 3 * 5 * 64)
+
+
+def test_verdict_names_the_miss_and_its_distance():
+    bench = load_tool("bench")
+    assert bench.verdict(5.0, 12.0, 2.0) == "met"
+    assert bench.verdict(8.0, 12.0, 2.0) == "MISSED (1.50x of 2x: needs <= 6.00 ms)"
+    assert bench.verdict(11.0, 30.0, 2.0, limit_ms=10.0) == "MISSED (1.00 ms over 10 ms)"
+    assert bench.verdict(300.0, 360.0, 1.5) == "MISSED (1.20x of 1.5x: needs <= 240.0 ms)"
+
+
+def test_needed_rate_asks_the_weighted_layers_for_what_the_goal_leaves_them():
+    bench = load_tool("bench")
+    by_type = {"Convolution": 8.0, "InnerProduct": 2.0, "ReLU": 3.0}  # weighted layers 10 ms, the rest 3
+    rate = 100e9  # sgemm's square rate: 100 G mult-adds/s
+    line = bench.needed_rate(by_type, 13.0, 1e9, rate, needed_ms=8.0)  # 1 G mult-adds in 8 - 3 = 5 ms
+    assert "200 G/s = 200% of sgemm's square rate (now 100 G/s)" in line
+    assert "the other layers alone take 3.0 ms" in bench.needed_rate(by_type, 13.0, 1e9, rate, needed_ms=2.5)
+    profile = bench.profile_line("forward", by_type, 13.0, 1e9, rate, theirs_ms=16.0, goal=2.0)
+    assert profile.endswith("2x PyTorch: " + line)
+    assert "x PyTorch:" not in bench.profile_line("forward", by_type, 13.0, 1e9, rate, theirs_ms=30.0, goal=2.0)
