@@ -1,6 +1,6 @@
 """npcaffe speed and memory, side by side with PyTorch (CPU) in one run.
 
-    python tools/bench.py               the full table (about two minutes)
+    python tools/bench.py               the full table (one to two minutes)
     python tools/bench.py --quick       fewer repeats
     python tools/bench.py --threshold   the sparse/dense crossover behind npcaffe.sparse.packing.DENSITY_THRESHOLD
     python tools/bench.py --slim        dense vs masked vs slim inference (npcaffe slim) of ResNet-50,
@@ -27,6 +27,11 @@ and torch.set_num_threads for PyTorch.  npcaffe's own kernels run at
 npcaffe.parallel's count (default 1; NPCAFFE_NUM_THREADS).  For one thread:
 OPENBLAS_NUM_THREADS=1 python tools/bench.py.  PyTorch is optional (`pip install torch`); without it its column
 says so.  It is never a dependency of npcaffe.
+
+Every target cell ends with a verdict: "met", or "MISSED" with the ratio
+reached and the time the goal needs; each missed goal gets a line saying
+what it would ask of the weighted layers (their multiply-add rate, with
+the other layers and the update as the profile measured them).
 
 --big [NET ...] (alexnet, resnet50; default both) times the deploy nets
 (AlexNet: the DNS train_val net's TEST phase with an Input and plain
