@@ -7,6 +7,24 @@ import pytest
 from npcaffe.kernels import pooling as P
 
 
+def caffe_scan_plane(src, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dst, arg):
+    """Caffe's PoolingLayer MAX loop for one plane, literally: each window clipped to the image, scanned
+    row by row, the first value strictly greater than the best so far from -FLT_MAX (NaN never wins)."""
+    height, width = src.shape
+    for y in range(dst.shape[0]):
+        h0 = y * stride_h - pad_h
+        h1 = min(h0 + kernel_h, height)
+        for x in range(dst.shape[1]):
+            w0 = x * stride_w - pad_w
+            w1 = min(w0 + kernel_w, width)
+            best, best_at = -np.finfo(np.float32).max, -1
+            for h in range(max(h0, 0), h1):
+                for w in range(max(w0, 0), w1):
+                    if src[h, w] > best:
+                        best, best_at = src[h, w], h * width + w
+            dst[y, x], arg[y, x] = best, best_at
+
+
 def pooled(size, kernel, stride, pad):
     out = math.ceil((size + 2 * pad - kernel) / stride) + 1
     if pad and (out - 1) * stride >= size + pad:
@@ -54,6 +72,27 @@ def test_max_matches_reference(case, mask_dtype, ties):
     P.max_pool_backward(diff, mask, grad)
     P.max_pool_backward_reference(diff, mask_ref, grad_ref)
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES + [(2, 3, 13, 11, 3, 3, 2, 2, 0, 0), (1, 2, 12, 12, 3, 3, 2, 2, 1, 1),
+                                  (1, 1, 9, 10, 5, 3, 1, 2, 2, 1)])
+@pytest.mark.parametrize("mask_dtype", [np.int32, np.float32])
+def test_max_equals_caffes_scan_with_nan_inf_and_ties(case, mask_dtype):
+    """The separable passes against Caffe's loop where the NumPy reference's argmax cannot stand in:
+    NaN, -inf, -FLT_MAX, +inf and ties in the windows (AlexNet's and ResNet's 3x3 / 2 among the cases)."""
+    bottom_shape, top_shape, args = _shapes(case)
+    rng = np.random.default_rng(sum(case) + 1)
+    flt_max = np.finfo(np.float32).max
+    special = np.array([np.nan, -np.inf, np.inf, -flt_max, 0, 1, 1, 2], np.float32)
+    bottom = rng.choice(special, bottom_shape)
+    top, mask = np.empty(top_shape, np.float32), np.empty(top_shape, mask_dtype)
+    P.max_pool_forward(bottom, *args, top, mask)
+    top_ref, mask_ref = np.empty_like(top), np.empty_like(mask)
+    for n in range(bottom_shape[0]):
+        for c in range(bottom_shape[1]):
+            caffe_scan_plane(bottom[n, c], *args, top_ref[n, c], mask_ref[n, c])
+    np.testing.assert_array_equal(top, top_ref)
+    np.testing.assert_array_equal(mask, mask_ref)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -105,7 +144,7 @@ def test_max_2x2_fast_path_keeps_caffe_start_value():
     top, mask = np.empty((1, 1, 1, 2), np.float32), np.empty((1, 1, 1, 2), np.int32)
     top_ref, mask_ref = np.empty_like(top), np.empty_like(mask)
     P.max_pool_forward(bottom, 2, 2, 2, 2, 0, 0, top, mask)
-    P._max_forward_plane(bottom[0, 0], 2, 2, 2, 2, 0, 0, top_ref[0, 0], mask_ref[0, 0])
+    caffe_scan_plane(bottom[0, 0], 2, 2, 2, 2, 0, 0, top_ref[0, 0], mask_ref[0, 0])
     np.testing.assert_array_equal(top, [[[[-np.finfo(np.float32).max, 2]]]])
     np.testing.assert_array_equal(mask, [[[[-1, 6]]]])
     np.testing.assert_array_equal(top, top_ref)
@@ -117,7 +156,7 @@ def _caffe_max_planes(bottom, top_shape, mask_dtype):
     top, mask = np.empty(top_shape, np.float32), np.empty(top_shape, mask_dtype)
     for n in range(bottom.shape[0]):
         for c in range(bottom.shape[1]):
-            P._max_forward_plane(bottom[n, c], 2, 2, 2, 2, 0, 0, top[n, c], mask[n, c])
+            caffe_scan_plane(bottom[n, c], 2, 2, 2, 2, 0, 0, top[n, c], mask[n, c])
     return top, mask
 
 
@@ -182,7 +221,7 @@ def test_max_2x2_ceil_mode_partial_windows():
     mask_ref = np.empty_like(mask)
     for n in range(2):
         for c in range(3):
-            P._max_forward_plane(bottom[n, c], 2, 2, 2, 2, 0, 0, top_ref[n, c], mask_ref[n, c])
+            caffe_scan_plane(bottom[n, c], 2, 2, 2, 2, 0, 0, top_ref[n, c], mask_ref[n, c])
     np.testing.assert_array_equal(top, top_ref)
     np.testing.assert_array_equal(mask, mask_ref)
     diff = rng.standard_normal(top.shape).astype(np.float32)
