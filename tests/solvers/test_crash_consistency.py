@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from npcaffe.kernels import glibc_rand
 from npcaffe.solvers import get_solver
 
 NET = """
@@ -54,6 +55,9 @@ def test_kill_anywhere_then_every_snapshot_loads_and_the_latest_resumes_exactly(
     (tmp_path / "solver.prototxt").write_text(SOLVER)
     monkeypatch.chdir(tmp_path)
     os.makedirs("snap")
+    # The DNS gate draws from one process-wide rand() stream, as the fork's C rand(): the killed runs start
+    # theirs in a new process, so the reference must too, whatever tests ran before in this one.
+    glibc_rand.reset()
     reference = get_solver("solver.prototxt")
     reference.param.snapshot = 0
     reference.param.snapshot_after_train = False
