@@ -12,6 +12,7 @@ import numpy as np
 from . import _interrupted_while_starting, _interrupted_while_starting_signals, blas, distributed, glog, progress
 from .argtypes import non_negative_float, non_negative_int, positive_int
 from .errors import NpcaffeError
+from .kernels import glibc_rand
 from .layerlib.python_layer import python_layers_allowed
 
 
@@ -1043,6 +1044,10 @@ def main(argv=None):
         if distributed.check_command(args.command) and distributed.solver_rank() > 0:
             args.quiet = True  # rank 0 alone logs
         check_input_paths(args)
+        # The DNS gate's rand() stream is process-wide, as the fork's C rand(): a command starts it where
+        # a new process (upstream's caffe binary) does, whatever ran before in this one (a notebook, a
+        # test suite, a second command); a resumed run then sets it from its snapshot.
+        glibc_rand.reset()
         args.func = with_python_layers_policy(args.func, getattr(args, "allow_python_layers", False))
         if not hasattr(args, "threads"):
             return args.func(args)

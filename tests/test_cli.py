@@ -267,3 +267,36 @@ def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback():
                           capture_output=True, text=True, timeout=600,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert done.stdout.strip() == "True", done.stderr  # import npcaffe leaves a Python program's Ctrl-C alone
+
+
+GATED_NET = """
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 8 dim: 10 } shape { dim: 8 }
+    data_filler { type: "gaussian" std: 1 } data_filler { type: "uniform" min: 0 max: 2.99 } } }
+layer { name: "ip1" type: "CInnerProduct" bottom: "data" top: "ip1"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.1 } }
+  cinner_product_param { gamma: 0.5 power: 1 iter_stop: 100 c_rate: 0.5
+    weight_mask_filler { type: "constant" value: 1 } bias_mask_filler { type: "constant" value: 1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
+"""
+
+
+def test_each_command_starts_the_gate_stream_as_a_new_process(tmp_path, monkeypatch):
+    """The DNS gate draws from one process-wide rand(), as the fork's C rand(); a command run after
+    other draws in the same process (a notebook, a second command) draws what a new process would."""
+    from npcaffe.kernels import glibc_rand
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.prototxt").write_text(GATED_NET)
+    (tmp_path / "solver.prototxt").write_text('net: "net.prototxt"\nbase_lr: 0.1\nlr_policy: "fixed"\n'
+                                              'max_iter: 6\nsnapshot_prefix: "s"\nrandom_seed: 3\n')
+    traces = []
+    for earlier_draws in (0, 1000):
+        for _ in range(earlier_draws):
+            glibc_rand.rand()
+        trace = f"trace{earlier_draws}.csv"
+        assert cli.main(["train", "--solver", "solver.prototxt", "--dns_trace", trace, "--quiet"]) == 0
+        traces.append((tmp_path / trace).read_text())
+    glibc_rand.reset()
+    first_draw = str(glibc_rand.rand())
+    assert traces[0] == traces[1] and len(traces[0].splitlines()) == 1 + 6
+    assert first_draw in traces[0].splitlines()[1].split(",")  # the new process's first draw

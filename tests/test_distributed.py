@@ -382,7 +382,12 @@ import sys
 import npcaffe
 from npcaffe.errors import DistributedError
 solver = npcaffe.get_solver(sys.argv[1])
-print("rank", npcaffe.solver_rank(), "of", npcaffe.solver_count(), solver.data_parallel is not None, flush=True)
+# One write per line: the ranks share stdout, and print's separate writes of its parts (and of the
+# newline) interleave with the other rank's.
+def say(line):
+    sys.stdout.write(line + "\\n")
+    sys.stdout.flush()
+say(f"rank {npcaffe.solver_rank()} of {npcaffe.solver_count()} {solver.data_parallel is not None}")
 solver.data_parallel.check_interval = 1
 solver.step(3)
 if npcaffe.solver_rank() == 1:
@@ -390,7 +395,7 @@ if npcaffe.solver_rank() == 1:
 try:
     solver.step(3)
 except DistributedError as e:
-    print("stopped:", e, flush=True)
+    say(f"stopped: {e}")
 """
 
 
