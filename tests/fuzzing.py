@@ -287,8 +287,22 @@ def worker(seed, start, stop):
             signal.setitimer(signal.ITIMER_PROF, 0)
         os.unlink(path)
         print(json.dumps({"case": case, "kind": kind, "outcome": outcome, "detail": detail}), flush=True)
-    print(json.dumps({"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+    print(json.dumps({"peak_rss_kib": _own_peak_rss_kib()}), flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _own_peak_rss_kib():
+    """This process's own peak RSS: VmHWM of its memory map.  Not getrusage's ru_maxrss, which Linux
+    carries over an exec from the map the process had before (a pytest process gigabytes large after
+    other tests, whose map a vfork'ed worker starts from)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 class _Lines:

@@ -45,7 +45,8 @@ def test_table1_targets(net_name, min_rate, max_error, tmp_path):
     weights = shared_path("upstream-dns", f"caffe_{net_name}_original.caffemodel")
     assert cli.main(["surgery", net_name, "--weights", weights, "--workdir", str(work), "--quiet"]) == 0
     report = json.loads((work / "report.json").read_text())
-    assert report["compression"] >= min_rate and report["test_error_pct"] <= max_error, report
+    # The error is a count of the 10,000 test images (float32 arithmetic: 95 wrong gives 0.9500027).
+    assert report["compression"] >= min_rate and round(report["test_error_pct"], 4) <= max_error, report
 
 
 # -- any net: npcaffe surgery --solver ---------------------------------------------------
