@@ -225,11 +225,13 @@ class Blob:
         gradient in their place.  (Caffe clears every parameter diff before each backward and
         then adds into it; at batch 1 a fully connected layer's weight gradient is an outer
         product written at memory speed, so the clear and the add cost more than the product.)"""
+        storage = self._diff
         if deferred:
-            self._diff.zero_pending = True
+            storage.zero_pending = True
+        elif storage.zero_pending:
+            storage.settle()
         else:
-            self._diff.array[...] = 0
-            self._diff.zero_pending = False
+            storage.view(self._count)[:] = 0
 
     def diff_known_zero(self):
         """The diff is a deferred clear's zeros, not written yet (reading it would write them)."""
