@@ -1003,10 +1003,15 @@ def verdict(ours_ms, theirs_ms, goal, limit_ms=None):
     return "met" if not misses else "MISSED (" + "; ".join(misses) + ")"
 
 
+def weighted_ms(by_type):
+    """The profile's time in the weighted (GEMM) layers."""
+    return sum(ms for kind, ms in by_type.items() if kind in GEMM_LAYER_TYPES)
+
+
 def needed_rate(by_type, whole_ms, macs, rate, needed_ms):
     """What a goal of `needed_ms` for the pass asks of its weighted layers, from the profile: the
     multiply-add rate they would need with the other layers as they are (or that those alone are over)."""
-    gemm_ms = sum(ms for kind, ms in by_type.items() if kind in GEMM_LAYER_TYPES)
+    gemm_ms = weighted_ms(by_type)
     other_ms = max(whole_ms - gemm_ms, 0)
     if other_ms >= needed_ms:
         return f"the other layers alone take {other_ms:.1f} ms, over the {needed_ms:.1f} ms it allows"
@@ -1021,7 +1026,7 @@ def profile_line(measure, by_type, whole_ms, macs, rate, theirs_ms=None, goal=No
     layer type, and (given PyTorch's time) the ratio to PyTorch that the multiply-adds alone at sgemm's
     best rate would allow (`macs` then must count only products the pass cannot skip); given a `goal`
     ratio the pass misses, what it would ask of the weighted layers (needed_rate)."""
-    gemm_ms = sum(ms for kind, ms in by_type.items() if kind in GEMM_LAYER_TYPES)
+    gemm_ms = weighted_ms(by_type)
     rest = sorted(((ms, kind) for kind, ms in by_type.items() if kind not in GEMM_LAYER_TYPES), reverse=True)
     line = (f"  profile, {measure}: {whole_ms:.{1 if whole_ms < 100 else 0}f} ms as Net runs it; the weighted "
             f"layers {gemm_ms:.{1 if gemm_ms < 100 else 0}f} ms ({min(gemm_ms / whole_ms, 1):.0%}), "

@@ -7,18 +7,18 @@ with an inner dimension of 1 takes about twice as long as a plain loop (it
 packs its operands for a product that reuses nothing), so this kernel
 writes it directly.  Each element is the single float32 product sgemm
 computes (alpha 1, beta 0) added to +0.0 as sgemm's accumulator starts, so a
--0.0 product comes out +0.0 there too: the bits are sgemm's.  It runs on one thread (npcaffe.parallel's
-default): two threads write it twice as fast alone, but inside a training
-pass OpenBLAS's threads still spin after the layer's other products and the
-two-thread version measured no faster (AlexNet batch 1: 84-89 ms per
-forward+backward both ways).
+-0.0 product comes out +0.0 there too: the bits are sgemm's.  It runs on one
+thread (npcaffe.parallel's default): two threads write it twice as fast
+alone, but inside a training pass OpenBLAS's threads still spin after the
+layer's other products and the two-thread version measured no faster
+(AlexNet batch 1: 84-89 ms per forward+backward both ways).
 """
 import numba
 import numpy as np
 
 from .. import parallel
 
-# Rows per part below which the product is not split over threads (a part under ~1 MB).
+# Elements per part below which the product is not split over threads (about 1 MB).
 MIN_ELEMENTS_PER_PART = 1 << 18
 
 

@@ -177,10 +177,11 @@ class InnerProductLayer(Layer):
                 np.dot(x.T, dy, out=grad)
             else:
                 np.dot(dy.T, x, out=grad)
-            if not fresh and weight_diff_mask is None:
-                dw += grad.reshape(-1)
-            elif not fresh:
-                masked_accumulate(dw, weight_diff_mask, grad.reshape(-1))
+            if not fresh:  # a fresh diff is the product already
+                if weight_diff_mask is None:
+                    dw += grad.reshape(-1)
+                else:
+                    masked_accumulate(dw, weight_diff_mask, grad.reshape(-1))
         if self.bias_term and self.param_needs_backward(1):
             db, fresh = self.blobs[1].diff_to_accumulate()
             np.dot(self._bias_multiplier, dy, out=db if fresh else self._bias_grad)
